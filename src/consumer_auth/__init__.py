@@ -1,0 +1,49 @@
+"""consumer_auth: the Consumer + Basic Auth model of Apache APISIX for any WSGI or ASGI app.
+
+Protect a whole app in two lines::
+
+    from consumer_auth import Consumer, protect
+    app.wsgi_app = protect(app.wsgi_app, consumers=[Consumer("alex", password="123456")])
+
+or build a :class:`Gateway` from a configuration (``Gateway.from_file("gateway.yaml")``) with services,
+routes and plugins, and wrap an app with ``gateway.wsgi(app)`` / ``gateway.asgi(app)``.
+"""
+
+from __future__ import annotations
+
+from ._protect import protect
+from .consumers import BasicAuthCredential, Consumer
+from .decision import Allow, Decision, Pending, Reject, RequestFacts
+from .errors import ConfigError, ConsumerAuthError, UnsupportedAppError
+from .gateway import Gateway
+from .passwords import hash_password
+from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
+from .routing import Route, Service
+from .upstream import Upstream
+from .wsgi import CONSUMER_KEY
+
+__all__ = [
+    "CONSUMER_KEY",
+    "Allow",
+    "BasicAuthCredential",
+    "BasicAuthPlugin",
+    "ConfigError",
+    "Consumer",
+    "ConsumerAuthError",
+    "ConsumerRestrictionPlugin",
+    "Decision",
+    "Gateway",
+    "Pending",
+    "Profile",
+    "Reject",
+    "RequestFacts",
+    "Route",
+    "Service",
+    "UnsupportedAppError",
+    "Upstream",
+    "__version__",
+    "hash_password",
+    "protect",
+]
+
+__version__ = "0.1.0"

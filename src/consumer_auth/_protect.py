@@ -1,0 +1,74 @@
+"""``protect``: the two-line wrap of a whole WSGI or ASGI app."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar, cast
+
+from .consumers import Consumer
+from .errors import UnsupportedAppError
+from .gateway import Gateway
+from .plugins import BasicAuthPlugin, Profile
+from .routing import Route
+
+__all__ = ["detect_interface", "protect"]
+
+App = TypeVar("App")
+
+
+def detect_interface(app: object) -> Literal["wsgi", "asgi"]:
+    """Tell whether ``app`` is an ASGI app (a coroutine function or object) or a WSGI app.
+
+    Raises:
+        UnsupportedAppError: ``app`` is not callable.
+    """
+    if not callable(app):
+        raise UnsupportedAppError(f"expected a WSGI or ASGI application, got {type(app).__name__}")
+    call = app if inspect.isfunction(app) or inspect.ismethod(app) else type(app).__call__
+    if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(app):
+        return "asgi"
+    return "wsgi"
+
+
+def protect(
+    app: App,
+    consumers: Iterable[Consumer],
+    *,
+    realm: str | None = None,
+    hide_credentials: bool = False,
+    anonymous_consumer: str | None = None,
+    profile: Profile | str = Profile.CLASSIC,
+    interface: Literal["auto", "wsgi", "asgi"] = "auto",
+) -> App:
+    """Require basic-auth credentials of ``consumers`` on every path of a WSGI or ASGI app.
+
+    Args:
+        app: The application (Flask's ``app.wsgi_app``, a FastAPI app, a Django handler, ...).
+        consumers: Who may call it.
+        realm: The ``WWW-Authenticate`` realm (profile default when omitted).
+        hide_credentials: Remove ``Authorization`` before the app sees the request.
+        anonymous_consumer: Let failed requests through as this consumer instead of answering 401.
+        profile: ``"classic"`` (default) or ``"apisix-3"``; see :class:`~consumer_auth.Gateway`.
+        interface: ``"auto"`` detects ASGI (coroutine ``__call__``) or WSGI; force one if detection fails.
+
+    Returns:
+        The wrapped app, of the same interface.
+
+    Raises:
+        UnsupportedAppError: ``app`` is not an application.
+        ConfigError: a consumer or option is invalid.
+
+    Example:
+        Flask (WSGI) and FastAPI (ASGI) alike::
+
+            app.wsgi_app = protect(app.wsgi_app, consumers=[Consumer("alex", password="123456")])
+            app = protect(FastAPI(), consumers=[Consumer("alex", password="123456")])
+    """
+    kind = detect_interface(app) if interface == "auto" else interface
+    plugin = BasicAuthPlugin(
+        hide_credentials=hide_credentials, realm=realm, anonymous_consumer=anonymous_consumer
+    )
+    gateway = Gateway(consumers=consumers, routes=[Route("/*", plugins=[plugin])], profile=profile)
+    wrapped: Any = gateway.asgi(cast(Any, app)) if kind == "asgi" else gateway.wsgi(cast(Any, app))
+    return cast(App, wrapped)

@@ -1,0 +1,215 @@
+"""Read the configuration schema (SPEC §6) from a mapping or a YAML, JSON or TOML file.
+
+The loaders only check the *shape* (known keys, lists, mappings) and hand the values to the public
+constructors (:class:`Consumer`, :class:`Route`, ...), which check the values. Every error is a
+:class:`ConfigError` naming its exact place, such as ``routes[0].plugins.basic-auth.hide_credentials``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from ._validate import expect_choice, expect_list, expect_mapping, reject_unknown
+from .consumers import BasicAuthCredential, Consumer
+from .errors import ConfigError
+from .plugins import Plugin, Profile, plugins_from_config
+from .routing import Route, Service
+
+__all__ = ["GatewayConfig", "load_file", "parse_config"]
+
+T = TypeVar("T")
+
+_TOP = ("profile", "unmatched", "consumers", "services", "routes")
+_CONSUMER = ("username", "desc", "labels", "plugins", "credentials")
+_CREDENTIAL = ("id", "desc", "plugins")
+_CONSUMER_BASIC_AUTH = ("username", "password", "password_hash")
+_SERVICE = (
+    "id",
+    "name",
+    "desc",
+    "path_prefix",
+    "strip_path_prefix",
+    "hosts",
+    "upstream",
+    "plugins",
+)
+_ROUTE = (
+    "id",
+    "name",
+    "desc",
+    "uri",
+    "uris",
+    "methods",
+    "host",
+    "hosts",
+    "priority",
+    "plugins",
+    "service_id",
+    "upstream",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """A validated configuration, ready to build a :class:`~consumer_auth.Gateway` from."""
+
+    consumers: tuple[Consumer, ...]
+    services: tuple[Service, ...]
+    routes: tuple[Route, ...]
+    profile: Profile
+    unmatched: str
+
+
+def _at(path: str, build: Callable[[], T]) -> T:
+    try:
+        return build()
+    except ConfigError as error:
+        raise error.within(path) from None
+    except TypeError as error:  # a constructor refused an argument: report it at its place, without values
+        raise ConfigError(path, f"invalid arguments ({type(error).__name__})") from None
+
+
+def _items(document: Mapping[str, Any], key: str) -> list[Any]:
+    value = document.get(key)
+    return [] if value is None else expect_list(value, key)
+
+
+def _basic_auth_credential(value: object, path: str, *, ident: str | None = None) -> BasicAuthCredential:
+    config = expect_mapping(value, path)
+    reject_unknown(config, _CONSUMER_BASIC_AUTH, path)
+    return _at(
+        path,
+        lambda: BasicAuthCredential(
+            config.get("username"),  # type: ignore[arg-type]
+            config.get("password"),
+            password_hash=config.get("password_hash"),
+            id=ident,
+        ),
+    )
+
+
+def _consumer_plugins(value: object, path: str, *, ident: str | None = None) -> list[BasicAuthCredential]:
+    plugins = expect_mapping(value, path)
+    for name in plugins:
+        if name != "basic-auth":
+            reject_unknown(plugins, ("basic-auth",), path)
+    if "basic-auth" not in plugins:
+        return []
+    return [_basic_auth_credential(plugins["basic-auth"], f"{path}.basic-auth", ident=ident)]
+
+
+def _consumer(value: object, path: str) -> Consumer:
+    config = expect_mapping(value, path)
+    reject_unknown(config, _CONSUMER, path)
+    credentials: list[BasicAuthCredential] = []
+    if config.get("plugins") is not None:
+        credentials += _consumer_plugins(config["plugins"], f"{path}.plugins")
+    for index, item in enumerate(expect_list(config.get("credentials") or [], f"{path}.credentials")):
+        where = f"{path}.credentials[{index}]"
+        entry = expect_mapping(item, where)
+        reject_unknown(entry, _CREDENTIAL, where)
+        ident = entry.get("id")
+        found = _consumer_plugins(entry.get("plugins") or {}, f"{where}.plugins", ident=ident)
+        if not found:
+            raise ConfigError(f"{where}.plugins", "expected a 'basic-auth' credential")
+        credentials += found
+    return _at(
+        path,
+        lambda: Consumer(
+            config.get("username"),  # type: ignore[arg-type]
+            credentials=credentials,
+            labels=config.get("labels"),
+            desc=config.get("desc"),
+        ),
+    )
+
+
+def _plugins(value: object) -> tuple[Plugin, ...]:
+    return plugins_from_config(expect_mapping(value, ""))
+
+
+def _service(value: object, path: str) -> Service:
+    config = dict(expect_mapping(value, path))
+    reject_unknown(config, _SERVICE, path)
+    raw_plugins = config.get("plugins")
+    if raw_plugins is not None:
+        config["plugins"] = _at(
+            f"{path}.plugins", lambda: plugins_from_config(expect_mapping(raw_plugins, ""))
+        )
+    if "id" not in config and "name" in config:
+        config["id"] = config["name"]
+    if "id" not in config:
+        raise ConfigError(f"{path}.id", "required (or 'name')")
+    return _at(path, lambda: Service(**config))
+
+
+def _route(value: object, path: str) -> Route:
+    config = dict(expect_mapping(value, path))
+    reject_unknown(config, _ROUTE, path)
+    raw_plugins = config.get("plugins")
+    if raw_plugins is not None:
+        config["plugins"] = _at(
+            f"{path}.plugins", lambda: plugins_from_config(expect_mapping(raw_plugins, ""))
+        )
+    if "host" in config:
+        if "hosts" in config:
+            raise ConfigError(f"{path}.host", "give 'host' or 'hosts', not both")
+        config["hosts"] = [config.pop("host")]
+    return _at(path, lambda: Route(**config))
+
+
+def parse_config(document: object) -> GatewayConfig:
+    """Validate a configuration mapping (SPEC §6) into immutable objects.
+
+    Raises:
+        ConfigError: naming the exact place of the first mistake; secrets are never in the message.
+    """
+    top = expect_mapping(document, "")
+    reject_unknown(top, _TOP, "")
+    profile = Profile(expect_choice(top.get("profile", "classic"), "profile", [p.value for p in Profile]))
+    unmatched = expect_choice(top.get("unmatched", "reject"), "unmatched", ("reject", "pass"))
+    consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
+    services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
+    routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
+    return GatewayConfig(consumers, services, routes, profile, unmatched)
+
+
+def load_file(path: str | Path) -> object:
+    """Read a YAML (``.yaml``/``.yml``), JSON or TOML file into a mapping, without validating it.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed (the message names the file and the line when known).
+    """
+    file = Path(path)
+    suffix = file.suffix.lower()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            str(file), f"cannot read the file ({error.strerror or type(error).__name__})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(file), "the file is not UTF-8 text") from None
+    try:
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(str(file), f"invalid YAML{where}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(str(file), f"invalid JSON at line {error.lineno}, column {error.colno}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(file), f"invalid TOML: {error}") from None
+    raise ConfigError(str(file), "expected a .yaml, .yml, .json or .toml file")

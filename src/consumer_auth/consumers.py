@@ -1,0 +1,192 @@
+"""Consumers, their basic-auth credentials, and the index the gateway looks them up in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from ._validate import describe, expect_mapping, expect_str, fail
+from .errors import ConfigError
+from .passwords import PasswordVerifier, PlaintextPassword, verifier_from_hash
+
+__all__ = ["BasicAuthCredential", "Consumer", "ConsumerIndex"]
+
+_CONSUMER_NAME = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+class BasicAuthCredential:
+    """A basic-auth username and its password (in clear, or as a hash), owned by one consumer.
+
+    Args:
+        username: What the client logs in with. Unique across all consumers.
+        password: The password in clear. Exactly one of ``password`` and ``password_hash`` is required.
+        password_hash: An argon2id hash (``consumer-auth hash-password`` writes one).
+        id: Optional identifier, forwarded as ``X-Credential-Identifier``.
+
+    Raises:
+        ConfigError: naming the field, never its secret value.
+
+    Security note: ``repr`` never shows the password or hash.
+    """
+
+    __slots__ = ("id", "username", "verifier")
+
+    def __init__(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        password_hash: str | None = None,
+        id: str | None = None,  # noqa: A002 - APISIX's name for it
+    ) -> None:
+        self.username = expect_str(username, "username")
+        if (password is None) == (password_hash is None):
+            fail("password", "exactly one of 'password' and 'password_hash' is required")
+        self.verifier: PasswordVerifier
+        if password is not None:
+            expect_str(password, "password", secret=True)
+            self.verifier = PlaintextPassword(password)
+        else:
+            self.verifier = verifier_from_hash(password_hash)  # type: ignore[arg-type]
+        self.id = None if id is None else expect_str(id, "id")
+
+    def __repr__(self) -> str:
+        ident = f", id={self.id!r}" if self.id is not None else ""
+        return f"BasicAuthCredential(username={self.username!r}{ident}, password=<hidden>)"
+
+
+class Consumer:
+    """A named API client, with its basic-auth credentials and labels.
+
+    Args:
+        username: The consumer's name (``alex``): letters, digits, ``_`` and ``-``.
+        password: Shortcut for one credential whose username is ``login`` (default: the consumer's name).
+        password_hash: Same shortcut with a stored hash instead of a clear password.
+        login: The credential username for the shortcut, when it differs from the consumer's name.
+        credentials: Further :class:`BasicAuthCredential` objects (several allow rotation without downtime).
+        labels: Free labels; ``custom_id`` is forwarded as ``X-Consumer-Custom-ID``.
+        desc: A description, for people.
+
+    Example:
+        >>> alex = Consumer("alex", password="123456")
+        >>> [c.username for c in alex.credentials]
+        ['alex']
+
+    The object also follows Starlette's user conventions (``is_authenticated``, ``display_name``,
+    ``identity``), so it can sit in ``request.user``.
+    """
+
+    __slots__ = ("credentials", "desc", "labels", "username")
+
+    is_authenticated = True
+
+    def __init__(
+        self,
+        username: str,
+        password: str | None = None,
+        *,
+        password_hash: str | None = None,
+        login: str | None = None,
+        credentials: Iterable[BasicAuthCredential] = (),
+        labels: Mapping[str, str] | None = None,
+        desc: str | None = None,
+    ) -> None:
+        expect_str(username, "username")
+        if not _CONSUMER_NAME.fullmatch(username):
+            fail("username", f"expected letters, digits, '_' or '-', got {describe(username)}")
+        self.username = username
+        owned = list(credentials)
+        for index, credential in enumerate(owned):
+            if not isinstance(credential, BasicAuthCredential):
+                fail(
+                    f"credentials[{index}]",
+                    f"expected a BasicAuthCredential, got {describe(credential)}",
+                )
+        if password is not None or password_hash is not None:
+            owned.insert(0, BasicAuthCredential(login or username, password, password_hash=password_hash))
+        elif login is not None:
+            fail("login", "a login needs a 'password' or 'password_hash'")
+        self.credentials: tuple[BasicAuthCredential, ...] = tuple(owned)
+        clean: dict[str, str] = {}
+        for key, value in expect_mapping(labels or {}, "labels").items():
+            clean[key] = expect_str(value, f"labels.{key}", nonempty=False)
+        self.labels: Mapping[str, str] = MappingProxyType(clean)
+        self.desc = None if desc is None else expect_str(desc, "desc", nonempty=False)
+
+    @property
+    def custom_id(self) -> str | None:
+        """``labels["custom_id"]``, forwarded as ``X-Consumer-Custom-ID``."""
+        return self.labels.get("custom_id")
+
+    @property
+    def display_name(self) -> str:
+        """The consumer's name (Starlette ``BaseUser`` convention)."""
+        return self.username
+
+    @property
+    def identity(self) -> str:
+        """The consumer's name (Starlette ``BaseUser`` convention)."""
+        return self.username
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.username!r}, credentials={len(self.credentials)})"
+
+
+class ConsumerIndex:
+    """Consumers by name and credentials by username; built once, then read-only.
+
+    Raises:
+        ConfigError: for a duplicate consumer name or credential username, at ``consumers[i]``.
+    """
+
+    __slots__ = ("_by_login", "_by_name", "_decoy")
+
+    def __init__(self, consumers: Iterable[Consumer]) -> None:
+        self._by_name: dict[str, Consumer] = {}
+        self._by_login: dict[str, tuple[Consumer, BasicAuthCredential]] = {}
+        owner_index: dict[str, int] = {}
+        costliest: PasswordVerifier | None = None
+        for index, consumer in enumerate(consumers):
+            if not isinstance(consumer, Consumer):
+                raise ConfigError(f"consumers[{index}]", f"expected a Consumer, got {describe(consumer)}")
+            if consumer.username in self._by_name:
+                raise ConfigError(f"consumers[{index}].username", f"duplicate consumer {consumer.username!r}")
+            self._by_name[consumer.username] = consumer
+            for credential in consumer.credentials:
+                if credential.username in self._by_login:
+                    other = owner_index[credential.username]
+                    raise ConfigError(
+                        f"consumers[{index}]",
+                        f"duplicate basic-auth username {credential.username!r} (also in consumers[{other}])",
+                    )
+                self._by_login[credential.username] = (consumer, credential)
+                owner_index[credential.username] = index
+                if costliest is None or (credential.verifier.slow and not costliest.slow):
+                    costliest = credential.verifier
+        self._decoy = costliest.decoy() if costliest is not None else None
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether any consumer has a basic-auth credential at all."""
+        return bool(self._by_login)
+
+    def consumer(self, name: str) -> Consumer | None:
+        """The consumer with this name, if any."""
+        return self._by_name.get(name)
+
+    def credential(self, login: str) -> tuple[Consumer, BasicAuthCredential] | None:
+        """The consumer and credential that own this basic-auth username, if any."""
+        return self._by_login.get(login)
+
+    @property
+    def decoy(self) -> PasswordVerifier | None:
+        """A verifier as costly as the costliest real one, run for unknown usernames."""
+        return self._decoy
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())

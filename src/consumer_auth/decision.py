@@ -1,0 +1,116 @@
+"""The values the core hands to the adapters: what a request is, and what to do with it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .consumers import BasicAuthCredential, Consumer
+    from .routing import CompiledRoute
+
+__all__ = [
+    "IDENTITY_HEADERS",
+    "Allow",
+    "Decision",
+    "Pending",
+    "Reject",
+    "RequestFacts",
+    "json_reject",
+]
+
+IDENTITY_HEADERS = ("x-consumer-username", "x-credential-identifier", "x-consumer-custom-id")
+"""Header names the gateway sets after authentication; client-sent copies are always removed."""
+
+_TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the core needs to know about a request, whichever protocol carried it.
+
+    Attributes:
+        method: Upper-case HTTP method (``GET``); websocket handshakes use ``GET``.
+        path: The decoded path (no query string).
+        host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown.
+        authorization: Every ``Authorization`` header value, in order.
+    """
+
+    method: str
+    path: str
+    host: str | None = None
+    authorization: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Answer the request directly, without calling the app or upstream.
+
+    ``headers`` are the response headers (without ``Content-Length``). ``status_line``,
+    ``wsgi_headers`` and ``raw_headers`` (lower-case bytes, for ASGI) are precomputed with
+    ``Content-Length`` added.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    status_line: str = field(init=False)
+    wsgi_headers: tuple[tuple[str, str], ...] = field(init=False)
+    raw_headers: tuple[tuple[bytes, bytes], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        try:
+            phrase = HTTPStatus(self.status).phrase
+        except ValueError:
+            phrase = ""
+        object.__setattr__(self, "status_line", f"{self.status} {phrase}".rstrip())
+        full = (*self.headers, ("Content-Length", str(len(self.body))))
+        object.__setattr__(self, "wsgi_headers", full)
+        object.__setattr__(
+            self, "raw_headers", tuple((n.lower().encode(), v.encode("latin-1")) for n, v in full)
+        )
+
+
+def json_reject(status: int, key: str, message: str, *extra: tuple[str, str]) -> Reject:
+    """A rejection whose body is ``{"<key>": "<message>"}`` and a newline, as APISIX writes it."""
+    body = json.dumps({key: message}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return Reject(status, (_TEXT_PLAIN, *extra), body)
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let the request through to the app or upstream, changed as described.
+
+    Attributes:
+        route: The matched route, or ``None`` when an unmatched request is passed through.
+        consumer: The authenticated (or anonymous) consumer, if any.
+        credential: The credential that authenticated, if any.
+        identity_headers: Headers to add (client copies of :data:`IDENTITY_HEADERS` are removed first).
+        hide_credentials: Remove every ``Authorization`` header before passing the request on.
+        strip_prefix: The service path prefix to mount the app under ("" when nothing is stripped).
+    """
+
+    route: CompiledRoute | None
+    consumer: Consumer | None = None
+    credential: BasicAuthCredential | None = None
+    identity_headers: tuple[tuple[str, str], ...] = ()
+    hide_credentials: bool = False
+    strip_prefix: str = ""
+
+
+Decision = Allow | Reject
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A decision that needs a password verified first.
+
+    ``run()`` does the verification and returns the decision. When ``slow`` is true (a hash such as
+    argon2id), an asynchronous adapter must call ``run`` outside its event loop.
+    """
+
+    slow: bool
+    run: Callable[[], Decision]

@@ -1,0 +1,50 @@
+"""The one exception tree of consumer_auth.
+
+::
+
+    ConsumerAuthError            never raised itself; catch it to catch everything below
+    ├── ConfigError              a configuration is invalid (also a ValueError)
+    └── UnsupportedAppError      ``protect`` could not tell whether an app is WSGI or ASGI (also a TypeError)
+
+Client mistakes (a malformed ``Authorization`` header, an unknown user) are never exceptions: they are
+responses, decided by the core and sent by the adapters.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "ConsumerAuthError", "UnsupportedAppError"]
+
+
+class ConsumerAuthError(Exception):
+    """Base class of every exception this library raises on purpose."""
+
+
+class ConfigError(ConsumerAuthError, ValueError):
+    """A configuration value is invalid.
+
+    The message always starts with the exact place of the mistake, for example
+    ``routes[0].plugins.basic-auth.hide_credentials: expected a boolean, got 'yes'``.
+    Secret values (passwords, hashes) are never included.
+
+    Attributes:
+        path: Where the mistake is (``""`` when it concerns the whole document).
+        reason: What is wrong there.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+    def within(self, prefix: str) -> ConfigError:
+        """Return the same error placed below ``prefix`` (``routes[0]`` + ``uri`` → ``routes[0].uri``)."""
+        if not prefix:
+            return self
+        if not self.path:
+            return ConfigError(prefix, self.reason)
+        joiner = "" if self.path.startswith("[") else "."
+        return ConfigError(f"{prefix}{joiner}{self.path}", self.reason)
+
+
+class UnsupportedAppError(ConsumerAuthError, TypeError):
+    """An application passed to :func:`consumer_auth.protect` is neither WSGI nor ASGI."""

@@ -1,0 +1,275 @@
+"""The gateway: match a route, run its plugins, and say what to do with the request.
+
+This module is the sans-IO heart of the library: request facts in (:class:`RequestFacts`), a
+:class:`Decision` out. The WSGI and ASGI adapters and both proxies call it the same way, which is
+how every mode gives the same answers.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import GatewayConfig, load_file, parse_config
+from .consumers import Consumer, ConsumerIndex
+from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
+from .errors import ConfigError
+from .plugins import Profile
+from .plugins.basic_auth import Authenticated
+from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+    from asgiref.typing import ASGI3Application
+
+__all__ = ["NOT_FOUND", "Gateway"]
+
+NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found")
+"""The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    consumers: ConsumerIndex
+    routes: RouteIndex
+
+
+def _compile(routes: Iterable[Route], services: Iterable[Service], profile: Profile) -> RouteIndex:
+    by_id = routes_by_service(services)
+    compiled = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, Route):
+            raise ConfigError(f"routes[{index}]", "expected a Route")
+        service = None
+        if route.service_id is not None:
+            service = by_id.get(route.service_id)
+            if service is None:
+                raise ConfigError(f"routes[{index}].service_id", f"no service with id {route.service_id!r}")
+        compiled.append(compile_route(route, service, index, profile))
+    return RouteIndex(compiled)
+
+
+def _check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+    for route in routes.routes:
+        name = route.auth.anonymous_consumer if route.auth is not None else None
+        if name is not None and consumers.consumer(name) is None:
+            own = any(p.name == "basic-auth" for p in route.route.plugins)
+            where = (
+                f"routes[{route.order}]" if own or route.service is None else f"service {route.service.id!r}"
+            )
+            raise ConfigError(f"{where}.plugins.basic-auth.anonymous_consumer", f"no consumer named {name!r}")
+
+
+class Gateway:
+    """Consumers, services and routes, compiled once; decides what happens to each request.
+
+    Args:
+        consumers: The API clients and their credentials.
+        routes: The routes to guard (``Route`` objects).
+        services: The services routes may belong to.
+        profile: ``"classic"`` (the default: APISIX 2.x / API7 Cloud guide messages, which reveal whether a
+            username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
+        unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
+            ``"pass"`` hands them to the app unauthenticated (in-process modes only).
+
+    Raises:
+        ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
+            a duplicate credential username, ...).
+
+    Example:
+        >>> from consumer_auth import BasicAuthPlugin, Consumer, Gateway, Route
+        >>> gateway = Gateway(
+        ...     consumers=[Consumer("alex", password="123456")],
+        ...     routes=[Route("/json", methods=["GET"], plugins=[BasicAuthPlugin()])],
+        ... )
+        >>> gateway.decide_now(RequestFacts("GET", "/json")).status
+        401
+    """
+
+    def __init__(
+        self,
+        *,
+        consumers: Iterable[Consumer] = (),
+        routes: Iterable[Route] = (),
+        services: Iterable[Service] = (),
+        profile: Profile | str = Profile.CLASSIC,
+        unmatched: str = "reject",
+    ) -> None:
+        try:
+            self.profile = Profile(profile)
+        except ValueError:
+            raise ConfigError("profile", f"expected 'classic' or 'apisix-3', got {profile!r}") from None
+        if unmatched not in ("reject", "pass"):
+            raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
+        self.unmatched = unmatched
+        self._pass = Allow(None)
+        self._lock = threading.Lock()
+        self._services = tuple(services)
+        self._routes = tuple(routes)
+        state = _State(ConsumerIndex(consumers), _compile(self._routes, self._services, self.profile))
+        _check_anonymous(state.routes, state.consumers)
+        self._state = state
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> Gateway:
+        """Build a gateway from an already validated :class:`~consumer_auth.config.GatewayConfig`."""
+        return cls(
+            consumers=config.consumers,
+            routes=config.routes,
+            services=config.services,
+            profile=config.profile,
+            unmatched=config.unmatched,
+        )
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any]) -> Gateway:
+        """Build a gateway from a configuration mapping (SPEC §6 schema).
+
+        Raises:
+            ConfigError: naming the place, e.g.
+                ``routes[0].plugins.basic-auth.hide_credentials: expected a boolean, got 'yes'``.
+        """
+        return cls.from_config(parse_config(mapping))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Gateway:
+        """Build a gateway from a YAML, JSON or TOML file (chosen by its extension).
+
+        Raises:
+            ConfigError: the file cannot be read or parsed, or its content is invalid.
+        """
+        return cls.from_config(parse_config(load_file(path)))
+
+    # -- run-time changes -----------------------------------------------------------------------------
+
+    def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
+        """Swap in a new set of consumers atomically; requests in flight finish with the old set.
+
+        A route's ``anonymous_consumer`` that no longer exists then answers 401
+        ``Invalid user authorization``.
+
+        Raises:
+            ConfigError: the new set is invalid (the current set stays in force).
+        """
+        index = ConsumerIndex(consumers)
+        with self._lock:
+            self._state = _State(index, self._state.routes)
+
+    def replace_routes(self, routes: Iterable[Route], services: Iterable[Service] = ()) -> None:
+        """Swap in new routes and services atomically.
+
+        Raises:
+            ConfigError: they are invalid (the current ones stay in force).
+        """
+        routes, services = tuple(routes), tuple(services)
+        compiled = _compile(routes, services, self.profile)
+        with self._lock:
+            self._routes, self._services = routes, services
+            self._state = _State(self._state.consumers, compiled)
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        """The consumers in force now."""
+        return tuple(self._state.consumers)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The routes in force now."""
+        return self._routes
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services in force now."""
+        return self._services
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    def match(self, facts: RequestFacts) -> CompiledRoute | None:
+        """The route a request matches, if any."""
+        return self._state.routes.match(facts.method, facts.path, facts.host)
+
+    def decide(self, facts: RequestFacts) -> Decision | Pending:
+        """Decide a request; a :class:`Pending` result still needs its password verified (``run()``).
+
+        Everything cheap (routing, parsing the header, finding the credential) happens here. When the
+        password check is a slow hash, ``Pending.slow`` is true so an event loop can run it elsewhere.
+        """
+        state = self._state
+        route = state.routes.match(facts.method, facts.path, facts.host)
+        if route is None:
+            return self._pass if self.unmatched == "pass" else NOT_FOUND
+        auth = route.auth
+        if auth is None:
+            return _finish(route, None, facts.method)
+        consumers = state.consumers
+        parsed = auth.parse(facts.authorization, consumers)
+        if isinstance(parsed, Reject):
+            return _finish(route, auth.fallback(parsed, consumers), facts.method)
+
+        def run() -> Decision:
+            outcome = auth.verify(parsed, consumers)
+            if isinstance(outcome, Reject):
+                outcome = auth.fallback(outcome, consumers)
+            return _finish(route, outcome, facts.method)
+
+        return Pending(auth.is_slow(parsed, consumers), run)
+
+    def decide_now(self, facts: RequestFacts) -> Decision:
+        """Decide a request, verifying any password in the calling thread."""
+        decision = self.decide(facts)
+        return decision.run() if isinstance(decision, Pending) else decision
+
+    # -- adapters ---------------------------------------------------------------------------------
+
+    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+        """Wrap a WSGI app: requests reach it only when this gateway allows them.
+
+        The app finds the consumer in ``environ["consumer_auth.consumer"]`` and the identity headers
+        (``HTTP_X_CONSUMER_USERNAME``, ...); a stripped service prefix moves to ``SCRIPT_NAME``.
+        """
+        from .wsgi import GatewayMiddleware
+
+        return GatewayMiddleware(app, self)
+
+    def asgi(self, app: ASGI3Application) -> ASGI3Application:
+        """Wrap an ASGI app (HTTP and websocket; lifespan passes through).
+
+        The app finds the consumer in ``scope["consumer_auth.consumer"]`` and in ``scope["user"]``
+        (Starlette's ``request.user``), with ``scope["auth"]`` holding its scopes; a stripped service
+        prefix moves to ``root_path``. Slow hashes are verified off the event loop.
+        """
+        from .asgi import ASGIGatewayMiddleware
+
+        return ASGIGatewayMiddleware(app, self)
+
+
+def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method: str) -> Decision:
+    if isinstance(outcome, Reject):
+        return outcome
+    consumer = outcome.consumer if outcome is not None else None
+    credential = outcome.credential if outcome is not None else None
+    if route.restriction is not None:
+        rejected = route.restriction.check(consumer, method)
+        if rejected is not None:
+            return rejected
+    identity: tuple[tuple[str, str], ...] = ()
+    if consumer is not None:
+        headers = [("x-consumer-username", consumer.username)]
+        if credential is not None and credential.id is not None:
+            headers.append(("x-credential-identifier", credential.id))
+        if consumer.custom_id is not None:
+            headers.append(("x-consumer-custom-id", consumer.custom_id))
+        identity = tuple(headers)
+    return Allow(
+        route,
+        consumer,
+        credential,
+        identity,
+        hide_credentials=route.auth is not None and route.auth.hide_credentials,
+        strip_prefix=route.strip_prefix,
+    )

@@ -1,0 +1,165 @@
+"""The ``basic-auth`` plugin: read Basic credentials, find the consumer, verify the password."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from consumer_auth._validate import describe, expect_bool, expect_mapping, expect_str, fail, reject_unknown
+from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
+from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
+from consumer_auth.decision import Reject, json_reject
+
+__all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile"]
+
+_REALM = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,128}")
+
+
+class Profile(enum.Enum):
+    """Which APISIX generation's answers to give.
+
+    ``CLASSIC`` (the default) gives exactly the messages of APISIX 2.x and the API7 Cloud guide; it tells
+    a client whether a username exists. ``APISIX_3`` answers every credential failure with
+    ``Invalid user authorization`` and a ``WWW-Authenticate`` header, revealing nothing.
+    """
+
+    CLASSIC = "classic"
+    APISIX_3 = "apisix-3"
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuthPlugin:
+    """Require HTTP Basic credentials of a consumer on a route or service.
+
+    Args:
+        hide_credentials: Remove the ``Authorization`` header before the app or upstream sees it.
+        realm: The realm of ``WWW-Authenticate`` (1-128 printable ASCII characters, no ``"`` or ``\\``).
+            Default: ``.`` under the classic profile, ``basic`` under ``apisix-3``.
+        anonymous_consumer: A consumer name to let failed requests through as, instead of a 401.
+
+    Example:
+        >>> BasicAuthPlugin(hide_credentials=True)
+        BasicAuthPlugin(hide_credentials=True, realm=None, anonymous_consumer=None)
+    """
+
+    name: ClassVar[str] = "basic-auth"
+
+    hide_credentials: bool = False
+    realm: str | None = None
+    anonymous_consumer: str | None = None
+
+    def __post_init__(self) -> None:
+        expect_bool(self.hide_credentials, "hide_credentials")
+        if self.realm is not None:
+            expect_str(self.realm, "realm")
+            if not _REALM.fullmatch(self.realm):
+                fail(
+                    "realm",
+                    "expected 1-128 printable ASCII characters without '\"' or '\\', "
+                    f"got {describe(self.realm)}",
+                )
+        if self.anonymous_consumer is not None:
+            expect_str(self.anonymous_consumer, "anonymous_consumer")
+
+    @classmethod
+    def from_config(cls, value: object) -> BasicAuthPlugin:
+        """Build from a configuration mapping (errors are relative to the plugin)."""
+        config = expect_mapping(value, "")
+        reject_unknown(config, ("hide_credentials", "realm", "anonymous_consumer"), "")
+        return cls(**config)
+
+    def compile(self, profile: Profile) -> BasicAuthCheck:
+        """Precompute this plugin's responses for a gateway's profile."""
+        return BasicAuthCheck(self, profile)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A request's consumer: from a verified credential, or the anonymous consumer."""
+
+    consumer: Consumer
+    credential: BasicAuthCredential | None
+
+
+def _message(text: str, *headers: tuple[str, str]) -> Reject:
+    return json_reject(401, "message", text, *headers)
+
+
+class BasicAuthCheck:
+    """A compiled ``basic-auth`` plugin: every possible 401 is built once, here."""
+
+    __slots__ = (
+        "_anonymous",
+        "_anonymous_missing",
+        "_invalid",
+        "_missing",
+        "_no_consumers",
+        "_unknown",
+        "_wrong",
+        "hide_credentials",
+    )
+
+    def __init__(self, plugin: BasicAuthPlugin, profile: Profile) -> None:
+        self.hide_credentials = plugin.hide_credentials
+        self._anonymous = plugin.anonymous_consumer
+        if profile is Profile.CLASSIC:
+            challenge = ("WWW-Authenticate", f"Basic realm='{plugin.realm or '.'}'")
+            self._missing = _message("Missing authorization in request", challenge)
+            self._invalid = _message("Invalid authorization in request")
+            self._no_consumers = _message("Missing related consumer")
+            self._unknown = _message("Invalid user key in authorization")
+            self._wrong = _message("Password is error")
+            self._anonymous_missing = _message("Invalid user authorization")
+        else:
+            challenge = ("WWW-Authenticate", f'Basic realm="{plugin.realm or "basic"}"')
+            self._missing = _message("Missing authorization in request", challenge)
+            self._invalid = _message("Invalid authorization in request", challenge)
+            self._no_consumers = self._unknown = self._wrong = self._anonymous_missing = _message(
+                "Invalid user authorization", challenge
+            )
+
+    def parse(self, authorization: tuple[str, ...], consumers: ConsumerIndex) -> Reject | BasicCredentials:
+        """The cheap half: read the header. A :class:`Reject` here needs no password check."""
+        parsed = parse_authorization(authorization)
+        if parsed is ParseFailure.MISSING:
+            return self._missing
+        if isinstance(parsed, ParseFailure):
+            return self._invalid
+        if not consumers.has_credentials:
+            return self._no_consumers
+        return parsed
+
+    def is_slow(self, credentials: BasicCredentials, consumers: ConsumerIndex) -> bool:
+        """Whether :meth:`verify` will run a slow hash for these credentials."""
+        found = consumers.credential(credentials.username)
+        verifier = found[1].verifier if found is not None else consumers.decoy
+        return verifier is not None and verifier.slow
+
+    def verify(self, credentials: BasicCredentials, consumers: ConsumerIndex) -> Reject | Authenticated:
+        """The costly half: check the password. Unknown usernames cost as much as wrong passwords."""
+        found = consumers.credential(credentials.username)
+        if found is None:
+            decoy = consumers.decoy
+            if decoy is not None:
+                decoy.verify(credentials.password)
+            return self._unknown
+        consumer, credential = found
+        if not credential.verifier.verify(credentials.password):
+            return self._wrong
+        return Authenticated(consumer, credential)
+
+    def fallback(self, rejection: Reject, consumers: ConsumerIndex) -> Reject | Authenticated:
+        """Apply ``anonymous_consumer`` to a failure: let it through as that consumer, if configured."""
+        if self._anonymous is None:
+            return rejection
+        consumer = consumers.consumer(self._anonymous)
+        if consumer is None:
+            return self._anonymous_missing
+        return Authenticated(consumer, None)
+
+    @property
+    def anonymous_consumer(self) -> str | None:
+        """The configured anonymous consumer's name."""
+        return self._anonymous

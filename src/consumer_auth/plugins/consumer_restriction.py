@@ -1,0 +1,138 @@
+"""The ``consumer-restriction`` plugin: allow or deny consumers by name, after authentication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from consumer_auth._methods import HTTP_METHODS
+from consumer_auth._validate import (
+    expect_choice,
+    expect_int,
+    expect_list,
+    expect_mapping,
+    expect_str,
+    expect_str_list,
+    fail,
+    reject_unknown,
+)
+from consumer_auth.consumers import Consumer
+from consumer_auth.decision import Reject, json_reject
+
+__all__ = ["ConsumerRestrictionPlugin", "RestrictionCheck"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerRestrictionPlugin:
+    """Restrict a route or service to some consumers (``whitelist``) or exclude some (``blacklist``).
+
+    Runs after authentication. A request without a consumer (no auth plugin on the route) gets 401
+    ``Missing authentication or identity verification.``.
+
+    As in APISIX, the blacklist is checked first, then the whitelist; a consumer on the whitelist skips
+    ``allowed_by_methods``, and a consumer without an entry there is not limited by it.
+
+    Args:
+        whitelist: Consumer names allowed; every other consumer is rejected.
+        blacklist: Consumer names rejected. At least one of ``whitelist``, ``blacklist`` and
+            ``allowed_by_methods`` is required.
+        allowed_by_methods: ``[{"user": name, "methods": [...]}]``: the methods each named consumer may use.
+        rejected_code: Status of a rejection (default 403).
+        rejected_msg: Message of a rejection (default ``The consumer_name is forbidden.``).
+        type: What is matched; only ``consumer_name`` (the default) is supported.
+
+    Example:
+        >>> ConsumerRestrictionPlugin(whitelist=["alex"]).whitelist
+        ('alex',)
+    """
+
+    name: ClassVar[str] = "consumer-restriction"
+
+    whitelist: tuple[str, ...] | None = None
+    blacklist: tuple[str, ...] | None = None
+    allowed_by_methods: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    rejected_code: int = 403
+    rejected_msg: str = "The consumer_name is forbidden."
+    type: str = "consumer_name"
+
+    def __post_init__(self) -> None:
+        if self.whitelist is None and self.blacklist is None and self.allowed_by_methods is None:
+            fail("whitelist", "one of 'whitelist', 'blacklist' and 'allowed_by_methods' is required")
+        if self.whitelist is not None:
+            object.__setattr__(self, "whitelist", expect_str_list(self.whitelist, "whitelist"))
+        if self.blacklist is not None:
+            object.__setattr__(self, "blacklist", expect_str_list(self.blacklist, "blacklist"))
+        if self.allowed_by_methods is not None:
+            object.__setattr__(self, "allowed_by_methods", _methods_by_user(self.allowed_by_methods))
+        expect_int(self.rejected_code, "rejected_code", minimum=200, maximum=599)
+        expect_str(self.rejected_msg, "rejected_msg")
+        expect_choice(self.type, "type", ("consumer_name",))
+
+    @classmethod
+    def from_config(cls, value: object) -> ConsumerRestrictionPlugin:
+        """Build from a configuration mapping (errors are relative to the plugin)."""
+        config = expect_mapping(value, "")
+        reject_unknown(
+            config,
+            (
+                "whitelist",
+                "blacklist",
+                "allowed_by_methods",
+                "rejected_code",
+                "rejected_msg",
+                "type",
+            ),
+            "",
+        )
+        return cls(**config)
+
+    def compile(self) -> RestrictionCheck:
+        """Precompute this plugin's responses."""
+        return RestrictionCheck(self)
+
+
+def _methods_by_user(value: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    entries: list[tuple[str, tuple[str, ...]]] = []
+    for index, item in enumerate(expect_list(value, "allowed_by_methods")):
+        if isinstance(item, tuple) and len(item) == 2:
+            item = {"user": item[0], "methods": item[1]}
+        where = f"allowed_by_methods[{index}]"
+        entry = expect_mapping(item, where)
+        reject_unknown(entry, ("user", "methods"), where)
+        user = expect_str(entry.get("user"), f"{where}.user")
+        methods = expect_str_list(entry.get("methods"), f"{where}.methods")
+        for position, method in enumerate(methods):
+            expect_choice(method, f"{where}.methods[{position}]", sorted(HTTP_METHODS))
+        entries.append((user, methods))
+    return tuple(entries)
+
+
+class RestrictionCheck:
+    """A compiled ``consumer-restriction`` plugin."""
+
+    __slots__ = ("_allowed", "_denied", "_methods", "_no_consumer", "_rejected")
+
+    def __init__(self, plugin: ConsumerRestrictionPlugin) -> None:
+        self._allowed = frozenset(plugin.whitelist) if plugin.whitelist is not None else None
+        self._denied = frozenset(plugin.blacklist or ())
+        self._methods: dict[str, frozenset[str]] = {}
+        for user, methods in plugin.allowed_by_methods or ():
+            self._methods.setdefault(user, frozenset(methods))  # the first entry for a user counts
+        self._rejected = json_reject(plugin.rejected_code, "message", plugin.rejected_msg)
+        self._no_consumer = json_reject(401, "message", "Missing authentication or identity verification.")
+
+    def check(self, consumer: Consumer | None, method: str) -> Reject | None:
+        """The rejection for this consumer and method, or ``None`` to let it through."""
+        if consumer is None:
+            return self._no_consumer
+        name = consumer.username
+        if name in self._denied:
+            return self._rejected
+        if self._allowed is not None:
+            if name in self._allowed:
+                return None
+            return self._rejected
+        allowed_methods = self._methods.get(name)
+        if allowed_methods is not None and method not in allowed_methods:
+            return self._rejected
+        return None

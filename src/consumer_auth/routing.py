@@ -1,0 +1,342 @@
+"""Routes, services, and the route index (an exact-path map plus prefix buckets, never a list scan)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._methods import HTTP_METHODS
+from ._validate import describe, expect_bool, expect_int, expect_str, expect_str_list, fail
+from .errors import ConfigError
+from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
+from .plugins.basic_auth import BasicAuthCheck, Profile
+from .plugins.consumer_restriction import RestrictionCheck
+from .upstream import Upstream
+
+__all__ = [
+    "HTTP_METHODS",
+    "CompiledRoute",
+    "Route",
+    "RouteIndex",
+    "Service",
+    "normalize_host",
+    "normalize_path",
+]
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_\-]+(\.[a-z0-9_\-]+)*\.?|\[[0-9a-f:.]+\]")
+
+
+def _hosts(value: object, path: str) -> tuple[str, ...]:
+    hosts = expect_str_list(value, path)
+    for index, host in enumerate(hosts):
+        if not _HOST_PATTERN.fullmatch(host.lower()):
+            fail(f"{path}[{index}]", f"expected a host name or '*.domain', got {describe(host)}")
+    return tuple(host.lower().rstrip(".") for host in hosts)
+
+
+def _plugins(value: Iterable[Plugin], path: str = "plugins") -> tuple[Plugin, ...]:
+    plugins = tuple(value)
+    seen: set[str] = set()
+    for index, plugin in enumerate(plugins):
+        if not isinstance(plugin, BasicAuthPlugin | ConsumerRestrictionPlugin):
+            fail(f"{path}[{index}]", f"expected a plugin object, got {describe(plugin)}")
+        if plugin.name in seen:
+            fail(f"{path}[{index}]", f"plugin {plugin.name!r} given twice")
+        seen.add(plugin.name)
+    return plugins
+
+
+def _upstream(value: object, path: str = "upstream") -> Upstream | None:
+    if value is None:
+        return None
+    try:
+        return Upstream.parse(value)
+    except ConfigError as error:
+        raise error.within(path) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A group of routes sharing a path prefix, hosts, an upstream and plugins.
+
+    Args:
+        id: How routes refer to the service (``service_id``).
+        path_prefix: Prepended to each route's uri with one ``/`` between (``/v1`` + ``/json``).
+        strip_path_prefix: Remove the prefix before the app or upstream sees the path (default true).
+        hosts: Host names (``*.example.com`` wildcards allowed) the service answers; routes may override.
+        upstream: Where to forward (proxy mode): a URL or an :class:`Upstream`.
+        plugins: Plugins applying to every route of the service, unless a route has its own of that name.
+
+    Example:
+        >>> Service("basic-auth-app", path_prefix="/v1", hosts=["example.com"]).path_prefix
+        '/v1'
+    """
+
+    id: str
+    path_prefix: str | None = None
+    name: str | None = None
+    strip_path_prefix: bool = True
+    hosts: Sequence[str] | None = None
+    upstream: Upstream | str | Mapping[str, Any] | None = None
+    plugins: Sequence[Plugin] = ()
+    desc: str | None = None
+
+    def __post_init__(self) -> None:
+        expect_str(self.id, "id")
+        if self.name is not None:
+            expect_str(self.name, "name")
+        if self.path_prefix is not None:
+            prefix = expect_str(self.path_prefix, "path_prefix")
+            if not prefix.startswith("/") or "*" in prefix or "?" in prefix:
+                fail("path_prefix", f"expected a path starting with '/', got {describe(prefix)}")
+            object.__setattr__(self, "path_prefix", prefix.rstrip("/") or None)
+        expect_bool(self.strip_path_prefix, "strip_path_prefix")
+        if self.hosts is not None:
+            object.__setattr__(self, "hosts", _hosts(self.hosts, "hosts"))
+        object.__setattr__(self, "upstream", _upstream(self.upstream))
+        object.__setattr__(self, "plugins", _plugins(self.plugins))
+
+    @property
+    def upstream_config(self) -> Upstream | None:
+        """The validated upstream, if any."""
+        return self.upstream if isinstance(self.upstream, Upstream) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A request pattern (uris, methods, hosts) and the plugins that guard it.
+
+    Args:
+        uri: An exact path (``/json``) or a prefix ending in ``*`` (``/json/*``). Give ``uri`` or ``uris``.
+        uris: Several such paths.
+        methods: Accepted methods; ``None`` accepts all.
+        hosts: Host names (wildcards ``*.example.com`` allowed); overrides the service's hosts.
+        priority: Higher wins among routes matching the same path the same way.
+        plugins: Plugin objects; one of the same name as a service plugin replaces it.
+        service_id: The :class:`Service` this route belongs to.
+        upstream: Where to forward (proxy mode), overriding the service's upstream.
+
+    Example:
+        >>> Route("/json", methods=["GET"], plugins=[BasicAuthPlugin()]).methods
+        ('GET',)
+    """
+
+    uri: str | None = None
+    uris: Sequence[str] | None = None
+    id: str | None = None
+    name: str | None = None
+    methods: Sequence[str] | None = None
+    hosts: Sequence[str] | None = None
+    priority: int = 0
+    plugins: Sequence[Plugin] = ()
+    service_id: str | None = None
+    upstream: Upstream | str | Mapping[str, Any] | None = None
+    desc: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.uri is None) == (self.uris is None):
+            fail("uri", "exactly one of 'uri' and 'uris' is required")
+        uris = (expect_str(self.uri, "uri"),) if self.uri is not None else expect_str_list(self.uris, "uris")
+        for index, uri in enumerate(uris):
+            where = "uri" if self.uri is not None else f"uris[{index}]"
+            if not uri.startswith("/") or "*" in uri[:-1] or "?" in uri:
+                fail(
+                    where,
+                    f"expected a path starting with '/' (a '*' only at the end), got {describe(uri)}",
+                )
+        if self.uris is not None:
+            object.__setattr__(self, "uris", uris)
+        for name in ("id", "name", "service_id"):
+            if getattr(self, name) is not None:
+                expect_str(getattr(self, name), name)
+        if self.methods is not None:
+            methods = expect_str_list(self.methods, "methods")
+            for index, method in enumerate(methods):
+                if method not in HTTP_METHODS:
+                    fail(
+                        f"methods[{index}]",
+                        f"expected an HTTP method in capitals, got {describe(method)}",
+                    )
+            object.__setattr__(self, "methods", methods)
+        if self.hosts is not None:
+            object.__setattr__(self, "hosts", _hosts(self.hosts, "hosts"))
+        expect_int(self.priority, "priority")
+        object.__setattr__(self, "upstream", _upstream(self.upstream))
+        object.__setattr__(self, "plugins", _plugins(self.plugins))
+
+    @property
+    def all_uris(self) -> tuple[str, ...]:
+        """``uris``, or ``(uri,)``."""
+        return tuple(self.uris) if self.uris is not None else (self.uri or "",)
+
+    @property
+    def upstream_config(self) -> Upstream | None:
+        """The validated upstream, if any."""
+        return self.upstream if isinstance(self.upstream, Upstream) else None
+
+
+def normalize_host(host: str | None) -> str | None:
+    """Lower-case a ``Host`` value and drop its port (``Example.com:8080`` → ``example.com``)."""
+    if not host:
+        return None
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, _, port = host.partition(":")
+    return name.rstrip(".") if not port or port.isdigit() else host
+
+
+def normalize_path(path: str) -> str:
+    """Resolve ``.`` and ``..`` segments and repeated slashes, as a front-end server would.
+
+    Matching on the normalized path means ``/public/../admin`` is guarded like ``/admin``.
+    """
+    if "//" not in path and "/." not in path:
+        return path
+    segments: list[str] = []
+    parts = path.split("/")
+    for part in parts[1:-1]:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if segments:
+                segments.pop()
+            continue
+        segments.append(part)
+    last = parts[-1]
+    if last == "..":
+        if segments:
+            segments.pop()
+        last = ""
+    elif last == ".":
+        last = ""
+    return "/" + "/".join([*segments, last]) if segments else "/" + last
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route joined with its service and compiled for one gateway: what a match yields."""
+
+    route: Route
+    service: Service | None
+    order: int
+    auth: BasicAuthCheck | None
+    restriction: RestrictionCheck | None
+    upstream: Upstream | None
+    strip_prefix: str
+    methods: frozenset[str] | None
+    exact_hosts: frozenset[str] | None
+    wildcard_hosts: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str | None:
+        """The route's id (or name)."""
+        return self.route.id or self.route.name
+
+    def accepts(self, method: str, host: str | None) -> bool:
+        """Whether this route takes a request with this method and (normalized) host."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.exact_hosts is None:
+            return True
+        if host is None:
+            return False
+        return host in self.exact_hosts or any(host.endswith(suffix) for suffix in self.wildcard_hosts)
+
+
+def compile_route(
+    route: Route, service: Service | None, order: int, profile: Profile
+) -> tuple[CompiledRoute, tuple[str, ...]]:
+    """Join a route with its service; return it with the full paths it is matched on."""
+    merged: dict[str, Plugin] = {p.name: p for p in (service.plugins if service else ())}
+    merged.update({p.name: p for p in route.plugins})
+    auth = merged.get(BasicAuthPlugin.name)
+    restriction = merged.get(ConsumerRestrictionPlugin.name)
+    prefix = service.path_prefix if service is not None else None
+    paths = tuple(f"{prefix}/{uri.lstrip('/')}" if prefix else uri for uri in route.all_uris)
+    hosts = route.hosts if route.hosts is not None else (service.hosts if service else None)
+    upstream = route.upstream_config or (service.upstream_config if service else None)
+    compiled = CompiledRoute(
+        route=route,
+        service=service,
+        order=order,
+        auth=auth.compile(profile) if isinstance(auth, BasicAuthPlugin) else None,
+        restriction=restriction.compile() if isinstance(restriction, ConsumerRestrictionPlugin) else None,
+        upstream=upstream,
+        strip_prefix=prefix if prefix and service is not None and service.strip_path_prefix else "",
+        methods=frozenset(route.methods) if route.methods is not None else None,
+        exact_hosts=frozenset(h for h in hosts if not h.startswith("*.")) if hosts is not None else None,
+        wildcard_hosts=tuple(h[1:] for h in hosts if h.startswith("*.")) if hosts is not None else (),
+    )
+    return compiled, paths
+
+
+class RouteIndex:
+    """Finds the route for a request in time that does not grow with the number of routes.
+
+    Exact paths are one dict lookup. Prefix routes (``/json/*``) sit in buckets keyed by their prefix;
+    a lookup tries the request path cut to each distinct prefix length, longest first, so the cost
+    grows with the number of distinct prefix *lengths*, not of routes. Within a bucket, higher
+    ``priority`` comes first, then configuration order.
+    """
+
+    __slots__ = ("_exact", "_lengths", "_prefix", "routes")
+
+    def __init__(self, routes: Sequence[tuple[CompiledRoute, tuple[str, ...]]]) -> None:
+        exact: dict[str, list[CompiledRoute]] = {}
+        prefix: dict[str, list[CompiledRoute]] = {}
+        for compiled, paths in routes:
+            for path in paths:
+                if path.endswith("*"):
+                    prefix.setdefault(path[:-1], []).append(compiled)
+                else:
+                    exact.setdefault(path, []).append(compiled)
+
+        def ranked(bucket: list[CompiledRoute]) -> tuple[CompiledRoute, ...]:
+            return tuple(sorted(bucket, key=lambda r: (-r.route.priority, r.order)))
+
+        self._exact = {path: ranked(bucket) for path, bucket in exact.items()}
+        self._prefix = {path: ranked(bucket) for path, bucket in prefix.items()}
+        self._lengths = tuple(sorted({len(p) for p in self._prefix}, reverse=True))
+        self.routes = tuple(compiled for compiled, _ in routes)
+
+    def match(self, method: str, path: str, host: str | None) -> CompiledRoute | None:
+        """The best route for this request, or ``None``.
+
+        Args:
+            method: The request method.
+            path: The decoded request path.
+            host: The ``Host`` header as sent (port and case do not matter).
+        """
+        path = normalize_path(path)
+        host = normalize_host(host)
+        bucket = self._exact.get(path)
+        if bucket is not None:
+            for route in bucket:
+                if route.accepts(method, host):
+                    return route
+        size = len(path)
+        for length in self._lengths:
+            if length > size:
+                continue
+            bucket = self._prefix.get(path[:length])
+            if bucket is not None:
+                for route in bucket:
+                    if route.accepts(method, host):
+                        return route
+        return None
+
+
+def routes_by_service(services: Iterable[Service]) -> dict[str, Service]:
+    """Services keyed by id; a duplicate id is a :class:`ConfigError` at ``services[i].id``."""
+    found: dict[str, Service] = {}
+    for index, service in enumerate(services):
+        if not isinstance(service, Service):
+            raise ConfigError(f"services[{index}]", f"expected a Service, got {describe(service)}")
+        if service.id in found:
+            raise ConfigError(f"services[{index}].id", f"duplicate service id {service.id!r}")
+        found[service.id] = service
+    return found

@@ -1,0 +1,224 @@
+"""Named gateway configurations the conformance table runs against (the SPEC §6 schema)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from consumer_auth import Gateway
+
+GUIDE: dict[str, Any] = {
+    "profile": "classic",
+    "consumers": [
+        {"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password": "123456"}}},
+    ],
+    "services": [
+        {
+            "id": "basic-auth-app",
+            "name": "basic-auth-app",
+            "path_prefix": "/v1",
+            "hosts": ["example.com"],
+            "upstream": "http://127.0.0.1:9001",
+        }
+    ],
+    "routes": [
+        {
+            "id": "json",
+            "name": "json",
+            "service_id": "basic-auth-app",
+            "uri": "/json",
+            "methods": ["GET"],
+            "plugins": {"basic-auth": {"hide_credentials": False}},
+        }
+    ],
+}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    document = copy.deepcopy(base)
+    document.update(changes)
+    return document
+
+
+_FOO = [{"username": "foo", "plugins": {"basic-auth": {"username": "foo", "password": "bar"}}}]
+
+# APISIX t/plugin/basic-auth.t: consumer foo/bar, /hello guarded, /echo with hide_credentials on and off.
+APISIX_BASIC_AUTH: dict[str, Any] = {
+    "consumers": _FOO,
+    "routes": [
+        {"uri": "/hello", "plugins": {"basic-auth": {}}},
+        {"uri": "/echo-hidden", "plugins": {"basic-auth": {"hide_credentials": True}}},
+        {"uri": "/echo-shown", "plugins": {"basic-auth": {"hide_credentials": False}}},
+        {"uri": "/realm", "plugins": {"basic-auth": {"realm": "secure-zone"}}},
+    ],
+}
+
+_JACKS = [
+    {"username": "jack1", "plugins": {"basic-auth": {"username": "jack2019", "password": "123456"}}},
+    {"username": "jack2", "plugins": {"basic-auth": {"username": "jack2020", "password": "123456"}}},
+]
+
+# APISIX t/plugin/consumer-restriction.t (type consumer_name).
+RESTRICTION: dict[str, Any] = {
+    "consumers": _JACKS,
+    "routes": [
+        {"uri": "/white", "plugins": {"basic-auth": {}, "consumer-restriction": {"whitelist": ["jack1"]}}},
+        {
+            "uri": "/black",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {"blacklist": ["jack1"], "rejected_msg": "request is forbidden"},
+            },
+        },
+        {"uri": "/white-only", "plugins": {"consumer-restriction": {"whitelist": ["jack1"]}}},
+        {"uri": "/black-only", "plugins": {"consumer-restriction": {"blacklist": ["jack1"]}}},
+        {
+            "uri": "/post-only",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {"allowed_by_methods": [{"user": "jack1", "methods": ["POST"]}]},
+            },
+        },
+        {
+            "uri": "/post-get",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {
+                    "allowed_by_methods": [{"user": "jack1", "methods": ["POST", "GET"]}]
+                },
+            },
+        },
+        {
+            "uri": "/black-methods",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {
+                    "blacklist": ["jack1"],
+                    "allowed_by_methods": [{"user": "jack1", "methods": ["POST", "GET"]}],
+                },
+            },
+        },
+        {
+            "uri": "/white-methods",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {
+                    "whitelist": ["jack1"],
+                    "allowed_by_methods": [{"user": "jack1", "methods": ["POST"]}],
+                },
+            },
+        },
+        {
+            "uri": "/teapot",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {
+                    "whitelist": ["jack2"],
+                    "rejected_code": 418,
+                    "rejected_msg": "no tea",
+                },
+            },
+        },
+        {"uri": "/open"},
+    ],
+}
+
+
+def _tagged(uri: str | list[str], tag: str, **route: Any) -> dict[str, Any]:
+    """A route that answers 403 with its own tag as the message, so a test can see which route matched."""
+    return {
+        ("uris" if isinstance(uri, list) else "uri"): uri,
+        **route,
+        "plugins": {
+            "basic-auth": {"anonymous_consumer": "guest"},
+            "consumer-restriction": {"whitelist": ["nobody"], "rejected_msg": tag},
+        },
+    }
+
+
+# SPEC §4: exact vs prefix, longest prefix, priority, methods, hosts and wildcards, services.
+ROUTING: dict[str, Any] = {
+    "consumers": [{"username": "guest"}],
+    "services": [
+        {"id": "api", "path_prefix": "/api", "hosts": ["api.example.com"]},
+        {"id": "anyhost", "path_prefix": "/svc/"},
+    ],
+    "routes": [
+        _tagged("/json", "exact-json"),
+        _tagged("/json/*", "prefix-json"),
+        _tagged("/json/deep/*", "prefix-json-deep"),
+        _tagged("/prio", "prio-low", priority=1),
+        _tagged("/prio", "prio-high", priority=10),
+        _tagged("/prio", "prio-post", priority=100, methods=["POST"]),
+        _tagged("/tie", "tie-first"),
+        _tagged("/tie", "tie-second"),
+        _tagged("/hosted", "hosted-exact", hosts=["example.com"]),
+        _tagged("/hosted", "hosted-wild", hosts=["*.example.com"]),
+        _tagged("/methods", "methods-get", methods=["GET", "HEAD"]),
+        _tagged("/items", "api-items", service_id="api"),
+        _tagged("/items", "api-items-override", service_id="api", hosts=["other.test"]),
+        _tagged("/*", "anyhost-all", service_id="anyhost"),
+        _tagged(["/many-a", "/many-b/*"], "uris"),
+    ],
+}
+
+# SPEC §2.3 and §2.4: identity headers, credential ids, custom ids, the anonymous consumer.
+IDENTITY: dict[str, Any] = {
+    "consumers": [
+        {
+            "username": "jack1",
+            "labels": {"custom_id": "cust-42"},
+            "credentials": [
+                {
+                    "id": "cred-1",
+                    "plugins": {"basic-auth": {"username": "jack2019", "password": "p:ss:word"}},
+                },
+                {"id": "cred-2", "plugins": {"basic-auth": {"username": "jack-new", "password": "rotated"}}},
+            ],
+        },
+        {"username": "guest", "labels": {"custom_id": "anon"}},
+        {"username": "plain", "plugins": {"basic-auth": {"username": "plain", "password": "pw"}}},
+        {"username": "umlaut", "plugins": {"basic-auth": {"username": "jürgen", "password": "pässword"}}},
+    ],
+    "routes": [
+        {"uri": "/id", "plugins": {"basic-auth": {}}},
+        {"uri": "/anon", "plugins": {"basic-auth": {"anonymous_consumer": "guest"}}},
+        {
+            "uri": "/anon-restricted",
+            "plugins": {
+                "basic-auth": {"anonymous_consumer": "guest"},
+                "consumer-restriction": {"whitelist": ["jack1"]},
+            },
+        },
+        {"uri": "/open"},
+    ],
+}
+
+# SPEC §2.1 case 3: a consumer exists, but none has a basic-auth credential.
+NO_CREDENTIALS: dict[str, Any] = {
+    "consumers": [{"username": "lonely"}],
+    "routes": [{"uri": "/hello", "plugins": {"basic-auth": {}}}],
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "guide": GUIDE,
+    "guide-apisix3": _with(GUIDE, profile="apisix-3"),
+    "apisix": APISIX_BASIC_AUTH,
+    "apisix-3": _with(APISIX_BASIC_AUTH, profile="apisix-3"),
+    "restriction": RESTRICTION,
+    "routing": ROUTING,
+    "identity": IDENTITY,
+    "identity-apisix3": _with(IDENTITY, profile="apisix-3"),
+    "no-credentials": NO_CREDENTIALS,
+    "no-credentials-apisix3": _with(NO_CREDENTIALS, profile="apisix-3"),
+    "unmatched-pass": _with(APISIX_BASIC_AUTH, unmatched="pass"),
+}
+
+_built: dict[str, Gateway] = {}
+
+
+def gateway(name: str) -> Gateway:
+    """The gateway for a named configuration (built once per test session)."""
+    if name not in _built:
+        _built[name] = Gateway.from_dict(CONFIGS[name])
+    return _built[name]

@@ -1,0 +1,214 @@
+"""Shared test machinery: echo apps, the request modes, and the reply shape every mode returns.
+
+A *mode* runs one request through a gateway in one of the ways a user can run it (WSGI middleware,
+ASGI middleware, and later the proxies) and returns a :class:`Reply`. When the request reaches the
+app (or upstream), the echo app answers 200 with a JSON description of what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from werkzeug.test import Client
+
+from consumer_auth import CONSUMER_KEY, Gateway
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+Headers = Sequence[tuple[str, str]]
+
+
+def basic(username: str, password: str) -> str:
+    """An ``Authorization`` value for these credentials."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+@dataclass
+class Reply:
+    """A response as a client sees it; header names lower-case, repeated headers joined by ", "."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def seen(self) -> dict[str, Any]:
+        """What the echo app saw (only for requests that reached it)."""
+        assert self.status == 200, (self.status, self.body)
+        data: dict[str, Any] = json.loads(self.body)
+        return data
+
+
+def echo_document(
+    method: str, path: str, mount: str, query: str, headers: Iterable[tuple[str, str]], consumer: object
+) -> bytes:
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        joined[key] = f"{joined[key]}, {value}" if key in joined else value
+    return json.dumps(
+        {
+            "method": method,
+            "path": path,
+            "mount": mount,
+            "query": query,
+            "headers": joined,
+            "consumer": getattr(consumer, "username", None),
+        }
+    ).encode()
+
+
+def echo_wsgi(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    """A WSGI app that describes the request it received."""
+    headers = [
+        (key[5:].replace("_", "-"), value) for key, value in environ.items() if key.startswith("HTTP_")
+    ]
+    body = echo_document(
+        environ["REQUEST_METHOD"],
+        environ.get("PATH_INFO", ""),
+        environ.get("SCRIPT_NAME", ""),
+        environ.get("QUERY_STRING", ""),
+        headers,
+        environ.get(CONSUMER_KEY),
+    )
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def echo_asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """An ASGI app that describes the request it received (and accepts websockets)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    assert scope["type"] in ("http", "websocket")
+    root = scope.get("root_path", "")
+    path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
+    body = echo_document(
+        scope["method"] if scope["type"] == "http" else "GET",
+        path,
+        root,
+        scope["query_string"].decode("latin-1"),
+        [(n.decode("latin-1"), v.decode("latin-1")) for n, v in scope["headers"]],
+        scope.get(CONSUMER_KEY),
+    )
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        await send({"type": "websocket.send", "bytes": None, "text": body.decode()})
+        await send({"type": "websocket.close", "code": 1000, "reason": None})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@dataclass
+class Mode:
+    """One way of running a gateway; ``request`` sends a request through it."""
+
+    name: str
+    request: Callable[[Gateway, str, str, Headers], Reply]
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _split(path: str) -> tuple[str, str]:
+    base, _, query = path.partition("?")
+    return base, query
+
+
+def wsgi_request(gateway: Gateway, method: str, path: str, headers: Headers) -> Reply:
+    client = Client(gateway.wsgi(echo_wsgi))
+    base, query = _split(path)
+    host = next((value for name, value in headers if name.lower() == "host"), "localhost")
+    # Set PATH_INFO ourselves: a client library would resolve '..' and '//' before the gateway sees them.
+    environ_overrides = {"PATH_INFO": unquote(base).encode("utf-8").decode("latin-1")}
+    authorizations = [value for name, value in headers if name.lower() == "authorization"]
+    if len(authorizations) > 1:  # a WSGI server joins repeated headers into one value
+        environ_overrides["HTTP_AUTHORIZATION"] = ", ".join(authorizations)
+    response = client.open(
+        base,
+        method=method,
+        query_string=query,
+        headers=[(n, v) for n, v in headers if n.lower() != "host"],
+        base_url=f"http://{host}",
+        environ_overrides=environ_overrides,
+    )
+    reply = Reply(
+        response.status_code,
+        {name.lower(): value for name, value in response.headers.items()},
+        response.get_data(),
+    )
+    response.close()
+    return reply
+
+
+async def call_asgi(
+    app: Any, method: str, path: str, headers: Headers, body: bytes = b"", root_path: str = ""
+) -> Reply:
+    """Drive an ASGI app with one HTTP request, exactly as given (no client-side path clean-up)."""
+    base, query = _split(path)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": root_path + unquote(base),
+        "raw_path": (root_path + base).encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "root_path": root_path,
+        "headers": [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("localhost", 80),
+    }
+    sent: list[dict[str, Any]] = []
+    requested = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # a client that stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    joined: dict[str, str] = {}
+    for raw_name, raw_value in start["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return Reply(start["status"], joined, content)
+
+
+def asgi_request(gateway: Gateway, method: str, path: str, headers: Headers) -> Reply:
+    return asyncio.run(call_asgi(gateway.asgi(echo_asgi), method, path, headers))
+
+
+IN_PROCESS_MODES = {"wsgi": wsgi_request, "asgi": asgi_request}
+
+
+def header_list(mapping: Mapping[str, str] | Headers) -> list[tuple[str, str]]:
+    return list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)

@@ -1,0 +1,211 @@
+"""The conformance table: SPEC §2-§4 with exact bytes, run through every mode (see ``conftest.mode``).
+
+Each row names a configuration (``configs.py``), a request, and what the client must get back:
+either a :class:`Rejected` answer, checked byte for byte, or a :class:`Passed` request, checked by
+what the app or upstream saw.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from configs import gateway
+from support import Headers, Mode, basic
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Rejected:
+    status: int
+    message: str
+    www_authenticate: str | None = None
+    key: str = "message"
+
+
+@dataclass(frozen=True)
+class Passed:
+    path: str = "/hello"
+    consumer: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    absent: tuple[str, ...] = ()
+    query: str = ""
+
+
+NOT_FOUND = Rejected(404, "404 Route Not Found", key="error_msg")
+CLASSIC_CHALLENGE = "Basic realm='.'"
+APISIX3_CHALLENGE = 'Basic realm="basic"'
+
+
+def raw(value: bytes) -> str:
+    return "Basic " + base64.b64encode(value).decode()
+
+
+FOO = basic("foo", "bar")
+J1 = basic("jack2019", "123456")
+J2 = basic("jack2020", "123456")
+EX = ("Host", "example.com")
+
+
+def row(
+    config: str, method: str, path: str, headers: Headers, expected: Rejected | Passed, *, id: str
+) -> object:
+    return pytest.param(config, method, path, list(headers), expected, id=id)
+
+
+# fmt: off
+CASES = [
+    # --- the guide's four curl commands (SPEC §2.1 classic) ---
+    row("guide", "GET", "/v1/json", [EX], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="guide-no-credentials"),
+    row("guide", "GET", "/v1/json", [EX, ("Authorization", basic("alex", "123456"))], Passed("/json", "alex", {"x-consumer-username": "alex", "authorization": basic("alex", "123456")}), id="guide-alex"),
+    row("guide", "GET", "/v1/json", [EX, ("Authorization", basic("wrong-user", "wrong-password"))], Rejected(401, "Invalid user key in authorization"), id="guide-wrong-user"),
+    row("guide", "GET", "/v1/json", [EX, ("Authorization", basic("alex", "wrong-password"))], Rejected(401, "Password is error"), id="guide-wrong-password"),
+    row("guide", "GET", "/v1/json?x=1&y=%2F", [EX, ("Authorization", basic("alex", "123456"))], Passed("/json", "alex", query="x=1&y=%2F"), id="guide-query-kept"),
+    row("guide", "GET", "/v1/json", [("Host", "EXAMPLE.com:9080"), ("Authorization", basic("alex", "123456"))], Passed("/json", "alex"), id="guide-host-case-and-port"),
+    row("guide", "GET", "/v1/json", [("Host", "other.com")], NOT_FOUND, id="guide-wrong-host"),
+    row("guide", "POST", "/v1/json", [EX], NOT_FOUND, id="guide-wrong-method-is-404"),
+    row("guide", "GET", "/json", [EX], NOT_FOUND, id="guide-without-prefix"),
+    row("guide", "GET", "/v1/json/more", [EX], NOT_FOUND, id="guide-exact-only"),
+    # --- profile apisix-3 (SPEC §2.1) ---
+    row("guide-apisix3", "GET", "/v1/json", [EX], Rejected(401, "Missing authorization in request", APISIX3_CHALLENGE), id="apisix3-no-credentials"),
+    row("guide-apisix3", "GET", "/v1/json", [EX, ("Authorization", "Bearer abc")], Rejected(401, "Invalid authorization in request", APISIX3_CHALLENGE), id="apisix3-invalid"),
+    row("guide-apisix3", "GET", "/v1/json", [EX, ("Authorization", basic("wrong-user", "x"))], Rejected(401, "Invalid user authorization", APISIX3_CHALLENGE), id="apisix3-unknown-user"),
+    row("guide-apisix3", "GET", "/v1/json", [EX, ("Authorization", basic("alex", "x"))], Rejected(401, "Invalid user authorization", APISIX3_CHALLENGE), id="apisix3-wrong-password"),
+    row("guide-apisix3", "GET", "/v1/json", [EX, ("Authorization", basic("alex", "123456"))], Passed("/json", "alex"), id="apisix3-alex"),
+    row("no-credentials", "GET", "/hello", [("Authorization", FOO)], Rejected(401, "Missing related consumer"), id="classic-no-consumer-has-credentials"),
+    row("no-credentials-apisix3", "GET", "/hello", [("Authorization", FOO)], Rejected(401, "Invalid user authorization", APISIX3_CHALLENGE), id="apisix3-no-consumer-has-credentials"),
+    row("no-credentials", "GET", "/hello", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="classic-no-credentials-missing-header-first"),
+    row("apisix", "GET", "/realm", [], Rejected(401, "Missing authorization in request", "Basic realm='secure-zone'"), id="classic-custom-realm"),
+    row("apisix-3", "GET", "/realm", [], Rejected(401, "Missing authorization in request", 'Basic realm="secure-zone"'), id="apisix3-custom-realm"),
+    row("apisix-3", "GET", "/realm", [("Authorization", "Basic YmFy")], Rejected(401, "Invalid authorization in request", 'Basic realm="secure-zone"'), id="apisix3-realm-on-every-401"),
+    # --- APISIX t/plugin/basic-auth.t, with SPEC §2.2 parsing ---
+    row("apisix", "GET", "/hello", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="t-basic-auth-missing"),
+    row("apisix", "GET", "/hello", [("Authorization", "Bad_header YmFyOmJhcgo=")], Rejected(401, "Invalid authorization in request"), id="t-basic-auth-bad-scheme"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic aca_a")], Rejected(401, "Invalid authorization in request"), id="t-basic-auth-bad-base64"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic YmFy")], Rejected(401, "Invalid authorization in request"), id="t-basic-auth-no-colon"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic YmFyOmJhcgo=")], Rejected(401, "Invalid user key in authorization"), id="t-basic-auth-unknown-user"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9vOmZvbwo=")], Rejected(401, "Password is error"), id="t-basic-auth-wrong-password-newline-kept"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9vOmJhcg==")], Passed(consumer="foo"), id="t-basic-auth-ok"),
+    row("apisix", "GET", "/hello", [("Authorization", "basic Zm9vOmJhcg==")], Passed(consumer="foo"), id="t-basic-auth-scheme-lower"),
+    row("apisix", "GET", "/hello", [("Authorization", "BASIC Zm9vOmJhcg==")], Passed(consumer="foo"), id="t-basic-auth-scheme-upper"),
+    row("apisix", "GET", "/hello", [("Authorization", "bASiC Zm9vOmJhcg==")], Passed(consumer="foo"), id="t-basic-auth-scheme-mixed"),
+    row("apisix", "GET", "/echo-hidden", [("Authorization", FOO)], Passed("/echo-hidden", "foo", absent=("authorization",)), id="t-basic-auth-hide-credentials"),
+    row("apisix", "GET", "/echo-shown", [("Authorization", FOO)], Passed("/echo-shown", "foo", {"authorization": FOO}), id="t-basic-auth-keep-credentials"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic    Zm9vOmJhcg==")], Passed(consumer="foo"), id="parse-several-spaces"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic\tZm9vOmJhcg==")], Rejected(401, "Invalid authorization in request"), id="parse-tab-is-not-a-space"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9vOmJhcg")], Passed(consumer="foo"), id="parse-missing-padding"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9vOmJhcg==garbage")], Rejected(401, "Invalid authorization in request"), id="parse-text-after-padding"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9v-mJhcg==")], Rejected(401, "Invalid authorization in request"), id="parse-urlsafe-alphabet"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Z")], Rejected(401, "Invalid authorization in request"), id="parse-impossible-length"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic")], Rejected(401, "Invalid authorization in request"), id="parse-scheme-only"),
+    row("apisix", "GET", "/hello", [("Authorization", "")], Rejected(401, "Invalid authorization in request"), id="parse-empty-header"),
+    row("apisix", "GET", "/hello", [("Authorization", "Bearer Zm9vOmJhcg==")], Rejected(401, "Invalid authorization in request"), id="parse-other-scheme"),
+    row("apisix", "GET", "/hello", [("Authorization", "Basic Zm9vOmJhcg=="), ("Authorization", FOO)], Rejected(401, "Invalid authorization in request"), id="parse-two-headers"),
+    row("apisix", "GET", "/hello", [("Authorization", basic("foo", ""))], Rejected(401, "Password is error"), id="parse-empty-password-never-authenticates"),
+    row("apisix", "GET", "/hello", [("Authorization", basic("", "bar"))], Rejected(401, "Invalid user key in authorization"), id="parse-empty-username"),
+    row("apisix", "GET", "/hello", [("Authorization", basic(" foo", "bar"))], Rejected(401, "Invalid user key in authorization"), id="parse-nothing-stripped-in-username"),
+    row("apisix", "GET", "/hello", [("Authorization", basic("foo", "bar "))], Rejected(401, "Password is error"), id="parse-nothing-stripped-in-password"),
+    row("identity", "GET", "/id", [("Authorization", basic("jack2019", "p:ss:word"))], Passed("/id", "jack1"), id="parse-split-on-first-colon"),
+    row("identity", "GET", "/id", [("Authorization", raw("jürgen:pässword".encode()))], Passed("/id", "umlaut"), id="parse-utf8"),
+    row("identity", "GET", "/id", [("Authorization", raw("jürgen:pässword".encode("latin-1")))], Passed("/id", "umlaut"), id="parse-latin1-fallback"),
+    # --- identity headers and the anonymous consumer (SPEC §2.3, §2.4) ---
+    row("identity", "GET", "/id", [("Authorization", basic("jack2019", "p:ss:word"))], Passed("/id", "jack1", {"x-consumer-username": "jack1", "x-credential-identifier": "cred-1", "x-consumer-custom-id": "cust-42"}), id="identity-headers"),
+    row("identity", "GET", "/id", [("Authorization", basic("jack-new", "rotated"))], Passed("/id", "jack1", {"x-credential-identifier": "cred-2"}), id="identity-second-credential"),
+    row("identity", "GET", "/id", [("Authorization", basic("plain", "pw")), ("X-Consumer-Username", "admin"), ("X-Credential-Identifier", "forged"), ("X-Consumer-Custom-ID", "forged")], Passed("/id", "plain", {"x-consumer-username": "plain"}, absent=("x-credential-identifier", "x-consumer-custom-id")), id="identity-spoofing-replaced"),
+    row("identity", "GET", "/open", [("X-Consumer-Username", "admin"), ("X-Credential-Identifier", "x"), ("X-Consumer-Custom-ID", "y")], Passed("/open", None, absent=("x-consumer-username", "x-credential-identifier", "x-consumer-custom-id")), id="identity-spoofing-removed-without-auth"),
+    row("identity", "GET", "/anon", [], Passed("/anon", "guest", {"x-consumer-username": "guest", "x-consumer-custom-id": "anon"}), id="anonymous-without-credentials"),
+    row("identity", "GET", "/anon", [("Authorization", basic("jack2019", "wrong"))], Passed("/anon", "guest"), id="anonymous-on-wrong-password"),
+    row("identity", "GET", "/anon", [("Authorization", "Basic !!")], Passed("/anon", "guest"), id="anonymous-on-invalid-header"),
+    row("identity", "GET", "/anon", [("Authorization", basic("jack2019", "p:ss:word"))], Passed("/anon", "jack1"), id="anonymous-route-real-consumer"),
+    row("identity", "GET", "/anon-restricted", [], Rejected(403, "The consumer_name is forbidden."), id="anonymous-then-restriction"),
+    row("identity", "GET", "/anon-restricted", [("Authorization", basic("jack2019", "p:ss:word"))], Passed("/anon-restricted", "jack1"), id="anonymous-restriction-real-consumer"),
+    # --- APISIX t/plugin/consumer-restriction.t (SPEC §3) ---
+    row("restriction", "GET", "/white", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="t-restriction-whitelist-no-credentials"),
+    row("restriction", "GET", "/white", [("Authorization", J1)], Passed("/white", "jack1"), id="t-restriction-whitelist-allowed"),
+    row("restriction", "GET", "/white", [("Authorization", J2)], Rejected(403, "The consumer_name is forbidden."), id="t-restriction-whitelist-rejected"),
+    row("restriction", "GET", "/black", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="t-restriction-blacklist-no-credentials"),
+    row("restriction", "GET", "/black", [("Authorization", J1)], Rejected(403, "request is forbidden"), id="t-restriction-blacklist-rejected-msg"),
+    row("restriction", "GET", "/black", [("Authorization", J2)], Passed("/black", "jack2"), id="t-restriction-blacklist-allowed"),
+    row("restriction", "GET", "/white-only", [], Rejected(401, "Missing authentication or identity verification."), id="t-restriction-no-auth-plugin"),
+    row("restriction", "GET", "/white-only", [("Authorization", J1)], Rejected(401, "Missing authentication or identity verification."), id="t-restriction-no-auth-plugin-j1"),
+    row("restriction", "GET", "/black-only", [("Authorization", J2)], Rejected(401, "Missing authentication or identity verification."), id="t-restriction-blacklist-no-auth"),
+    row("restriction", "GET", "/post-only", [("Authorization", J1)], Rejected(403, "The consumer_name is forbidden."), id="t-restriction-methods-rejected"),
+    row("restriction", "POST", "/post-only", [("Authorization", J1)], Passed("/post-only", "jack1"), id="t-restriction-methods-allowed"),
+    row("restriction", "GET", "/post-only", [("Authorization", J2)], Passed("/post-only", "jack2"), id="t-restriction-methods-unlisted-user"),
+    row("restriction", "GET", "/post-get", [("Authorization", J1)], Passed("/post-get", "jack1"), id="t-restriction-methods-get-allowed"),
+    row("restriction", "GET", "/black-methods", [("Authorization", J1)], Rejected(403, "The consumer_name is forbidden."), id="t-restriction-blacklist-beats-methods"),
+    row("restriction", "GET", "/black-methods", [("Authorization", J2)], Passed("/black-methods", "jack2"), id="t-restriction-blacklist-methods-other"),
+    row("restriction", "GET", "/white-methods", [("Authorization", J1)], Passed("/white-methods", "jack1"), id="t-restriction-whitelist-skips-methods"),
+    row("restriction", "GET", "/white-methods", [("Authorization", J2)], Rejected(403, "The consumer_name is forbidden."), id="t-restriction-whitelist-methods-other"),
+    row("restriction", "GET", "/teapot", [("Authorization", J1)], Rejected(418, "no tea"), id="restriction-rejected-code"),
+    row("restriction", "GET", "/open", [("Authorization", J1)], Passed("/open", None, {"authorization": J1}), id="t-restriction-no-plugins"),
+    row("restriction", "GET", "/open", [], Passed("/open", None), id="t-restriction-no-plugins-no-credentials"),
+    # --- routing (SPEC §4) ---
+    row("routing", "GET", "/json", [], Rejected(403, "exact-json"), id="route-exact"),
+    row("routing", "GET", "/json/", [], Rejected(403, "prefix-json"), id="route-prefix-slash"),
+    row("routing", "GET", "/json/a/b", [], Rejected(403, "prefix-json"), id="route-prefix-deep"),
+    row("routing", "GET", "/json/deep/x", [], Rejected(403, "prefix-json-deep"), id="route-longer-prefix"),
+    row("routing", "GET", "/json/deep", [], Rejected(403, "prefix-json"), id="route-prefix-not-itself"),
+    row("routing", "GET", "/jsonx", [], NOT_FOUND, id="route-no-partial-segment"),
+    row("routing", "GET", "/prio", [], Rejected(403, "prio-high"), id="route-priority"),
+    row("routing", "POST", "/prio", [], Rejected(403, "prio-post"), id="route-priority-with-method"),
+    row("routing", "GET", "/tie", [], Rejected(403, "tie-first"), id="route-tie-config-order"),
+    row("routing", "GET", "/hosted", [("Host", "example.com")], Rejected(403, "hosted-exact"), id="route-host"),
+    row("routing", "GET", "/hosted", [("Host", "Example.COM:8080")], Rejected(403, "hosted-exact"), id="route-host-case-port"),
+    row("routing", "GET", "/hosted", [("Host", "a.example.com")], Rejected(403, "hosted-wild"), id="route-host-wildcard"),
+    row("routing", "GET", "/hosted", [("Host", "a.b.example.com")], Rejected(403, "hosted-wild"), id="route-host-wildcard-deep"),
+    row("routing", "GET", "/hosted", [("Host", "badexample.com")], NOT_FOUND, id="route-host-wildcard-boundary"),
+    row("routing", "GET", "/hosted", [("Host", "other.test")], NOT_FOUND, id="route-host-mismatch"),
+    row("routing", "GET", "/methods", [], Rejected(403, "methods-get"), id="route-method"),
+    row("routing", "DELETE", "/methods", [], NOT_FOUND, id="route-method-mismatch-404"),
+    row("routing", "GET", "/api/items", [("Host", "api.example.com")], Rejected(403, "api-items"), id="route-service-hosts"),
+    row("routing", "GET", "/api/items", [("Host", "other.test")], Rejected(403, "api-items-override"), id="route-hosts-override-service"),
+    row("routing", "GET", "/api/items", [("Host", "nope.test")], NOT_FOUND, id="route-service-host-mismatch"),
+    row("routing", "GET", "/svc/any/thing", [], Rejected(403, "anyhost-all"), id="route-service-prefix-star"),
+    row("routing", "GET", "/many-a", [], Rejected(403, "uris"), id="route-uris-exact"),
+    row("routing", "GET", "/many-b/x", [], Rejected(403, "uris"), id="route-uris-prefix"),
+    row("routing", "GET", "/many-b", [], NOT_FOUND, id="route-uris-prefix-not-itself"),
+    row("routing", "GET", "/public/../json", [], Rejected(403, "exact-json"), id="route-dot-segments"),
+    row("routing", "GET", "//json", [], Rejected(403, "exact-json"), id="route-double-slash"),
+    row("routing", "GET", "/nothing", [], NOT_FOUND, id="route-not-found"),
+    row("unmatched-pass", "GET", "/nothing", [("X-Consumer-Username", "admin")], Passed("/nothing", None, absent=("x-consumer-username",)), id="unmatched-pass"),
+    row("unmatched-pass", "GET", "/hello", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="unmatched-pass-still-guards-routes"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("config", "method", "path", "headers", "expected"), CASES)
+def test_conformance(
+    mode: Mode, config: str, method: str, path: str, headers: Headers, expected: Rejected | Passed
+) -> None:
+    reply = mode.request(gateway(config), method, path, headers)
+    if isinstance(expected, Rejected):
+        assert reply.status == expected.status, reply.body
+        body = json.dumps({expected.key: expected.message}, separators=(",", ":")).encode() + b"\n"
+        assert reply.body == body
+        assert reply.headers["content-type"] == TEXT_PLAIN
+        assert reply.headers.get("www-authenticate") == expected.www_authenticate
+        assert reply.headers["content-length"] == str(len(body))
+        return
+    seen = reply.seen()
+    assert seen["method"] == method
+    assert seen["path"] == expected.path
+    assert seen["query"] == expected.query
+    assert seen["consumer"] == expected.consumer
+    for name, value in expected.headers.items():
+        assert seen["headers"].get(name) == value, name
+    for name in expected.absent:
+        assert name not in seen["headers"], name
+    if expected.consumer is None:
+        assert "x-consumer-username" not in seen["headers"]
+
+
+def test_head_rejection_has_no_body(mode: Mode) -> None:
+    reply = mode.request(gateway("routing"), "HEAD", "/methods", [])
+    assert reply.status == 403
+    assert reply.body == b""
+    assert reply.headers["content-type"] == TEXT_PLAIN
