@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from support import IN_PROCESS_MODES, Mode
+from support import MODES, Mode
+
+_made: dict[str, Mode] = {}
 
 
-@pytest.fixture(params=sorted(IN_PROCESS_MODES), ids=lambda name: name)
+@pytest.fixture(params=sorted(MODES), ids=lambda name: name)
 def mode(request: pytest.FixtureRequest) -> Mode:
     """Every way of running a gateway; the conformance table runs once per mode."""
     name: str = request.param
-    return Mode(name, IN_PROCESS_MODES[name])
+    if name not in _made:
+        _made[name] = MODES[name]()
+    return _made[name]

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import pytest
 from werkzeug.test import Client
 
-from consumer_auth import CONSUMER_KEY, Gateway
+import configs
+from consumer_auth import CONSUMER_KEY
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -122,11 +125,14 @@ async def echo_asgi(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCa
 
 @dataclass
 class Mode:
-    """One way of running a gateway; ``request`` sends a request through it."""
+    """One way of running a gateway.
+
+    ``request(config, method, path, headers)`` sends one request through a gateway built from the named
+    configuration of ``configs.py`` (each mode builds and caches its own) and returns the client's view.
+    """
 
     name: str
-    request: Callable[[Gateway, str, str, Headers], Reply]
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    request: Callable[[str, str, str, Headers], Reply]
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -134,8 +140,9 @@ def _split(path: str) -> tuple[str, str]:
     return base, query
 
 
-def wsgi_request(gateway: Gateway, method: str, path: str, headers: Headers) -> Reply:
-    client = Client(gateway.wsgi(echo_wsgi))
+def wsgi_call(app: Any, method: str, path: str, headers: Headers) -> Reply:
+    """Send one request to a WSGI app through werkzeug's test client, the path exactly as given."""
+    client = Client(app)
     base, query = _split(path)
     host = next((value for name, value in headers if name.lower() == "host"), "localhost")
     # Set PATH_INFO ourselves: a client library would resolve '..' and '//' before the gateway sees them.
@@ -203,12 +210,38 @@ async def call_asgi(
     return Reply(start["status"], joined, content)
 
 
-def asgi_request(gateway: Gateway, method: str, path: str, headers: Headers) -> Reply:
-    return asyncio.run(call_asgi(gateway.asgi(echo_asgi), method, path, headers))
+def _wsgi_mode(config: str, method: str, path: str, headers: Headers) -> Reply:
+    return wsgi_call(configs.gateway(config).wsgi(echo_wsgi), method, path, headers)
 
 
-IN_PROCESS_MODES = {"wsgi": wsgi_request, "asgi": asgi_request}
+def _asgi_mode(config: str, method: str, path: str, headers: Headers) -> Reply:
+    return asyncio.run(call_asgi(configs.gateway(config).asgi(echo_asgi), method, path, headers))
+
+
+MODES: dict[str, Callable[[], Mode]] = {
+    "wsgi": lambda: Mode("wsgi", _wsgi_mode),
+    "asgi": lambda: Mode("asgi", _asgi_mode),
+}
+"""Every mode the conformance table runs in: name → a factory (called once per test session).
+
+Other test modules add their modes here (the proxies, the framework integrations).
+"""
 
 
 def header_list(mapping: Mapping[str, str] | Headers) -> list[tuple[str, str]]:
     return list(mapping.items()) if isinstance(mapping, Mapping) else list(mapping)
+
+
+REQUIRE_SERVICES_ENV = "CONSUMER_AUTH_REQUIRE_SERVICES"
+
+
+def service_unavailable(what: str, why: str) -> None:
+    """Skip a test that needs a local service (PostgreSQL, Redis) that is not there.
+
+    Under CI (``CONSUMER_AUTH_REQUIRE_SERVICES=1``, set by ``.ci/run``) the test fails instead, so CI
+    always runs these tests for real.
+    """
+    message = f"{what} is not available: {why}"
+    if os.environ.get(REQUIRE_SERVICES_ENV) == "1":
+        pytest.fail(f"{message} (and {REQUIRE_SERVICES_ENV}=1 requires it)")
+    pytest.skip(message)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from configs import gateway
 from support import Headers, Mode, basic
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -182,7 +181,7 @@ CASES = [
 def test_conformance(
     mode: Mode, config: str, method: str, path: str, headers: Headers, expected: Rejected | Passed
 ) -> None:
-    reply = mode.request(gateway(config), method, path, headers)
+    reply = mode.request(config, method, path, headers)
     if isinstance(expected, Rejected):
         assert reply.status == expected.status, reply.body
         body = json.dumps({expected.key: expected.message}, separators=(",", ":")).encode() + b"\n"
@@ -205,7 +204,7 @@ def test_conformance(
 
 
 def test_head_rejection_has_no_body(mode: Mode) -> None:
-    reply = mode.request(gateway("routing"), "HEAD", "/methods", [])
+    reply = mode.request("routing", "HEAD", "/methods", [])
     assert reply.status == 403
     assert reply.body == b""
     assert reply.headers["content-type"] == TEXT_PLAIN
