@@ -23,10 +23,10 @@ from .upstream import Upstream
 from .wsgi import CONSUMER_KEY
 
 __all__ = [
-    "CONSUMER_KEY",
     "Allow",
     "BasicAuthCredential",
     "BasicAuthPlugin",
+    "CONSUMER_KEY",
     "ConfigError",
     "Consumer",
     "ConsumerAuthError",

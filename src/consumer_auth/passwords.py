@@ -102,7 +102,10 @@ class Argon2Password:
             return False
 
     def decoy(self) -> PasswordVerifier:
-        return _argon2_decoy(self._parameters)
+        p = self._parameters
+        return _argon2_decoy(
+            p.type, p.version, p.salt_len, p.hash_len, p.time_cost, p.memory_cost, p.parallelism
+        )
 
     def needs_rehash(self) -> bool:
         return _HASHER.check_needs_rehash(self._hash)
@@ -118,7 +121,17 @@ class Argon2Password:
 
 
 @lru_cache(maxsize=16)
-def _argon2_decoy(parameters: argon2.Parameters) -> Argon2Password:
+def _argon2_decoy(
+    kind: argon2.Type,
+    version: int,
+    salt_len: int,
+    hash_len: int,
+    time_cost: int,
+    memory_cost: int,
+    parallelism: int,
+) -> Argon2Password:
+    """An argon2 hash of a random password with these parameters (made once per parameter set)."""
+    parameters = argon2.Parameters(kind, version, salt_len, hash_len, time_cost, memory_cost, parallelism)
     hasher = argon2.PasswordHasher.from_parameters(parameters)
     return Argon2Password(hasher.hash(secrets.token_urlsafe(16)))
 
