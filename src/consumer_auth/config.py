@@ -19,7 +19,7 @@ import yaml
 from ._validate import expect_choice, expect_list, expect_mapping, reject_unknown
 from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
-from .plugins import Plugin, Profile, plugins_from_config
+from .plugins import Profile, plugins_from_config
 from .routing import Route, Service
 
 __all__ = ["GatewayConfig", "load_file", "parse_config"]
@@ -131,18 +131,20 @@ def _consumer(value: object, path: str) -> Consumer:
     )
 
 
-def _plugins(value: object) -> tuple[Plugin, ...]:
-    return plugins_from_config(expect_mapping(value, ""))
-
-
-def _service(value: object, path: str) -> Service:
+def _fields(value: object, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The keys of a service or route, checked, with its ``plugins`` mapping built into plugin objects."""
     config = dict(expect_mapping(value, path))
-    reject_unknown(config, _SERVICE, path)
+    reject_unknown(config, allowed, path)
     raw_plugins = config.get("plugins")
     if raw_plugins is not None:
         config["plugins"] = _at(
             f"{path}.plugins", lambda: plugins_from_config(expect_mapping(raw_plugins, ""))
         )
+    return config
+
+
+def _service(value: object, path: str) -> Service:
+    config = _fields(value, path, _SERVICE)
     if "id" not in config and "name" in config:
         config["id"] = config["name"]
     if "id" not in config:
@@ -151,13 +153,7 @@ def _service(value: object, path: str) -> Service:
 
 
 def _route(value: object, path: str) -> Route:
-    config = dict(expect_mapping(value, path))
-    reject_unknown(config, _ROUTE, path)
-    raw_plugins = config.get("plugins")
-    if raw_plugins is not None:
-        config["plugins"] = _at(
-            f"{path}.plugins", lambda: plugins_from_config(expect_mapping(raw_plugins, ""))
-        )
+    config = _fields(value, path, _ROUTE)
     if "host" in config:
         if "hosts" in config:
             raise ConfigError(f"{path}.host", "give 'host' or 'hosts', not both")
