@@ -245,3 +245,10 @@ def service_unavailable(what: str, why: str) -> None:
     if os.environ.get(REQUIRE_SERVICES_ENV) == "1":
         pytest.fail(f"{message} (and {REQUIRE_SERVICES_ENV}=1 requires it)")
     pytest.skip(message)
+
+
+def cheap_argon2(password: str) -> str:
+    """An argon2id hash made with the smallest parameters: a slow-hash verifier, quick enough for tests."""
+    import argon2
+
+    return argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)

@@ -17,7 +17,7 @@ from .config import GatewayConfig, load_file, parse_config
 from .consumers import Consumer, ConsumerIndex
 from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import ConfigError
-from .plugins import Profile
+from .plugins import Plugin, Profile
 from .plugins.basic_auth import Authenticated
 from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
     from asgiref.typing import ASGI3Application
 
-__all__ = ["NOT_FOUND", "Gateway"]
+__all__ = ["NOT_FOUND", "Gateway", "Guard"]
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
@@ -203,26 +203,33 @@ class Gateway:
         route = state.routes.match(facts.method, facts.path, facts.host)
         if route is None:
             return self._pass if self.unmatched == "pass" else NOT_FOUND
-        auth = route.auth
-        if auth is None:
-            return _finish(route, None, facts.method)
-        consumers = state.consumers
-        parsed = auth.parse(facts.authorization, consumers)
-        if isinstance(parsed, Reject):
-            return _finish(route, auth.fallback(parsed, consumers), facts.method)
-
-        def run() -> Decision:
-            outcome = auth.verify(parsed, consumers)
-            if isinstance(outcome, Reject):
-                outcome = auth.fallback(outcome, consumers)
-            return _finish(route, outcome, facts.method)
-
-        return Pending(auth.is_slow(parsed, consumers), run)
+        return _decide_route(route, state.consumers, facts)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
         decision = self.decide(facts)
         return decision.run() if isinstance(decision, Pending) else decision
+
+    def guard(self, *plugins: Plugin) -> Guard:
+        """Compile plugins into a :class:`Guard` for one part of an app, such as a view.
+
+        The guard decides with this gateway's profile and the consumers in force at each request; the
+        framework integrations build their per-view protection on it.
+
+        Raises:
+            ConfigError: a plugin is invalid or duplicated, or ``anonymous_consumer`` names no consumer.
+
+        Example:
+            >>> gateway = Gateway(consumers=[Consumer("alex", password="123456")])
+            >>> guard = gateway.guard(BasicAuthPlugin(), ConsumerRestrictionPlugin(whitelist=["alex"]))
+            >>> guard.decide_now(RequestFacts("GET", "/")).status
+            401
+        """
+        compiled, _ = compile_route(Route("/*", plugins=plugins), None, -1, self.profile)
+        anonymous = compiled.auth.anonymous_consumer if compiled.auth is not None else None
+        if anonymous is not None and self._state.consumers.consumer(anonymous) is None:
+            raise ConfigError("basic-auth.anonymous_consumer", f"no consumer named {anonymous!r}")
+        return Guard(self, compiled)
 
     # -- adapters ---------------------------------------------------------------------------------
 
@@ -246,6 +253,58 @@ class Gateway:
         from .asgi import ASGIGatewayMiddleware
 
         return ASGIGatewayMiddleware(app, self)
+
+
+class Guard:
+    """Plugins guarding one part of an app (a view, a dependency), decided like a matched route.
+
+    Made by :meth:`Gateway.guard`. Its answers are the gateway's: the same 401 messages for the same
+    profile, the same ``consumer-restriction`` rejections.
+    """
+
+    __slots__ = ("_gateway", "_route")
+
+    def __init__(self, gateway: Gateway, route: CompiledRoute) -> None:
+        self._gateway = gateway
+        self._route = route
+
+    def decide(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision | Pending:
+        """Decide a request that reached the app; a :class:`Pending` result still needs ``run()``.
+
+        Args:
+            facts: The request.
+            consumer: The consumer the request was already authenticated as (by a gateway route), if any.
+                Then only ``consumer-restriction`` runs: the request is not authenticated again, so a
+                route's ``hide_credentials`` does not get in the way.
+        """
+        if consumer is None:
+            return _decide_route(self._route, self._gateway._state.consumers, facts)
+        restriction = self._route.restriction
+        rejected = restriction.check(consumer, facts.method) if restriction is not None else None
+        return rejected if rejected is not None else Allow(self._route, consumer)
+
+    def decide_now(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision:
+        """Like :meth:`decide`, verifying any password in the calling thread."""
+        decision = self.decide(facts, consumer)
+        return decision.run() if isinstance(decision, Pending) else decision
+
+
+def _decide_route(route: CompiledRoute, consumers: ConsumerIndex, facts: RequestFacts) -> Decision | Pending:
+    """Run a matched route's plugins on a request."""
+    auth = route.auth
+    if auth is None:
+        return _finish(route, None, facts.method)
+    parsed = auth.parse(facts.authorization, consumers)
+    if isinstance(parsed, Reject):
+        return _finish(route, auth.fallback(parsed, consumers), facts.method)
+
+    def run() -> Decision:
+        outcome = auth.verify(parsed, consumers)
+        if isinstance(outcome, Reject):
+            outcome = auth.fallback(outcome, consumers)
+        return _finish(route, outcome, facts.method)
+
+    return Pending(auth.is_slow(parsed, consumers), run)
 
 
 def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method: str) -> Decision:

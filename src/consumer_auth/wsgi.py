@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from .gateway import Gateway
 
-__all__ = ["CONSUMER_KEY", "GatewayMiddleware", "apply_allow", "facts_from_environ"]
+__all__ = ["CONSUMER_KEY", "GatewayMiddleware", "apply_allow", "apply_identity", "facts_from_environ"]
 
 CONSUMER_KEY = "consumer_auth.consumer"
 """Where the authenticated :class:`~consumer_auth.Consumer` is put in the WSGI environ (and ASGI scope)."""
@@ -45,11 +45,12 @@ def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
     )
 
 
-def apply_allow(environ: WSGIEnvironment, facts: RequestFacts, decision: Allow) -> None:
-    """Change ``environ`` in place as the decision says, before the app sees it.
+def apply_identity(environ: WSGIEnvironment, decision: Allow) -> None:
+    """The header half of :func:`apply_allow`: identity headers, hidden credentials, the consumer.
 
     Client copies of the identity headers are always removed; the gateway's are set; ``Authorization``
-    goes when credentials are hidden; the service prefix moves from ``PATH_INFO`` to ``SCRIPT_NAME``.
+    goes when credentials are hidden; the consumer is put under :data:`CONSUMER_KEY`. Also works on a
+    mapping shaped like an environ (Django's ``request.META``).
     """
     for key in _IDENTITY_KEYS:
         environ.pop(key, None)
@@ -59,6 +60,15 @@ def apply_allow(environ: WSGIEnvironment, facts: RequestFacts, decision: Allow) 
         environ.pop("HTTP_AUTHORIZATION", None)
     if decision.consumer is not None:
         environ[CONSUMER_KEY] = decision.consumer
+
+
+def apply_allow(environ: WSGIEnvironment, facts: RequestFacts, decision: Allow) -> None:
+    """Change ``environ`` in place as the decision says, before the app sees it.
+
+    :func:`apply_identity`, then the path: the app sees the normalized path that was authorized, and the
+    service prefix moves from ``PATH_INFO`` to ``SCRIPT_NAME``.
+    """
+    apply_identity(environ, decision)
     path = facts.path
     if _native(path) != environ.get("PATH_INFO"):
         environ["PATH_INFO"] = _native(path)  # the app sees the path that was authorized
