@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import contrib_modes  # noqa: F401 - registers the framework integrations in MODES
 from support import MODES, Mode
 
 _made: dict[str, Mode] = {}

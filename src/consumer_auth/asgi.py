@@ -175,4 +175,10 @@ class ASGIGatewayMiddleware:
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return
-        await self.app(apply_allow_scope(scope, facts, decision), receive, send)  # type: ignore[arg-type]
+        await self.app(self.allowed_scope(scope, facts, decision), receive, send)  # type: ignore[arg-type]
+
+    def allowed_scope(
+        self, scope: HTTPScope | WebSocketScope, facts: RequestFacts, decision: Allow
+    ) -> dict[str, Any]:
+        """The scope the app gets for an allowed request (:func:`apply_allow_scope`); integrations extend it."""
+        return apply_allow_scope(scope, facts, decision)

@@ -1,0 +1,85 @@
+"""System checks, run by ``manage.py check`` (and before ``runserver``, ``migrate``, ...).
+
+Each problem has a stable id:
+
+=====================  ========================================================================
+``consumer_auth.E001``  ``CONSUMER_AUTH`` is not set.
+``consumer_auth.E002``  ``CONSUMER_AUTH`` is not a mapping, a file path or a ``Gateway``.
+``consumer_auth.E003``  the configuration is invalid (the message names the exact place).
+``consumer_auth.E004``  no routes while unmatched requests are rejected: every request would get 404.
+``consumer_auth.E005``  ``ConsumerAuthMiddleware`` is not in ``MIDDLEWARE``: the routes guard nothing.
+=====================  ========================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error
+from django.utils.module_loading import import_string
+
+from consumer_auth.contrib._settings import (
+    SETTING,
+    gateway_from_setting,
+    setting_kind_error,
+    unreachable_reason,
+)
+from consumer_auth.errors import ConfigError
+
+__all__ = ["check_settings"]
+
+_MIDDLEWARE = "consumer_auth.contrib.django.middleware.ConsumerAuthMiddleware"
+
+
+def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check ``settings.CONSUMER_AUTH`` and ``MIDDLEWARE``; see the module for the ids."""
+    errors: list[CheckMessage] = []
+    if not _middleware_installed():
+        errors.append(
+            Error(
+                f"{_MIDDLEWARE} is not in MIDDLEWARE: the gateway's routes guard nothing.",
+                hint="Add it near the top of MIDDLEWARE, after SecurityMiddleware.",
+                id="consumer_auth.E005",
+            )
+        )
+    if not hasattr(settings, SETTING):
+        errors.append(
+            Error(
+                f"{SETTING} is not set.",
+                hint="Set it to a configuration mapping, the path of a YAML, JSON or TOML file, or a Gateway.",
+                id="consumer_auth.E001",
+            )
+        )
+        return errors
+    value = getattr(settings, SETTING)
+    kind_error = setting_kind_error(value)
+    if kind_error is not None:
+        errors.append(Error(str(kind_error), id="consumer_auth.E002"))
+        return errors
+    try:
+        gateway = gateway_from_setting(value)
+    except ConfigError as error:
+        errors.append(Error(str(error), id="consumer_auth.E003"))
+        return errors
+    reason = unreachable_reason(value, gateway)
+    if reason is not None:
+        errors.append(Error(f"{SETTING}: {reason}.", id="consumer_auth.E004"))
+    return errors
+
+
+def _middleware_installed() -> bool:
+    from .middleware import ConsumerAuthMiddleware
+
+    for path in getattr(settings, "MIDDLEWARE", None) or ():
+        if path == _MIDDLEWARE:
+            return True
+        try:
+            found = import_string(path)
+        except ImportError:
+            continue  # Django's own checks report broken entries
+        if isinstance(found, type) and issubclass(found, ConsumerAuthMiddleware):
+            return True
+    return False
