@@ -50,6 +50,7 @@ APISIX_BASIC_AUTH: dict[str, Any] = {
         {"uri": "/echo-hidden", "plugins": {"basic-auth": {"hide_credentials": True}}},
         {"uri": "/echo-shown", "plugins": {"basic-auth": {"hide_credentials": False}}},
         {"uri": "/realm", "plugins": {"basic-auth": {"realm": "secure-zone"}}},
+        {"uri": "/get-only", "methods": ["GET"], "plugins": {"basic-auth": {}}},
     ],
 }
 

@@ -173,6 +173,8 @@ CASES = [
     row("routing", "GET", "/nothing", [], NOT_FOUND, id="route-not-found"),
     row("unmatched-pass", "GET", "/nothing", [("X-Consumer-Username", "admin")], Passed("/nothing", None, absent=("x-consumer-username",)), id="unmatched-pass"),
     row("unmatched-pass", "GET", "/hello", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="unmatched-pass-still-guards-routes"),
+    row("unmatched-pass", "HEAD", "/get-only", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="unmatched-pass-head-guarded-like-get"),
+    row("apisix", "HEAD", "/get-only", [], NOT_FOUND, id="head-on-get-route-is-404-when-rejecting"),
 ]
 # fmt: on
 
@@ -185,7 +187,7 @@ def test_conformance(
     if isinstance(expected, Rejected):
         assert reply.status == expected.status, reply.body
         body = json.dumps({expected.key: expected.message}, separators=(",", ":")).encode() + b"\n"
-        assert reply.body == body
+        assert reply.body == (b"" if method == "HEAD" else body)
         assert reply.headers["content-type"] == TEXT_PLAIN
         assert reply.headers.get("www-authenticate") == expected.www_authenticate
         assert reply.headers["content-length"] == str(len(body))

@@ -37,7 +37,9 @@ class _State:
     routes: RouteIndex
 
 
-def _compile(routes: Iterable[Route], services: Iterable[Service], profile: Profile) -> RouteIndex:
+def _compile(
+    routes: Iterable[Route], services: Iterable[Service], profile: Profile, *, head_with_get: bool = False
+) -> RouteIndex:
     by_id = routes_by_service(services)
     compiled = []
     for index, route in enumerate(routes):
@@ -48,7 +50,7 @@ def _compile(routes: Iterable[Route], services: Iterable[Service], profile: Prof
             service = by_id.get(route.service_id)
             if service is None:
                 raise ConfigError(f"routes[{index}].service_id", f"no service with id {route.service_id!r}")
-        compiled.append(compile_route(route, service, index, profile))
+        compiled.append(compile_route(route, service, index, profile, head_with_get=head_with_get))
     return RouteIndex(compiled)
 
 
@@ -109,7 +111,10 @@ class Gateway:
         self._lock = threading.Lock()
         self._services = tuple(services)
         self._routes = tuple(routes)
-        state = _State(ConsumerIndex(consumers), _compile(self._routes, self._services, self.profile))
+        state = _State(
+            ConsumerIndex(consumers),
+            _compile(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
+        )
         _check_anonymous(state.routes, state.consumers)
         self._state = state
 
@@ -167,7 +172,7 @@ class Gateway:
             ConfigError: they are invalid (the current ones stay in force).
         """
         routes, services = tuple(routes), tuple(services)
-        compiled = _compile(routes, services, self.profile)
+        compiled = _compile(routes, services, self.profile, head_with_get=self.unmatched == "pass")
         with self._lock:
             self._routes, self._services = routes, services
             self._state = _State(self._state.consumers, compiled)

@@ -248,9 +248,14 @@ class CompiledRoute:
 
 
 def compile_route(
-    route: Route, service: Service | None, order: int, profile: Profile
+    route: Route, service: Service | None, order: int, profile: Profile, *, head_with_get: bool = False
 ) -> tuple[CompiledRoute, tuple[str, ...]]:
-    """Join a route with its service; return it with the full paths it is matched on."""
+    """Join a route with its service; return it with the full paths it is matched on.
+
+    With ``head_with_get`` a route accepting ``GET`` also accepts ``HEAD``. A gateway that passes unmatched
+    requests to the app sets it: frameworks answer ``HEAD`` with the ``GET`` view, so a ``HEAD`` that
+    matched no route would reach that view unauthenticated.
+    """
     merged: dict[str, Plugin] = {p.name: p for p in (service.plugins if service else ())}
     merged.update({p.name: p for p in route.plugins})
     auth = merged.get(BasicAuthPlugin.name)
@@ -267,11 +272,19 @@ def compile_route(
         restriction=restriction.compile() if isinstance(restriction, ConsumerRestrictionPlugin) else None,
         upstream=upstream,
         strip_prefix=prefix if prefix and service is not None and service.strip_path_prefix else "",
-        methods=frozenset(route.methods) if route.methods is not None else None,
+        methods=_methods(route.methods, head_with_get),
         exact_hosts=frozenset(h for h in hosts if not h.startswith("*.")) if hosts is not None else None,
         wildcard_hosts=tuple(h[1:] for h in hosts if h.startswith("*.")) if hosts is not None else (),
     )
     return compiled, paths
+
+
+def _methods(methods: Sequence[str] | None, head_with_get: bool) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    if head_with_get and "GET" in methods:
+        return frozenset((*methods, "HEAD"))
+    return frozenset(methods)
 
 
 class RouteIndex:
