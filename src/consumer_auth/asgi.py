@@ -1,18 +1,22 @@
 """The ASGI adapter: translate a scope to request facts and a decision back to ASGI messages.
 
 HTTP and websocket scopes are decided; every other scope (lifespan) passes straight through. Slow
-password hashes are verified in a small bounded thread pool, never on the event loop.
+password hashes are verified in a bounded thread pool with per-login lanes (:class:`VerificationPool`),
+never on the event loop; clear passwords and cached successes never leave it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
 from .decision import IDENTITY_HEADERS, Allow, Decision, Pending, Reject, RequestFacts
 from .routing import normalize_path
 from .wsgi import CONSUMER_KEY
@@ -32,33 +36,93 @@ if TYPE_CHECKING:
 __all__ = [
     "ASGIGatewayMiddleware",
     "AuthScopes",
+    "VerificationPool",
     "apply_allow_scope",
     "facts_from_scope",
     "resolve",
+    "verification_pool",
 ]
 
 _IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS)
 _IDENTITY_AND_AUTHORIZATION = _IDENTITY | {b"authorization"}
 
-_executor: ThreadPoolExecutor | None = None
 
+class VerificationPool:
+    """Runs slow password verifications off the event loop: bounded, fair between logins.
 
-def _verification_pool() -> ThreadPoolExecutor:
-    """The process-wide pool slow verifications run in (bounded: a flood cannot start more threads)."""
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(
-            max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="consumer-auth-verify"
+    A bounded thread pool (``workers`` threads, at lower CPU priority on Linux) behind per-login lanes:
+    one verification per lane at a time, so the pool's queue never holds more than one job per lane and
+    a flood of wrong passwords for one login cannot hold up the others. Nothing is refused; a request
+    waits for its turn. See ``consumer_auth._verify`` and ``docs/passwords.md``.
+
+    Args:
+        workers: Threads verifying at once (default: half the CPUs, at least one).
+        nice: How much lower the threads' CPU priority is (Linux; ``0`` keeps the process's).
+    """
+
+    def __init__(self, workers: int | None = None, *, nice: int = WORKER_NICE) -> None:
+        self.workers = workers or default_workers()
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers,
+            thread_name_prefix="consumer-auth-verify",
+            initializer=lower_priority,
+            initargs=(nice,),
         )
-    return _executor
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def run(self, pending: Pending) -> Decision:
+        """Verify in the pool once the login's lane is free; the lane frees when the thread is done."""
+        loop = asyncio.get_running_loop()
+        lanes = self._lanes.get(loop)
+        if lanes is None:
+            lanes = self._lanes.setdefault(loop, {})
+        lane = lane_of(pending.login)
+        lock = lanes.get(lane)
+        if lock is None:
+            lock = lanes.setdefault(lane, asyncio.Lock())
+        await lock.acquire()
+        try:
+            future = self._executor.submit(pending.run)
+        except BaseException:
+            lock.release()
+            raise
+        # Free the lane when the thread finishes, not when this coroutine is cancelled (a client that
+        # goes away must not let more jobs into the pool than there are lanes).
+        future.add_done_callback(lambda _: _release_from_thread(loop, lock))
+        return await asyncio.wrap_future(future)
+
+    def shutdown(self) -> None:
+        """Stop the threads once queued verifications are done."""
+        self._executor.shutdown(wait=True)
+
+
+def _release_from_thread(loop: asyncio.AbstractEventLoop, lock: asyncio.Lock) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits on its lanes any more
+        loop.call_soon_threadsafe(lock.release)
+
+
+_pool: VerificationPool | None = None
+_pool_lock = threading.Lock()
+
+
+def verification_pool() -> VerificationPool:
+    """The process-wide :class:`VerificationPool` every ASGI adapter and proxy shares."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = VerificationPool()
+    return _pool
 
 
 async def resolve(decision: Decision | Pending) -> Decision:
-    """Finish a decision on an event loop: a slow verification runs in the verification pool."""
+    """Finish a decision on an event loop: a slow verification runs in the :func:`verification_pool`."""
     if isinstance(decision, Pending):
         if not decision.slow:
             return decision.run()
-        return await asyncio.get_running_loop().run_in_executor(_verification_pool(), decision.run)
+        return await verification_pool().run(decision)
     return decision
 
 

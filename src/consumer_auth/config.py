@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from ._validate import expect_choice, expect_list, expect_mapping, reject_unknown
+from ._validate import expect_choice, expect_int, expect_list, expect_mapping, expect_number, reject_unknown
 from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
 from .plugins import Profile, plugins_from_config
@@ -26,7 +26,8 @@ __all__ = ["GatewayConfig", "load_file", "parse_config"]
 
 T = TypeVar("T")
 
-_TOP = ("profile", "unmatched", "consumers", "services", "routes")
+_TOP = ("profile", "unmatched", "verification_cache", "consumers", "services", "routes")
+_CACHE = ("max_entries", "ttl")
 _CONSUMER = ("username", "desc", "labels", "plugins", "credentials")
 _CREDENTIAL = ("id", "desc", "plugins")
 _CONSUMER_BASIC_AUTH = ("username", "password", "password_hash")
@@ -65,6 +66,8 @@ class GatewayConfig:
     routes: tuple[Route, ...]
     profile: Profile
     unmatched: str
+    cache_size: int = 10_000
+    cache_ttl: float = 60.0
 
 
 def _at(path: str, build: Callable[[], T]) -> T:
@@ -174,7 +177,11 @@ def parse_config(document: object) -> GatewayConfig:
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
-    return GatewayConfig(consumers, services, routes, profile, unmatched)
+    cache = expect_mapping(top.get("verification_cache") or {}, "verification_cache")
+    reject_unknown(cache, _CACHE, "verification_cache")
+    size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
+    ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
+    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl)
 
 
 def load_file(path: str | Path) -> object:

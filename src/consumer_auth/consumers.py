@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -22,7 +23,8 @@ class BasicAuthCredential:
     Args:
         username: What the client logs in with. Unique across all consumers.
         password: The password in clear. Exactly one of ``password`` and ``password_hash`` is required.
-        password_hash: An argon2id hash (``consumer-auth hash-password`` writes one).
+        password_hash: A stored hash: argon2id (``consumer-auth hash-password`` writes one), bcrypt,
+            ``$apr1$`` or ``{SHA}`` (from an htpasswd file); see :func:`~consumer_auth.passwords.verifier_from_hash`.
         id: Optional identifier, forwarded as ``X-Credential-Identifier``.
 
     Raises:
@@ -134,6 +136,20 @@ class Consumer:
         return f"Consumer({self.username!r}, credentials={len(self.credentials)})"
 
 
+def _decoy_for(verifiers: list[PasswordVerifier]) -> PasswordVerifier | None:
+    """A decoy like most credentials: slow if any is slow, else of the most common kind.
+
+    With several kinds of hashes an unknown username can only cost what one kind costs; matching the
+    most common slow kind makes the fewest usernames tell apart by time.
+    """
+    if not verifiers:
+        return None
+    pool = [v for v in verifiers if v.slow] or verifiers
+    kinds = Counter(type(v) for v in pool)
+    common = kinds.most_common(1)[0][0]
+    return next(v for v in pool if type(v) is common).decoy()
+
+
 class ConsumerIndex:
     """Consumers by name and credentials by username; built once, then read-only.
 
@@ -141,13 +157,13 @@ class ConsumerIndex:
         ConfigError: for a duplicate consumer name or credential username, at ``consumers[i]``.
     """
 
-    __slots__ = ("_by_login", "_by_name", "_decoy")
+    __slots__ = ("_by_login", "_by_name", "_decoy", "rehashed")
 
     def __init__(self, consumers: Iterable[Consumer]) -> None:
         self._by_name: dict[str, Consumer] = {}
         self._by_login: dict[str, tuple[Consumer, BasicAuthCredential]] = {}
         owner_index: dict[str, int] = {}
-        costliest: PasswordVerifier | None = None
+        verifiers: list[PasswordVerifier] = []
         for index, consumer in enumerate(consumers):
             if not isinstance(consumer, Consumer):
                 raise ConfigError(f"consumers[{index}]", f"expected a Consumer, got {describe(consumer)}")
@@ -163,9 +179,10 @@ class ConsumerIndex:
                     )
                 self._by_login[credential.username] = (consumer, credential)
                 owner_index[credential.username] = index
-                if costliest is None or (credential.verifier.slow and not costliest.slow):
-                    costliest = credential.verifier
-        self._decoy = costliest.decoy() if costliest is not None else None
+                verifiers.append(credential.verifier)
+        self._decoy = _decoy_for(verifiers)
+        self.rehashed: set[str] = set()
+        """Credential usernames whose rehash was already reported for this set (see ``Gateway.on_rehash``)."""
 
     @property
     def has_credentials(self) -> bool:

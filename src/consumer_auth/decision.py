@@ -109,8 +109,11 @@ class Pending:
     """A decision that needs a password verified first.
 
     ``run()`` does the verification and returns the decision. When ``slow`` is true (a hash such as
-    argon2id), an asynchronous adapter must call ``run`` outside its event loop.
+    argon2id), an asynchronous adapter must call ``run`` outside its event loop. ``login`` is the
+    username the client presented (known or not): adapters run one verification per login at a time,
+    so a flood against one login cannot hold up the others (see ``docs/passwords.md``).
     """
 
     slow: bool
     run: Callable[[], Decision]
+    login: str | None = None

@@ -17,8 +17,9 @@ from .config import GatewayConfig, load_file, parse_config
 from .consumers import Consumer, ConsumerIndex
 from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import ConfigError
+from .passwords import VerificationCache
 from .plugins import Plugin, Profile
-from .plugins.basic_auth import Authenticated
+from .plugins.basic_auth import Authenticated, RehashHook, SlowCheck
 from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
 
 if TYPE_CHECKING:
@@ -76,6 +77,14 @@ class Gateway:
             username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
             ``"pass"`` hands them to the app unauthenticated (in-process modes only).
+        cache_size: How many recent successful slow-hash verifications to remember (``0``: none); see
+            :class:`~consumer_auth.passwords.VerificationCache` and ``docs/passwords.md``.
+        cache_ttl: Seconds a remembered success stays valid.
+        on_rehash: ``on_rehash(consumer, credential, new_hash)`` is called after the first successful
+            verification of a credential whose stored form is outdated (clear, ``{SHA}``, ``$apr1$``,
+            bcrypt, or argon2 with weaker parameters), with a fresh argon2id hash of that password, so a
+            store can save it. Called once per credential per consumer set, off the event loop;
+            exceptions it raises are logged, never sent to the client.
 
     Raises:
         ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
@@ -99,6 +108,9 @@ class Gateway:
         services: Iterable[Service] = (),
         profile: Profile | str = Profile.CLASSIC,
         unmatched: str = "reject",
+        cache_size: int = 10_000,
+        cache_ttl: float = 60.0,
+        on_rehash: RehashHook | None = None,
     ) -> None:
         try:
             self.profile = Profile(profile)
@@ -107,6 +119,14 @@ class Gateway:
         if unmatched not in ("reject", "pass"):
             raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
         self.unmatched = unmatched
+        try:
+            self.verification_cache = VerificationCache(cache_size, cache_ttl)
+        except ConfigError as error:
+            raise ConfigError(
+                "verification_cache." + ("max_entries" if error.path == "max_entries" else "ttl"),
+                error.reason,
+            ) from None
+        self.on_rehash = on_rehash
         self._pass = Allow(None)
         self._lock = threading.Lock()
         self._services = tuple(services)
@@ -129,6 +149,8 @@ class Gateway:
             services=config.services,
             profile=config.profile,
             unmatched=config.unmatched,
+            cache_size=config.cache_size,
+            cache_ttl=config.cache_ttl,
         )
 
     @classmethod
@@ -199,16 +221,18 @@ class Gateway:
         return self._state.routes.match(facts.method, facts.path, facts.host)
 
     def decide(self, facts: RequestFacts) -> Decision | Pending:
-        """Decide a request; a :class:`Pending` result still needs its password verified (``run()``).
+        """Decide a request; a :class:`Pending` result still needs a slow hash verified (``run()``).
 
-        Everything cheap (routing, parsing the header, finding the credential) happens here. When the
-        password check is a slow hash, ``Pending.slow`` is true so an event loop can run it elsewhere.
+        Everything cheap happens here: routing, parsing the header, finding the credential, and checking
+        a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
+        (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
+        event loop can run it elsewhere; ``Pending.login`` says whose it is.
         """
         state = self._state
         route = state.routes.match(facts.method, facts.path, facts.host)
         if route is None:
             return self._pass if self.unmatched == "pass" else NOT_FOUND
-        return _decide_route(route, state.consumers, facts)
+        return _decide_route(route, state.consumers, facts, self.verification_cache, self.on_rehash)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
@@ -283,7 +307,10 @@ class Guard:
                 route's ``hide_credentials`` does not get in the way.
         """
         if consumer is None:
-            return _decide_route(self._route, self._gateway._state.consumers, facts)
+            gateway = self._gateway
+            return _decide_route(
+                self._route, gateway._state.consumers, facts, gateway.verification_cache, gateway.on_rehash
+            )
         restriction = self._route.restriction
         rejected = restriction.check(consumer, facts.method) if restriction is not None else None
         return rejected if rejected is not None else Allow(self._route, consumer)
@@ -294,22 +321,34 @@ class Guard:
         return decision.run() if isinstance(decision, Pending) else decision
 
 
-def _decide_route(route: CompiledRoute, consumers: ConsumerIndex, facts: RequestFacts) -> Decision | Pending:
-    """Run a matched route's plugins on a request."""
+def _decide_route(
+    route: CompiledRoute,
+    consumers: ConsumerIndex,
+    facts: RequestFacts,
+    cache: VerificationCache | None,
+    on_rehash: RehashHook | None,
+) -> Decision | Pending:
+    """Run a matched route's plugins on a request; only a slow hash that must really run is ``Pending``."""
     auth = route.auth
     if auth is None:
         return _finish(route, None, facts.method)
     parsed = auth.parse(facts.authorization, consumers)
     if isinstance(parsed, Reject):
         return _finish(route, auth.fallback(parsed, consumers), facts.method)
+    checked = auth.check(parsed, consumers, cache, on_rehash)
+    if isinstance(checked, SlowCheck):
+        slow = checked.run
 
-    def run() -> Decision:
-        outcome = auth.verify(parsed, consumers)
-        if isinstance(outcome, Reject):
-            outcome = auth.fallback(outcome, consumers)
-        return _finish(route, outcome, facts.method)
+        def run() -> Decision:
+            outcome = slow()
+            if isinstance(outcome, Reject):
+                outcome = auth.fallback(outcome, consumers)
+            return _finish(route, outcome, facts.method)
 
-    return Pending(auth.is_slow(parsed, consumers), run)
+        return Pending(True, run, checked.login)
+    if isinstance(checked, Reject):
+        return _finish(route, auth.fallback(checked, consumers), facts.method)
+    return _finish(route, checked, facts.method)
 
 
 def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method: str) -> Decision:

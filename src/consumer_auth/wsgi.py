@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .decision import IDENTITY_HEADERS, Allow, Reject, RequestFacts
+from ._verify import threaded_verifier
+from .decision import IDENTITY_HEADERS, Allow, Pending, Reject, RequestFacts
 from .routing import normalize_path
 
 if TYPE_CHECKING:
@@ -82,7 +83,8 @@ class GatewayMiddleware:
     """WSGI middleware that lets a request reach ``app`` only when the gateway allows it.
 
     Usually made with :meth:`Gateway.wsgi`. A rejection is answered here with the exact status,
-    headers and body of the SPEC; ``app`` is never called for it.
+    headers and body of the SPEC; ``app`` is never called for it. Slow hashes are verified in the
+    request's thread, at most a few at once and one per login lane (``consumer_auth._verify``).
     """
 
     def __init__(self, app: WSGIApplication, gateway: Gateway) -> None:
@@ -91,7 +93,9 @@ class GatewayMiddleware:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         facts = facts_from_environ(environ)
-        decision = self.gateway.decide_now(facts)
+        decision = self.gateway.decide(facts)
+        if isinstance(decision, Pending):
+            decision = threaded_verifier().run(decision)
         if isinstance(decision, Reject):
             start_response(decision.status_line, list(decision.wsgi_headers))
             return [] if facts.method == "HEAD" else [decision.body]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -11,8 +13,11 @@ from consumer_auth._validate import describe, expect_bool, expect_mapping, expec
 from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
 from consumer_auth.decision import Reject, json_reject
+from consumer_auth.passwords import PasswordVerifier, VerificationCache, hash_password
 
-__all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile"]
+__all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile", "RehashHook", "SlowCheck"]
+
+_log = logging.getLogger("consumer_auth")
 
 _REALM = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,128}")
 
@@ -83,6 +88,44 @@ class Authenticated:
     credential: BasicAuthCredential | None
 
 
+RehashHook = Callable[[Consumer, BasicAuthCredential, str], None]
+"""``on_rehash(consumer, credential, new_hash)``: a credential's stored form is outdated; ``new_hash`` is a
+fresh argon2id hash of the password that just verified, for a store to save."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlowCheck:
+    """A password check that runs a slow hash: call ``run`` off any event loop.
+
+    ``login`` is the username the client presented (whether or not it exists); adapters use it to run
+    one check per login at a time.
+    """
+
+    login: str
+    run: Callable[[], Reject | Authenticated]
+
+
+def _run_decoy(decoy: PasswordVerifier, password: str, answer: Reject) -> Reject:
+    decoy.verify(password)
+    return answer
+
+
+def _report_rehash(
+    hook: RehashHook,
+    consumers: ConsumerIndex,
+    consumer: Consumer,
+    credential: BasicAuthCredential,
+    password: str,
+) -> None:
+    if credential.username in consumers.rehashed:
+        return
+    consumers.rehashed.add(credential.username)
+    try:
+        hook(consumer, credential, hash_password(password))
+    except Exception:  # the request already succeeded; a failing store must not turn it into an error
+        _log.exception("on_rehash failed for consumer %r", consumer.username)
+
+
 def _message(text: str, *headers: tuple[str, str]) -> Reject:
     return json_reject(401, "message", text, *headers)
 
@@ -131,24 +174,61 @@ class BasicAuthCheck:
             return self._no_consumers
         return parsed
 
-    def is_slow(self, credentials: BasicCredentials, consumers: ConsumerIndex) -> bool:
-        """Whether :meth:`verify` will run a slow hash for these credentials."""
-        found = consumers.credential(credentials.username)
-        verifier = found[1].verifier if found is not None else consumers.decoy
-        return verifier is not None and verifier.slow
+    def check(
+        self,
+        credentials: BasicCredentials,
+        consumers: ConsumerIndex,
+        cache: VerificationCache | None = None,
+        on_rehash: RehashHook | None = None,
+    ) -> Reject | Authenticated | SlowCheck:
+        """Check the password, now when that is cheap, or as a :class:`SlowCheck` to run elsewhere.
 
-    def verify(self, credentials: BasicCredentials, consumers: ConsumerIndex) -> Reject | Authenticated:
-        """The costly half: check the password. Unknown usernames cost as much as wrong passwords."""
+        Cheap: a clear or ``{SHA}`` password, an empty password (never right), and a slow hash whose
+        success ``cache`` still remembers. Unknown usernames cost as much as wrong passwords: they run
+        a decoy of the same kind of hash. Only a real success is remembered in ``cache``; when
+        ``on_rehash`` is given and the stored form is outdated, the first success for a credential hands it
+        a fresh argon2id hash (computed in the slow check, never on the caller's thread).
+        """
+        password = credentials.password
         found = consumers.credential(credentials.username)
         if found is None:
             decoy = consumers.decoy
-            if decoy is not None:
-                decoy.verify(credentials.password)
+            if decoy is None or not password:
+                return self._unknown
+            if decoy.slow:
+                return SlowCheck(credentials.username, lambda: _run_decoy(decoy, password, self._unknown))
+            decoy.verify(password)
             return self._unknown
         consumer, credential = found
-        if not credential.verifier.verify(credentials.password):
+        if not password:
             return self._wrong
-        return Authenticated(consumer, credential)
+        verifier = credential.verifier
+        rehash = (
+            on_rehash is not None
+            and credential.username not in consumers.rehashed
+            and verifier.needs_rehash()
+        )
+        key: bytes | None = None
+        if verifier.slow:
+            if cache is not None and cache.enabled:
+                key = cache.key(credential.username, verifier, password)
+                if cache.hit(key):
+                    return Authenticated(consumer, credential)
+        elif not rehash:
+            return Authenticated(consumer, credential) if verifier.verify(password) else self._wrong
+
+        def run() -> Reject | Authenticated:
+            if key is not None and cache is not None and cache.hit(key):
+                return Authenticated(consumer, credential)  # a concurrent request verified it meanwhile
+            if not verifier.verify(password):
+                return self._wrong
+            if key is not None and cache is not None:
+                cache.remember(key)
+            if rehash and on_rehash is not None:
+                _report_rehash(on_rehash, consumers, consumer, credential, password)
+            return Authenticated(consumer, credential)
+
+        return SlowCheck(credentials.username, run)
 
     def fallback(self, rejection: Reject, consumers: ConsumerIndex) -> Reject | Authenticated:
         """Apply ``anonymous_consumer`` to a failure: let it through as that consumer, if configured."""
