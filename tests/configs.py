@@ -201,6 +201,27 @@ NO_CREDENTIALS: dict[str, Any] = {
     "routes": [{"uri": "/hello", "plugins": {"basic-auth": {}}}],
 }
 
+# Stored hashes of every supported format (vectors made with Apache's htpasswd and argon2-cffi).
+HASHES_PASSWORD = "123456"
+HASHES: dict[str, Any] = {
+    "consumers": [
+        {
+            "username": username,
+            "plugins": {"basic-auth": {"username": username, "password_hash": stored}},
+        }
+        for username, stored in (
+            (
+                "argon",
+                "$argon2id$v=19$m=8,t=1,p=1$XL5aManShZg7cV4AyX44wA$yQvJuC4VD2eQB3q/qDgmFgIf1v6mHpB/8fPYWulrmZI",
+            ),
+            ("bcrypt", "$2y$05$e9ENqlaIJqas5L4yTVt3MOCFk3.0Gt25/tj9OSsiCombZUauYCrsq"),
+            ("apr1", "$apr1$70iJyua7$gMCnDoXYSPfM9sURRcgI3."),
+            ("sha", "{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs="),
+        )
+    ],
+    "routes": [{"uri": "/hashed", "plugins": {"basic-auth": {}}}],
+}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "guide": GUIDE,
     "guide-apisix3": _with(GUIDE, profile="apisix-3"),
@@ -213,6 +234,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "no-credentials": NO_CREDENTIALS,
     "no-credentials-apisix3": _with(NO_CREDENTIALS, profile="apisix-3"),
     "unmatched-pass": _with(APISIX_BASIC_AUTH, unmatched="pass"),
+    "hashes": HASHES,
+    "hashes-apisix3": _with(HASHES, profile="apisix-3"),
 }
 
 _built: dict[str, Gateway] = {}
