@@ -161,6 +161,11 @@ class SpyVerifier:
         self.slow = inner.slow
         self.threads: list[threading.Thread] = []
 
+    @property
+    def identity(self) -> bytes:
+        result: bytes = self.inner.identity
+        return result
+
     def verify(self, password: str) -> bool:
         self.threads.append(threading.current_thread())
         result: bool = self.inner.verify(password)
