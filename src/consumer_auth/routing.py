@@ -290,30 +290,52 @@ def _methods(methods: Sequence[str] | None, head_with_get: bool) -> frozenset[st
 class RouteIndex:
     """Finds the route for a request in time that does not grow with the number of routes.
 
-    Exact paths are one dict lookup. Prefix routes (``/json/*``) sit in buckets keyed by their prefix;
-    a lookup tries the request path cut to each distinct prefix length, longest first, so the cost
-    grows with the number of distinct prefix *lengths*, not of routes. Within a bucket, higher
-    ``priority`` comes first, then configuration order.
+    Exact paths are one dict lookup. Prefix routes sit in buckets keyed by their prefix: ``/json/*`` under
+    ``/json/``, and a prefix that ends inside a segment (``/json*``) under the segment's head (``/``) with
+    its tail (``json``). A lookup walks the request path's ``/`` boundaries (no deeper than the deepest
+    head) from the last to the first, trying at each one the tails under that head, then the head itself:
+    the longest prefix wins, and the cost grows with the number of segments in the path, never with the
+    number of routes. Within a bucket,
+    higher ``priority`` comes first, then configuration order.
     """
 
-    __slots__ = ("_exact", "_lengths", "_prefix", "routes")
+    __slots__ = ("_depth", "_exact", "_prefixes", "routes")
 
     def __init__(self, routes: Sequence[tuple[CompiledRoute, tuple[str, ...]]]) -> None:
         exact: dict[str, list[CompiledRoute]] = {}
-        prefix: dict[str, list[CompiledRoute]] = {}
+        heads: dict[str, list[CompiledRoute]] = {}
+        tails: dict[str, dict[str, list[CompiledRoute]]] = {}
         for compiled, paths in routes:
             for path in paths:
-                if path.endswith("*"):
-                    prefix.setdefault(path[:-1], []).append(compiled)
-                else:
+                if not path.endswith("*"):
                     exact.setdefault(path, []).append(compiled)
+                    continue
+                prefix = path[:-1]
+                cut = prefix.rfind("/") + 1
+                if cut == len(prefix):
+                    heads.setdefault(prefix, []).append(compiled)
+                else:
+                    tails.setdefault(prefix[:cut], {}).setdefault(prefix[cut:], []).append(compiled)
 
         def ranked(bucket: list[CompiledRoute]) -> tuple[CompiledRoute, ...]:
             return tuple(sorted(bucket, key=lambda r: (-r.route.priority, r.order)))
 
         self._exact = {path: ranked(bucket) for path, bucket in exact.items()}
-        self._prefix = {path: ranked(bucket) for path, bucket in prefix.items()}
-        self._lengths = tuple(sorted({len(p) for p in self._prefix}, reverse=True))
+        # head -> (tails under it, longest first; the routes of the head itself): a longer prefix wins.
+        self._prefixes: dict[
+            str, tuple[tuple[tuple[str, tuple[CompiledRoute, ...]], ...], tuple[CompiledRoute, ...]]
+        ] = {
+            head: (
+                tuple(
+                    (tail, ranked(bucket))
+                    for tail, bucket in sorted(tails.get(head, {}).items(), key=lambda t: -len(t[0]))
+                ),
+                ranked(heads.get(head, [])),
+            )
+            for head in {*heads, *tails}
+        }
+        # The deepest head: boundaries of a request path below it cannot start a prefix.
+        self._depth = max((head.count("/") for head in (*heads, *tails)), default=0)
         self.routes = tuple(compiled for compiled, _ in routes)
 
     def match(self, method: str, path: str, host: str | None) -> CompiledRoute | None:
@@ -331,15 +353,27 @@ class RouteIndex:
             for route in bucket:
                 if route.accepts(method, host):
                     return route
-        size = len(path)
-        for length in self._lengths:
-            if length > size:
+        cuts: list[int] = []
+        cut = 0
+        for _ in range(self._depth):
+            cut = path.find("/", cut) + 1
+            if not cut:
+                break
+            cuts.append(cut)
+        prefixes = self._prefixes
+        for cut in reversed(cuts):
+            found = prefixes.get(path[:cut])
+            if found is None:
                 continue
-            bucket = self._prefix.get(path[:length])
-            if bucket is not None:
-                for route in bucket:
-                    if route.accepts(method, host):
-                        return route
+            under, bucket = found
+            for tail, routes in under:
+                if path.startswith(tail, cut):
+                    for route in routes:
+                        if route.accepts(method, host):
+                            return route
+            for route in bucket:
+                if route.accepts(method, host):
+                    return route
         return None
 
 
