@@ -117,12 +117,13 @@ def verification_pool() -> VerificationPool:
     return _pool
 
 
-async def resolve(decision: Decision | Pending) -> Decision:
-    """Finish a decision on an event loop: a slow verification runs in the :func:`verification_pool`."""
+async def resolve(decision: Decision | Pending, pool: VerificationPool | None = None) -> Decision:
+    """Finish a decision on an event loop: a slow verification runs in ``pool`` (default: the
+    process-wide :func:`verification_pool`)."""
     if isinstance(decision, Pending):
         if not decision.slow:
             return decision.run()
-        return await verification_pool().run(decision)
+        return await (pool or verification_pool()).run(decision)
     return decision
 
 
@@ -224,18 +225,24 @@ class ASGIGatewayMiddleware:
     """ASGI middleware that lets a request reach ``app`` only when the gateway allows it.
 
     Usually made with :meth:`Gateway.asgi`. Lifespan and other non-HTTP scopes pass straight through.
+    ``pool`` is where slow hashes are verified (default: the process-wide :func:`verification_pool`).
     """
 
-    def __init__(self, app: ASGI3Application, gateway: Gateway) -> None:
+    def __init__(
+        self, app: ASGI3Application, gateway: Gateway, *, pool: VerificationPool | None = None
+    ) -> None:
         self.app = app
         self.gateway = gateway
+        self.pool = pool
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         facts = facts_from_scope(scope)
-        decision = await resolve(self.gateway.decide(facts))
+        decision = self.gateway.decide(facts)
+        if isinstance(decision, Pending):
+            decision = await resolve(decision, self.pool)
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return

@@ -16,7 +16,7 @@ Every verifier answers :meth:`PasswordVerifier.verify` in time that does not dep
 password was right, and can make a *decoy* of the same cost, which the credential index runs for unknown
 usernames so that they cost the same as a wrong password. An empty password never verifies.
 
-A :class:`VerificationCache` remembers recent *successful* slow verifications under an HMAC with a
+A :class:`VerificationCache` remembers recent *successful* slow verifications under a MAC with a
 random per-cache key, so a repeated right password costs microseconds; ``docs/passwords.md`` gives its
 threat model.
 
@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -411,15 +412,15 @@ def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
+_LENGTHS = struct.Struct(">II")  # lengths first: the fields of a cache key can never run into each other
 
 
 class VerificationCache:
     """Remembers recent *successful* slow verifications, so a repeated right password costs microseconds.
 
-    An entry is ``HMAC-SHA256(key, login, stored hash, password)`` → expiry time, where ``key`` is 32
-    random bytes made when the cache is made and never stored, shown or shared. So:
+    An entry is ``MAC(key, login, stored hash, password)`` → expiry time, where the MAC is keyed BLAKE2b
+    (RFC 7693's keyed mode, a MAC by design, three times faster than HMAC-SHA256 here) and ``key`` is 32
+    random bytes made with the cache and never stored, shown or shared. So:
 
     - nothing in the cache can be tested against a password guess without the key;
     - an entry names the exact stored hash it was verified against: once a credential's password changes,
@@ -468,8 +469,9 @@ class VerificationCache:
 
     def key(self, login: str, verifier: PasswordVerifier, password: str) -> bytes:
         """The entry key of one (credential username, stored password, presented password)."""
-        message = _field(_bytes(login)) + _field(verifier.identity) + _bytes(password)
-        return hmac.digest(self._key, message, "sha256")
+        name, stored = _bytes(login), verifier.identity
+        message = b"".join((_LENGTHS.pack(len(name), len(stored)), name, stored, _bytes(password)))
+        return hashlib.blake2b(message, key=self._key, digest_size=32).digest()
 
     def hit(self, key: bytes) -> bool:
         """Whether this exact verification succeeded within the last ``ttl`` seconds."""
