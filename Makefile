@@ -27,5 +27,13 @@ test: $(VENV)/.dev-installed
 	$(BIN)/mypy
 	$(BIN)/pytest
 
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[server,bcrypt,bench]'
+	@touch $@
+
+# Runs benchmarks/ and writes docs/benchmarks.md (installs nginx and wrk from Debian's packages if missing).
+bench: $(VENV)/.bench-installed
+	cd benchmarks && ../$(BIN)/python run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build src/*.egg-info

@@ -167,7 +167,9 @@ def run(quick: bool = False) -> Result:
         waits = first_login.get(name, [])
         wait = f"{statistics.median(waits) * 1e3:.0f} ms ({len(waits)} logins)" if waits else "—"
         result.table.append([LABELS[name], f"{rate:,.0f}", f"{rate / quiet:.2f}×", wait])
-    result.targets.append(Target("good-client throughput during the flood", median(samples["flood"]) / quiet, 0.5, ">="))
+    result.targets.append(
+        Target("good-client throughput during the flood", median(samples["flood"]) / quiet, 0.5, ">=")
+    )
     return result
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import GatewayConfig, load_file, parse_config
-from .consumers import Consumer, ConsumerIndex
+from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import ConfigError
 from .passwords import VerificationCache
@@ -360,19 +360,46 @@ def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method
         rejected = route.restriction.check(consumer, method)
         if rejected is not None:
             return rejected
-    identity: tuple[tuple[str, str], ...] = ()
-    if consumer is not None:
-        headers = [("x-consumer-username", consumer.username)]
-        if credential is not None and credential.id is not None:
-            headers.append(("x-credential-identifier", credential.id))
-        if consumer.custom_id is not None:
-            headers.append(("x-consumer-custom-id", consumer.custom_id))
-        identity = tuple(headers)
-    return Allow(
+    return _allow(route, consumer, credential)
+
+
+_ALLOWS: dict[
+    tuple[int, int, int], tuple[CompiledRoute, Consumer | None, BasicAuthCredential | None, Allow]
+] = {}
+_ALLOWS_LIMIT = 4096
+
+
+def _allow(route: CompiledRoute, consumer: Consumer | None, credential: BasicAuthCredential | None) -> Allow:
+    """The (immutable) ``Allow`` of a route and consumer, built once and reused while both are in force.
+
+    Keyed by identity; the entry keeps the objects it was built from and is used only if they are the
+    very same, so an id reused by a new object never finds an old decision.
+    """
+    key = (id(route), id(consumer), id(credential))
+    found = _ALLOWS.get(key)
+    if found is not None and found[0] is route and found[1] is consumer and found[2] is credential:
+        return found[3]
+    allow = Allow(
         route,
         consumer,
         credential,
-        identity,
+        _identity_headers(consumer, credential) if consumer is not None else (),
         hide_credentials=route.auth is not None and route.auth.hide_credentials,
         strip_prefix=route.strip_prefix,
     )
+    if len(_ALLOWS) >= _ALLOWS_LIMIT:
+        _ALLOWS.clear()  # bounded: replaced routes and consumers do not accumulate
+    _ALLOWS[key] = (route, consumer, credential, allow)
+    return allow
+
+
+def _identity_headers(
+    consumer: Consumer, credential: BasicAuthCredential | None
+) -> tuple[tuple[str, str], ...]:
+    """The identity headers of a consumer (and credential)."""
+    headers = [("x-consumer-username", consumer.username)]
+    if credential is not None and credential.id is not None:
+        headers.append(("x-credential-identifier", credential.id))
+    if consumer.custom_id is not None:
+        headers.append(("x-consumer-custom-id", consumer.custom_id))
+    return tuple(headers)

@@ -20,6 +20,7 @@ CONSUMER_KEY = "consumer_auth.consumer"
 """Where the authenticated :class:`~consumer_auth.Consumer` is put in the WSGI environ (and ASGI scope)."""
 
 _IDENTITY_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in IDENTITY_HEADERS)
+_ENVIRON_KEYS = dict(zip(IDENTITY_HEADERS, _IDENTITY_KEYS, strict=True))
 
 
 def _text(native: str) -> str:
@@ -56,7 +57,7 @@ def apply_identity(environ: WSGIEnvironment, decision: Allow) -> None:
     for key in _IDENTITY_KEYS:
         environ.pop(key, None)
     for name, value in decision.identity_headers:
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
+        environ[_ENVIRON_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")] = value
     if decision.hide_credentials:
         environ.pop("HTTP_AUTHORIZATION", None)
     if decision.consumer is not None:
