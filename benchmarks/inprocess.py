@@ -266,7 +266,7 @@ def run(quick: bool = False) -> Result:
         f"Direct ASGI/WSGI calls, {calls:,} requests per sample, {rounds} interleaved rounds; overhead = "
         "protected app − the same app unprotected, median of per-round differences. All requests carry "
         "valid credentials and answer 200.",
-        header=["interface", "what", "per request", "auth overhead", "vs consumer_auth (clear)"],
+        header=["interface", "what", "per request", "auth overhead", "overhead ÷ consumer_auth's (clear)"],
     )
 
     def row(

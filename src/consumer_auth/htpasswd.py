@@ -16,16 +16,21 @@ Example:
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .errors import ConfigError
 from .passwords import verifier_from_hash
 
-__all__ = ["HtpasswdEntry", "consumers_document", "parse_htpasswd", "read_htpasswd"]
+__all__ = ["HtpasswdEntry", "consumers_document", "main", "parse_htpasswd", "read_htpasswd"]
 
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_\-]+")
 
@@ -127,3 +132,41 @@ def consumers_document(entries: list[HtpasswdEntry]) -> dict[str, Any]:
         for entry in entries
     ]
     return {"consumers": consumers}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``import-htpasswd FILE``: print the consumers of an htpasswd file as configuration (YAML or JSON).
+
+    Exit status 0 on success, 2 with a ``FILE:LINE: ...`` message on standard error otherwise.
+    """
+    parser = argparse.ArgumentParser(
+        prog="consumer-auth import-htpasswd",
+        description="Print the consumers of an htpasswd file for the consumers: section of a configuration.",
+    )
+    parser.add_argument("file", help="the htpasswd file")
+    parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    parser.add_argument(
+        "--skip-unsupported",
+        action="store_true",
+        help="skip lines whose hash form cannot be verified (noted on standard error) instead of failing",
+    )
+    options = parser.parse_args(argv)
+
+    def note(place: str, reason: str) -> None:
+        print(f"{place}: {reason}", file=sys.stderr)
+
+    try:
+        entries = read_htpasswd(options.file, on_skip=note if options.skip_unsupported else None)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    document = consumers_document(entries)
+    if options.format == "json":
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
