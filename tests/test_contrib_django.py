@@ -170,6 +170,7 @@ def test_slow_hashes_leave_the_event_loop_under_asgi(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(Argon2Password, "verify", recording)
     slow = {
         **GATEWAY,
+        "verification_cache": {"max_entries": 0},  # every request verifies: the test watches where
         "consumers": [
             {
                 "username": "alex",

@@ -151,6 +151,7 @@ def test_required_on_an_async_view_verifies_slow_hashes_off_the_loop(monkeypatch
             }
         ],
         "unmatched": "pass",
+        "verification_cache": {"max_entries": 0},  # every request verifies: the test watches where
     }
     client = make_app(config)[0].test_client()
     reply = client.get("/async", headers={"Authorization": ALEX}).get_json()
