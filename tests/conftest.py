@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import contrib_modes  # noqa: F401 - registers the framework integrations in MODES
+import proxy_modes  # noqa: F401 - registers the proxy modes in support.MODES
+import proxy_servers
 from support import MODES, Mode
 
 _made: dict[str, Mode] = {}
@@ -17,3 +21,10 @@ def mode(request: pytest.FixtureRequest) -> Mode:
     if name not in _made:
         _made[name] = MODES[name]()
     return _made[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_servers() -> Iterator[None]:
+    """Stop the loopback servers the proxy tests started, at the end of the session."""
+    yield
+    proxy_servers.stop_all()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ._protect import protect
 from .consumers import BasicAuthCredential, Consumer
 from .decision import Allow, Decision, Pending, Reject, RequestFacts
-from .errors import ConfigError, ConsumerAuthError, UnsupportedAppError
+from .errors import ConfigError, ConsumerAuthError, UnsupportedAppError, UpstreamAbortedError
 from .gateway import Gateway
 from .passwords import hash_password
 from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
@@ -41,6 +41,7 @@ __all__ = [
     "Service",
     "UnsupportedAppError",
     "Upstream",
+    "UpstreamAbortedError",
     "__version__",
     "hash_password",
     "protect",

@@ -4,15 +4,17 @@
 
     ConsumerAuthError            never raised itself; catch it to catch everything below
     ├── ConfigError              a configuration is invalid (also a ValueError)
-    └── UnsupportedAppError      ``protect`` could not tell whether an app is WSGI or ASGI (also a TypeError)
+    ├── UnsupportedAppError      ``protect`` could not tell whether an app is WSGI or ASGI (also a TypeError)
+    └── UpstreamAbortedError     a proxied response broke off after it had started (also a ConnectionError)
 
 Client mistakes (a malformed ``Authorization`` header, an unknown user) are never exceptions: they are
-responses, decided by the core and sent by the adapters.
+responses, decided by the core and sent by the adapters. So are upstream faults before a proxied response
+has started (502, 504).
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConsumerAuthError", "UnsupportedAppError"]
+__all__ = ["ConfigError", "ConsumerAuthError", "UnsupportedAppError", "UpstreamAbortedError"]
 
 
 class ConsumerAuthError(Exception):
@@ -48,3 +50,13 @@ class ConfigError(ConsumerAuthError, ValueError):
 
 class UnsupportedAppError(ConsumerAuthError, TypeError):
     """An application passed to :func:`consumer_auth.protect` is neither WSGI nor ASGI."""
+
+
+class UpstreamAbortedError(ConsumerAuthError, ConnectionError):
+    """The upstream failed (reset, timed out) after the proxied response had started.
+
+    The status line has gone to the client, so a 502 is no longer possible; the forwarder raises this to
+    the server so that it aborts the client's connection instead of ending the body as if it were
+    complete. It is logged (one line, no secrets) before it is raised; ``consumer-auth serve`` does not
+    log it a second time.
+    """

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
     from asgiref.typing import ASGI3Application
 
+    from .proxy.asgi import ASGIProxy
+    from .proxy.wsgi import WSGIProxy
+    from .upstream import Upstream
+
 __all__ = ["NOT_FOUND", "Gateway", "Guard"]
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found")
@@ -214,6 +218,11 @@ class Gateway:
         """The services in force now."""
         return self._services
 
+    @property
+    def compiled_routes(self) -> tuple[CompiledRoute, ...]:
+        """The routes in force now, each joined with its service (effective upstream, prefix, plugins)."""
+        return self._state.routes.routes
+
     # -- deciding ---------------------------------------------------------------------------------
 
     def match(self, facts: RequestFacts) -> CompiledRoute | None:
@@ -282,6 +291,46 @@ class Gateway:
         from .asgi import ASGIGatewayMiddleware
 
         return ASGIGatewayMiddleware(app, self)
+
+    def asgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> ASGIProxy:
+        """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
+
+        Needs aiohttp (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
+        ``uvicorn.run(gateway.asgi_proxy())``, or use ``consumer-auth serve``.
+
+        Args:
+            upstream: Default upstream for routes without one (and for ``unmatched: pass``): a URL such
+                as ``"http://127.0.0.1:9001"`` or an APISIX-style mapping.
+
+        Raises:
+            ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
+                ``unmatched`` is ``pass`` without a default upstream.
+            ImportError: aiohttp is not installed.
+        """
+        try:
+            from .proxy.asgi import ASGIProxy
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the ASGI proxy needs aiohttp: pip install 'consumer-auth[proxy]'", name=error.name
+            ) from error
+
+        return ASGIProxy(self, upstream=upstream)
+
+    def wsgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> WSGIProxy:
+        """A WSGI app forwarding allowed requests to their upstream, with pooled connections.
+
+        The same rules and answers as :meth:`asgi_proxy`, with the standard library's HTTP client; run it
+        on a threaded WSGI server (gunicorn with threads, uWSGI, waitress, ...).
+
+        Args:
+            upstream: Default upstream, as for :meth:`asgi_proxy`.
+
+        Raises:
+            ConfigError: as for :meth:`asgi_proxy`.
+        """
+        from .proxy.wsgi import WSGIProxy
+
+        return WSGIProxy(self, upstream=upstream)
 
 
 class Guard:

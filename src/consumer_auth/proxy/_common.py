@@ -1,0 +1,112 @@
+"""What both forwarders share besides the rules: upstream checks, fault logging and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from consumer_auth.decision import Allow, Decision
+from consumer_auth.errors import ConfigError
+from consumer_auth.upstream import Upstream, UpstreamNode
+
+if TYPE_CHECKING:
+    from consumer_auth.gateway import Gateway
+
+__all__ = ["ACCESS_LOGGER", "Exchange", "check_upstreams", "default_upstream", "upstream_for"]
+
+logger = logging.getLogger("consumer_auth.proxy")
+ACCESS_LOGGER = logging.getLogger("consumer_auth.access")
+"""One INFO line per request: peer, method, path (never the query string or a header), status, bytes,
+duration, route, consumer and upstream node."""
+
+
+def default_upstream(value: Upstream | str | object | None) -> Upstream | None:
+    """The proxy's default upstream, validated (errors are placed under ``upstream``)."""
+    if value is None:
+        return None
+    try:
+        return Upstream.parse(value)
+    except ConfigError as error:
+        raise error.within("upstream") from None
+
+
+def check_upstreams(gateway: Gateway, default: Upstream | None) -> None:
+    """Refuse to build a proxy that would have nowhere to send a request.
+
+    Raises:
+        ConfigError: at ``routes[i].upstream`` for the first route with neither an upstream of its own
+            nor a service upstream, or at ``unmatched`` for ``unmatched: pass`` — unless a default
+            upstream is given, which then serves both.
+    """
+    if default is not None:
+        return
+    for route in gateway.compiled_routes:
+        if route.upstream is None:
+            named = f" {route.id!r}" if route.id else ""
+            raise ConfigError(
+                f"routes[{route.order}].upstream",
+                f"route{named} has no upstream (give it or its service one, or give the proxy a default upstream)",
+            )
+    if gateway.unmatched == "pass":
+        raise ConfigError(
+            "unmatched", "'pass' needs a default upstream in proxy mode, to forward unmatched requests to"
+        )
+
+
+def upstream_for(decision: Allow, default: Upstream | None) -> Upstream | None:
+    """Where an allowed request goes: its route's upstream, else the default one."""
+    route = decision.route
+    if route is not None and route.upstream is not None:
+        return route.upstream
+    return default
+
+
+def log_fault(what: str, decision: Allow, node: UpstreamNode | None, error: BaseException | None) -> None:
+    """Log an upstream fault on one line: what happened, where; the exception's type, never its text."""
+    route = decision.route.id if decision.route is not None else None
+    logger.warning(
+        "%s (upstream %s, route %s%s)",
+        what,
+        node.authority if node is not None else "-",
+        route or "-",
+        f", {type(error).__name__}" if error is not None else "",
+    )
+
+
+class Exchange:
+    """What the access log says about one request; filled in as the request goes."""
+
+    __slots__ = ("decision", "method", "node", "path", "peer", "sent", "started", "status")
+
+    def __init__(self, peer: str | None, method: str, path: str) -> None:
+        self.started = time.perf_counter()
+        self.peer = peer
+        self.method = method
+        self.path = path
+        self.status = 0
+        self.sent = 0
+        self.decision: Decision | None = None
+        self.node: UpstreamNode | None = None
+
+    def log(self) -> None:
+        """Write the access-log line (when INFO is enabled for ``consumer_auth.access``)."""
+        if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
+            return
+        decision = self.decision
+        route = consumer = None
+        if isinstance(decision, Allow):
+            route = decision.route.id if decision.route is not None else None
+            consumer = decision.consumer.username if decision.consumer is not None else None
+        ACCESS_LOGGER.info(
+            '%s "%s %s" %d %d %.1fms route=%s consumer=%s upstream=%s',
+            self.peer or "-",
+            self.method,
+            self.path,
+            self.status,
+            self.sent,
+            (time.perf_counter() - self.started) * 1000,
+            route or "-",
+            consumer or "-",
+            self.node.authority if self.node is not None else "-",
+        )

@@ -1,0 +1,262 @@
+"""The forwarding rules, sans-IO: what the upstream request looks like, and which response headers pass.
+
+Both forwarders (ASGI and WSGI) describe the client's request as a :class:`ClientRequest`, let
+:func:`upstream_request` turn it and the gateway's :class:`~consumer_auth.Allow` into an
+:class:`UpstreamRequest`, and filter the upstream's answer with :func:`response_headers`. Nothing here
+does I/O, so the two forwarders cannot disagree on a header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, unquote_to_bytes
+
+from consumer_auth.decision import IDENTITY_HEADERS, Allow, RequestFacts, json_reject
+from consumer_auth.routing import normalize_host
+from consumer_auth.upstream import Upstream, UpstreamNode
+
+__all__ = [
+    "BAD_GATEWAY",
+    "GATEWAY_TIMEOUT",
+    "HOP_BY_HOP",
+    "NOT_IMPLEMENTED",
+    "ClientRequest",
+    "UpstreamRequest",
+    "forward_target",
+    "node_authority",
+    "response_headers",
+    "upstream_request",
+]
+
+Header = tuple[bytes, bytes]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+"""Headers that concern one connection only and are never forwarded, in either direction.
+
+Every header named in a ``Connection`` header is treated the same way. ``Proxy-Authenticate`` and
+``Proxy-Authorization`` (RFC 2616's list) are addressed to this proxy, so they do not travel on either.
+"""
+
+BAD_GATEWAY = json_reject(502, "error_msg", "502 Bad Gateway")
+"""The answer when the upstream cannot be reached, resets the connection or answers garbage."""
+
+GATEWAY_TIMEOUT = json_reject(504, "error_msg", "504 Gateway Timeout")
+"""The answer when the upstream does not connect, read or answer within its timeouts."""
+
+NOT_IMPLEMENTED = json_reject(501, "error_msg", "501 Not Implemented")
+"""The answer to an allowed websocket handshake: the forwarders do not carry websockets."""
+
+_FORWARDED = (
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+    b"x-real-ip",
+)
+# Set by the gateway itself: the client's copies of the identity headers never pass; Host is chosen by
+# pass_host; Expect was answered by the server that handed us the request.
+_REPLACED = frozenset({*(n.encode() for n in IDENTITY_HEADERS), *_FORWARDED, b"host", b"expect"})
+# The server that answers the client sets its own Date and Server, as nginx (and so APISIX) does.
+_RESPONSE_REPLACED = frozenset({b"date", b"server"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Characters a path segment may hold unencoded (RFC 3986 pchar, plus "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """What a forwarder knows about the client's request, beyond the :class:`RequestFacts`.
+
+    Attributes:
+        headers: Every header as received, names in lower case, values as bytes.
+        scheme: ``http`` or ``https``, as the client spoke to this server.
+        peer: The client's address (the TCP peer), if known.
+        server_port: The port the client connected to, if known.
+        raw_path: The path exactly as it was on the request line (percent-encoding intact), when the
+            server tells it; ``None`` otherwise.
+        query: The raw query string, without ``?``.
+    """
+
+    headers: Sequence[Header]
+    scheme: str = "http"
+    peer: str | None = None
+    server_port: int | None = None
+    raw_path: bytes | None = None
+    query: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """The request to send upstream, except ``Host`` (which depends on the node, see :meth:`host`).
+
+    Attributes:
+        method: The HTTP method.
+        target: Path and query for the request line (ASCII bytes).
+        headers: Header fields to send, names in lower case; no ``Host``, no hop-by-hop header.
+        client_host: The client's ``Host`` value, for ``pass_host: pass``.
+        content_length: The request body's length, when the client gave one.
+        chunked: The client sent a body of unknown length (``Transfer-Encoding: chunked``).
+    """
+
+    method: str
+    target: bytes
+    headers: tuple[Header, ...]
+    client_host: bytes | None
+    content_length: int | None
+    chunked: bool
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a request body follows the headers."""
+        return self.chunked or bool(self.content_length)
+
+    def host(self, upstream: Upstream, node: UpstreamNode) -> bytes:
+        """The ``Host`` header for this node: the client's (``pass``), the node's, or ``upstream_host``."""
+        if upstream.pass_host == "rewrite" and upstream.upstream_host is not None:  # noqa: S105
+            return upstream.upstream_host.encode("latin-1")
+        if upstream.pass_host == "pass" and self.client_host is not None:  # noqa: S105
+            return self.client_host
+        return node_authority(upstream, node).encode("latin-1")
+
+
+def node_authority(upstream: Upstream, node: UpstreamNode) -> str:
+    """``host:port`` of a node, the port left out when it is the scheme's default (as a client writes it)."""
+    if node.port == _DEFAULT_PORTS.get(upstream.scheme):
+        return node.host
+    return node.authority
+
+
+def _connection_listed(headers: Iterable[Header]) -> set[bytes]:
+    listed: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            listed.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return listed
+
+
+def response_headers(headers: Iterable[Header]) -> list[Header]:
+    """The upstream's response headers a client may see: hop-by-hop ones (and those named in
+    ``Connection``) removed, and ``Date``/``Server`` left to the server that answers the client.
+
+    Names come back in lower case.
+    """
+    lowered = [(name.lower(), value) for name, value in headers]
+    drop = HOP_BY_HOP | _RESPONSE_REPLACED | _connection_listed(lowered)
+    return [(name, value) for name, value in lowered if name not in drop]
+
+
+def _decodes_to(raw: bytes, path: str) -> bool:
+    """Whether a raw path means exactly ``path`` (percent-decoded as UTF-8, or latin-1 as a fallback)."""
+    decoded = unquote_to_bytes(raw)
+    try:
+        return decoded.decode("utf-8") == path
+    except UnicodeDecodeError:
+        return decoded.decode("latin-1") == path
+
+
+def _ascii_target(target: bytes) -> bytes:
+    """Percent-encode what may not stand on a request line (non-ASCII bytes, controls, spaces)."""
+    if all(0x20 < byte < 0x7F for byte in target):
+        return target
+    return b"".join(bytes((byte,)) if 0x20 < byte < 0x7F else b"%%%02X" % byte for byte in target)
+
+
+def forward_target(path: str, raw_path: bytes | None, strip_prefix: str, query: bytes) -> bytes:
+    """The request-line target to send upstream.
+
+    The raw path is kept byte for byte (``%2F`` stays ``%2F``), minus the stripped service prefix, when
+    it decodes to exactly the path the gateway authorized. When it does not (it had ``..``, ``//`` or
+    ``.`` segments, which the gateway resolved before matching; or the server did not tell the raw
+    path), the authorized path is sent, percent-encoded, so the upstream can never be asked for
+    something other than what was authorized. The query string is always kept as the client sent it.
+
+    Args:
+        path: The decoded, normalized path the gateway matched (``RequestFacts.path``).
+        raw_path: The path as on the client's request line, if known.
+        strip_prefix: The service prefix to remove (``""`` for none).
+        query: The raw query string.
+    """
+    target: bytes | None = None
+    if raw_path is not None and raw_path.startswith(b"/") and _decodes_to(raw_path, path):
+        if not strip_prefix:
+            target = raw_path
+        else:
+            prefix = strip_prefix.encode("utf-8")
+            if raw_path.startswith(prefix) and raw_path[len(prefix) : len(prefix) + 1] in (b"", b"/"):
+                target = raw_path[len(prefix) :] or b"/"
+    if target is None:
+        rest = path[len(strip_prefix) :] if strip_prefix and path.startswith(strip_prefix) else path
+        target = quote(rest or "/", safe=_PATH_SAFE).encode("ascii")
+    target = _ascii_target(target)
+    return target + b"?" + _ascii_target(query) if query else target
+
+
+def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest) -> UpstreamRequest:
+    """Build the upstream request from the client's request and the gateway's decision.
+
+    - hop-by-hop headers and every header named in ``Connection`` are removed;
+    - client copies of the identity headers are removed and the decision's are added;
+      ``Authorization`` goes when the route hides credentials;
+    - ``X-Forwarded-For`` gets the peer appended to what the client sent; ``X-Forwarded-Proto``,
+      ``X-Forwarded-Host``, ``X-Forwarded-Port`` and ``X-Real-IP`` are set from what this gateway saw
+      (client-sent values are replaced, never trusted);
+    - the path loses the service prefix (see :func:`forward_target`).
+    """
+    headers = client.headers
+    drop = HOP_BY_HOP | _REPLACED | _connection_listed(headers)
+    if decision.hide_credentials:
+        drop = drop | {b"authorization"}
+    kept: list[Header] = []
+    forwarded_for: list[bytes] = []
+    client_host: bytes | None = None
+    content_length: int | None = None
+    chunked = False
+    for name, value in headers:
+        if name == b"host":
+            client_host = value
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value)
+        elif name == b"transfer-encoding":
+            chunked = chunked or value.strip().lower().endswith(b"chunked")
+        elif name == b"content-length" and value.strip().isdigit():
+            content_length = int(value)
+        if name not in drop:
+            kept.append((name, value))
+    if chunked:  # Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); the body is re-framed
+        kept = [(name, value) for name, value in kept if name != b"content-length"]
+        content_length = None
+    kept.extend((name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers)
+    if client.peer is not None:
+        forwarded_for.append(client.peer.encode("latin-1"))
+    if forwarded_for:
+        kept.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+    kept.append((b"x-forwarded-proto", client.scheme.encode("latin-1")))
+    host_name = normalize_host(client_host.decode("latin-1")) if client_host is not None else None
+    if host_name:
+        kept.append((b"x-forwarded-host", host_name.encode("latin-1")))
+    port = client.server_port or _DEFAULT_PORTS.get(client.scheme)
+    if port:
+        kept.append((b"x-forwarded-port", str(port).encode()))
+    if client.peer is not None:
+        kept.append((b"x-real-ip", client.peer.encode("latin-1")))
+    return UpstreamRequest(
+        method=facts.method,
+        target=forward_target(facts.path, client.raw_path, decision.strip_prefix, client.query),
+        headers=tuple(kept),
+        client_host=client_host,
+        content_length=content_length,
+        chunked=chunked,
+    )

@@ -1,0 +1,328 @@
+"""The WSGI forwarding proxy (``gateway.wsgi_proxy()``), on pooled ``http.client`` connections."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterable, Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from consumer_auth.decision import Allow, Reject
+from consumer_auth.errors import UpstreamAbortedError
+from consumer_auth.upstream import Timeout, Upstream, UpstreamNode
+from consumer_auth.wsgi import facts_from_environ
+
+from ._balance import Balancers
+from ._common import Exchange, check_upstreams, default_upstream, log_fault, upstream_for
+from ._plan import (
+    BAD_GATEWAY,
+    GATEWAY_TIMEOUT,
+    ClientRequest,
+    UpstreamRequest,
+    response_headers,
+    upstream_request,
+)
+from ._pool import ConnectionPool, NodePool
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from consumer_auth.gateway import Gateway
+
+__all__ = ["WSGIProxy"]
+
+CHUNK = 65536
+"""Bytes moved per read, both ways: the most a request in flight holds of a body."""
+
+
+class _ClientGone(Exception):
+    """The client stopped sending its request body (disconnected, or a broken ``wsgi.input``)."""
+
+
+class _Stale(Exception):
+    """A reused keep-alive connection had been closed by the upstream before it could answer."""
+
+
+def _client(environ: WSGIEnvironment) -> ClientRequest:
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key
+        else:
+            continue
+        headers.append((name.lower().replace("_", "-").encode("latin-1"), value.encode("latin-1")))
+    raw_path: bytes | None = None
+    uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if uri and not environ.get("SCRIPT_NAME"):  # a mount point would make the raw path ambiguous
+        raw_path = uri.partition("?")[0].encode("latin-1")
+    port = environ.get("SERVER_PORT")
+    return ClientRequest(
+        headers=headers,
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        peer=environ.get("REMOTE_ADDR") or None,
+        server_port=int(port) if port and port.isdigit() else None,
+        raw_path=raw_path,
+        query=environ.get("QUERY_STRING", "").encode("latin-1"),
+    )
+
+
+class _RequestBody:
+    """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time."""
+
+    __slots__ = ("_input", "started")
+
+    def __init__(self, stream: Any) -> None:
+        self._input = stream
+        self.started = False
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data: bytes = self._input.read(size)
+        except Exception as error:  # servers raise their own types for a client that went away
+            raise _ClientGone from error
+        return data
+
+    def copy(self, request: UpstreamRequest, connection: http.client.HTTPConnection) -> None:
+        self.started = True
+        if request.chunked:
+            while data := self._read(CHUNK):
+                connection.send(b"%x\r\n%b\r\n" % (len(data), data))
+            connection.send(b"0\r\n\r\n")
+            return
+        remaining = request.content_length or 0
+        while remaining > 0:
+            data = self._read(min(CHUNK, remaining))
+            if not data:
+                raise _ClientGone
+            connection.send(data)
+            remaining -= len(data)
+
+
+class _ResponseBody:
+    """The upstream's body as a WSGI iterable; ``close()`` gives the connection back or drops it."""
+
+    __slots__ = ("_complete", "_connection", "_decision", "_exchange", "_pool", "_response")
+
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        connection: http.client.HTTPConnection,
+        pool: NodePool,
+        decision: Allow,
+        exchange: Exchange,
+    ) -> None:
+        self._response = response
+        self._connection = connection
+        self._pool = pool
+        self._decision = decision
+        self._exchange = exchange
+        self._complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        try:
+            while chunk := response.read1(CHUNK):
+                self._exchange.sent += len(chunk)
+                yield chunk
+            if response.length:  # fewer bytes than its Content-Length said: http.client does not raise
+                raise http.client.IncompleteRead(b"", response.length)
+        except (http.client.HTTPException, OSError) as error:
+            log_fault("upstream broke off the response", self._decision, self._exchange.node, error)
+            raise UpstreamAbortedError("upstream broke off the response") from None
+        self._complete = True
+
+    def close(self) -> None:
+        response = self._response
+        if self._complete and response.isclosed() and not response.will_close:
+            self._pool.put(self._connection)
+        else:
+            self._connection.close()
+        self._exchange.log()
+
+
+class WSGIProxy:
+    """A WSGI app that authenticates each request with a gateway and forwards the allowed ones upstream.
+
+    Usually made with :meth:`Gateway.wsgi_proxy`. It follows exactly the rules of
+    :class:`~consumer_auth.proxy.asgi.ASGIProxy` (same answers, same headers, same faults), with blocking
+    I/O: keep-alive connections pooled per node, bodies copied ``CHUNK`` bytes at a time both ways, the
+    socket timeout switched between the ``connect``, ``send`` and ``read`` timeouts of the upstream.
+    Run it on a threaded WSGI server (each request holds a thread while it is forwarded).
+
+    When the server tells the raw request line (``RAW_URI`` or ``REQUEST_URI``, as gunicorn, uWSGI and
+    werkzeug do), its percent-encoding is forwarded unchanged; otherwise the path is re-encoded.
+
+    Args:
+        gateway: Decides every request.
+        upstream: Default upstream (URL or mapping) for routes without one and for ``unmatched: pass``.
+
+    Raises:
+        ConfigError: as :class:`~consumer_auth.proxy.asgi.ASGIProxy`.
+    """
+
+    def __init__(self, gateway: Gateway, *, upstream: Upstream | str | object | None = None) -> None:
+        self.gateway = gateway
+        self.default_upstream = default_upstream(upstream)
+        check_upstreams(gateway, self.default_upstream)
+        self._balancers = Balancers()
+        self._pool = ConnectionPool()
+
+    def close(self) -> None:
+        """Close the idle upstream connections."""
+        self._pool.close()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+        exchange = Exchange(
+            environ.get("REMOTE_ADDR"),
+            environ.get("REQUEST_METHOD", "GET"),
+            raw.partition("?")[0].encode("latin-1", "replace").decode("ascii", "backslashreplace"),
+        )
+        try:
+            result = self._handle(environ, start_response, exchange)
+        except BaseException:
+            exchange.log()
+            raise
+        if not isinstance(result, _ResponseBody):
+            exchange.log()
+        return result
+
+    def _reject(
+        self, start_response: StartResponse, reject: Reject, method: str, exchange: Exchange
+    ) -> list[bytes]:
+        exchange.status = reject.status
+        start_response(reject.status_line, list(reject.wsgi_headers))
+        if method == "HEAD":
+            return []
+        exchange.sent = len(reject.body)
+        return [reject.body]
+
+    def _handle(
+        self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange
+    ) -> Iterable[bytes]:
+        facts = facts_from_environ(environ)
+        decision = self.gateway.decide_now(facts)
+        exchange.decision = decision
+        if isinstance(decision, Reject):
+            return self._reject(start_response, decision, facts.method, exchange)
+        upstream = upstream_for(decision, self.default_upstream)
+        if upstream is None:  # only after routes were replaced at run time with one lacking an upstream
+            log_fault("no upstream for this route", decision, None, None)
+            return self._reject(start_response, BAD_GATEWAY, facts.method, exchange)
+        request = upstream_request(facts, decision, _client(environ))
+        body = _RequestBody(environ.get("wsgi.input"))
+        outcome = self._open(upstream, request, body, decision, exchange)
+        if isinstance(outcome, Reject):
+            return self._reject(start_response, outcome, facts.method, exchange)
+        response, connection, pool = outcome
+        exchange.status = response.status
+        try:
+            phrase = response.reason or HTTPStatus(response.status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        headers = response_headers(
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.getheaders()
+        )
+        start_response(
+            f"{response.status} {phrase}",
+            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+        )
+        return _ResponseBody(response, connection, pool, decision, exchange)
+
+    def _open(
+        self,
+        upstream: Upstream,
+        request: UpstreamRequest,
+        body: _RequestBody,
+        decision: Allow,
+        exchange: Exchange,
+    ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection, NodePool] | Reject:
+        """Send the request to the first node that takes a connection; the response, or the fault's answer."""
+        timeout = upstream.timeout
+        fault = BAD_GATEWAY
+        for node in self._balancers.order(upstream):
+            exchange.node = node
+            pool = self._pool.for_node(upstream, node)
+            host = request.host(upstream, node)
+            for connection in pool.idle():
+                try:
+                    return self._send(connection, request, host, body, timeout, reused=True), connection, pool
+                except _Stale:
+                    break  # nothing was lost: try a new connection to the same node
+                except _Failure as failure:
+                    return failure.answer(decision, node)
+            try:
+                connection = pool.new(timeout.connect)
+            except TimeoutError as error:
+                fault = GATEWAY_TIMEOUT
+                log_fault("upstream connect timeout", decision, node, error)
+                continue
+            except OSError as error:
+                fault = BAD_GATEWAY
+                log_fault("upstream connection failed", decision, node, error)
+                continue
+            try:
+                return self._send(connection, request, host, body, timeout, reused=False), connection, pool
+            except _Failure as failure:
+                return failure.answer(decision, node)
+        return fault
+
+    @staticmethod
+    def _send(
+        connection: http.client.HTTPConnection,
+        request: UpstreamRequest,
+        host: bytes,
+        body: _RequestBody,
+        timeout: Timeout,
+        *,
+        reused: bool,
+    ) -> http.client.HTTPResponse:
+        sock = connection.sock
+        try:
+            sock.settimeout(timeout.send)
+            connection.putrequest(
+                request.method, request.target.decode("ascii"), skip_host=True, skip_accept_encoding=True
+            )
+            connection.putheader(b"host", host)
+            for name, value in request.headers:
+                connection.putheader(name, value)
+            if request.chunked:
+                connection.putheader(b"transfer-encoding", b"chunked")
+            connection.endheaders()
+            if request.has_body:
+                body.copy(request, connection)
+            sock.settimeout(timeout.read)
+            return connection.getresponse()
+        except BaseException as error:
+            connection.close()
+            if isinstance(error, _ClientGone):
+                raise _Failure(None) from None
+            if isinstance(error, TimeoutError):
+                raise _Failure(error, timed_out=True) from None
+            if isinstance(error, http.client.HTTPException | OSError):
+                stale = isinstance(
+                    error, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                )
+                if reused and stale and not body.started:
+                    raise _Stale from None
+                raise _Failure(error) from None
+            raise
+
+
+class _Failure(Exception):
+    """Sending or waiting for the response failed; :meth:`answer` logs it and says what the client gets."""
+
+    def __init__(self, error: BaseException | None, *, timed_out: bool = False) -> None:
+        self.error = error
+        self.timed_out = timed_out
+
+    def answer(self, decision: Allow, node: UpstreamNode) -> Reject:
+        if self.error is None:  # the client went away mid-upload: nobody to tell, nothing wrong upstream
+            return BAD_GATEWAY
+        if self.timed_out:
+            log_fault("upstream timeout", decision, node, self.error)
+            return GATEWAY_TIMEOUT
+        log_fault("upstream failed", decision, node, self.error)
+        return BAD_GATEWAY

@@ -1,0 +1,319 @@
+"""Real HTTP servers on loopback for the proxy tests: upstreams with chosen behaviours, and the proxies.
+
+Every server binds 127.0.0.1 port 0 and runs in a daemon thread; :func:`stop_all` (called at the end of
+the test session) stops whatever is still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import uvicorn
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from support import Headers, Reply, echo_document
+
+_running: list[Callable[[], None]] = []
+
+
+def stop_all() -> None:
+    """Stop every server started by this module (all at once: each takes a polling interval to stop)."""
+    threads = [threading.Thread(target=stop) for stop in _running]
+    _running.clear()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+# -- upstreams --------------------------------------------------------------------------------------
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One request to a test upstream; the server's ``behaviour`` decides the answer."""
+
+    protocol_version = "HTTP/1.1"
+    server: UpstreamServer
+    timeout = 30  # an idle keep-alive connection frees its thread after this
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
+    def _serve(self) -> None:
+        self.server.count += 1
+        self.server.behaviour(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = _serve
+
+    # helpers for behaviours
+
+    def body_chunks(self, size: int = 65536) -> Iterator[bytes]:
+        """The request body, as it arrives (Content-Length or chunked)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            while True:
+                length = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if length == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                remaining = length
+                while remaining:
+                    data = self.rfile.read(min(size, remaining))
+                    if not data:
+                        raise ConnectionError("request body cut short")
+                    remaining -= len(data)
+                    yield data
+                self.rfile.readline()
+        remaining = int(self.headers.get("Content-Length") or 0)
+        while remaining:
+            data = self.rfile.read(min(size, remaining))
+            if not data:
+                raise ConnectionError("request body cut short")
+            remaining -= len(data)
+            yield data
+
+    def answer(
+        self, status: int, body: bytes, headers: Headers = (), content_type: str = "application/json"
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP reset."""
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+
+Behaviour = Callable[[Handler], None]
+
+
+def echo(handler: Handler) -> None:
+    """Answer with the conformance table's document of what arrived (plus the raw target and body)."""
+    body = b"".join(handler.body_chunks())
+    raw, _, query = handler.path.partition("?")
+    document = json.loads(
+        echo_document(
+            handler.command,
+            unquote(raw),
+            "",
+            query,
+            handler.headers.items(),
+            None,
+        )
+    )
+    document["consumer"] = handler.headers.get("X-Consumer-Username")
+    document["target"] = handler.path
+    document["body"] = body.decode("latin-1")
+    document["server"] = handler.server.name
+    handler.answer(200, json.dumps(document).encode())
+
+
+class UpstreamServer(ThreadingHTTPServer):
+    """A threaded HTTP/1.1 upstream on loopback."""
+
+    daemon_threads = True
+
+    def __init__(self, behaviour: Behaviour, name: str) -> None:
+        self.behaviour = behaviour
+        self.name = name
+        self.count = 0
+        self.connections: set[socket.socket] = set()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def authority(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+def start_upstream(behaviour: Behaviour = echo, name: str = "upstream") -> UpstreamServer:
+    server = UpstreamServer(behaviour, name)
+    threading.Thread(target=server.serve_forever, args=(0.05,), name=f"upstream-{name}", daemon=True).start()
+    _running.append(server.stop)
+    return server
+
+
+def refused_port() -> int:
+    """A loopback port nothing listens on (bound, then closed: connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def upload_sink(handler: Handler) -> None:
+    """Read the whole body, answer its length and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in handler.body_chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    handler.answer(200, json.dumps({"received": size, "sha256": digest.hexdigest()}).encode())
+
+
+def pattern(size: int, chunk: int = 65536) -> Iterator[bytes]:
+    """``size`` bytes of a repeating pattern, in chunks (the same bytes every time)."""
+    block = bytes(range(256)) * (chunk // 256)
+    while size > 0:
+        piece = block[: min(chunk, size)]
+        size -= len(piece)
+        yield piece
+
+
+def pattern_digest(size: int) -> str:
+    digest = hashlib.sha256()
+    for piece in pattern(size):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def download_source(handler: Handler) -> None:
+    """Stream ``?size=N`` bytes of :func:`pattern` (chunked when ``&chunked=1``)."""
+    for _ in handler.body_chunks():
+        pass
+    query = dict(part.split("=", 1) for part in handler.path.partition("?")[2].split("&") if "=" in part)
+    size = int(query.get("size", "0"))
+    chunked = query.get("chunked") == "1"
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/octet-stream")
+    if chunked:
+        handler.send_header("Transfer-Encoding", "chunked")
+    else:
+        handler.send_header("Content-Length", str(size))
+    handler.end_headers()
+    for piece in pattern(size):
+        handler.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+    if chunked:
+        handler.wfile.write(b"0\r\n\r\n")
+
+
+# -- proxies ----------------------------------------------------------------------------------------
+
+
+class ASGIServer:
+    """An ASGI app on uvicorn (uvloop + httptools when installed, as ``consumer-auth serve``), in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        self._sock = sock
+        # Wait until it answers (bounded: a server that never starts fails the test, it does not hang it).
+        for _ in range(500):
+            if self.server.started:
+                break
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            threading.Event().wait(0.01)
+        else:
+            raise RuntimeError("uvicorn did not start within 5 s")
+        _running.append(self.stop)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self._sock.close()
+
+
+class QuietWSGIRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler without the line per request (errors are still logged)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class WSGIServer:
+    """A WSGI app on werkzeug's threaded HTTP/1.1 server, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.server: BaseWSGIServer = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=QuietWSGIRequestHandler
+        )
+        self.port = int(self.server.server_port)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        _running.append(self.stop)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def request(
+    port: int,
+    method: str,
+    target: str,
+    headers: Headers = (),
+    body: bytes | None = None,
+    timeout: float = 30,
+) -> Reply:
+    """Send one request, the target and headers exactly as given (``Host: localhost`` unless given)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        if not any(name.lower() == "host" for name, _ in headers):
+            connection.putheader("Host", "localhost")
+        for name, value in headers:
+            connection.putheader(name, value.encode("latin-1"))
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        content = response.read()
+        joined: dict[str, str] = {}
+        for name, value in response.getheaders():
+            key = name.lower()
+            joined[key] = f"{joined[key]}, {value}" if key in joined else value
+        return Reply(response.status, joined, content)
+    finally:
+        connection.close()
