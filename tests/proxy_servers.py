@@ -287,6 +287,9 @@ class WSGIServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        close = getattr(self.server.app, "close", None)
+        if close is not None:
+            close()  # the WSGI proxy's pooled upstream connections
 
 
 def request(

@@ -20,6 +20,7 @@ __all__ = [
     "BAD_GATEWAY",
     "GATEWAY_TIMEOUT",
     "HOP_BY_HOP",
+    "IDEMPOTENT",
     "NOT_IMPLEMENTED",
     "ClientRequest",
     "UpstreamRequest",
@@ -55,6 +56,10 @@ BAD_GATEWAY = json_reject(502, "error_msg", "502 Bad Gateway")
 
 GATEWAY_TIMEOUT = json_reject(504, "error_msg", "504 Gateway Timeout")
 """The answer when the upstream does not connect, read or answer within its timeouts."""
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods that may be sent twice (RFC 9110 §9.2.2): only these are replayed after a reused upstream
+connection fails before answering (aiohttp's own rule, which the ASGI proxy inherits)."""
 
 NOT_IMPLEMENTED = json_reject(501, "error_msg", "501 Not Implemented")
 """The answer to an allowed websocket handshake: the forwarders do not carry websockets."""

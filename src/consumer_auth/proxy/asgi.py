@@ -278,6 +278,8 @@ class ASGIProxy:
         )
         headers = [(_text(name), _text(value)) for name, value in request.headers]
         target = request.target.decode("ascii")
+        # A pooled connection that the upstream closed just as it was reused fails before any answer:
+        # aiohttp itself then sends an idempotent request once more (IDEMPOTENT_METHODS, as below for WSGI).
         fault = BAD_GATEWAY
         for node in self._balancers.order(upstream):
             url = URL(f"{upstream.scheme}://{node.authority}{target}", encoded=True)
@@ -302,7 +304,7 @@ class ASGIProxy:
                 log_fault("upstream timeout", decision, node, error)
                 return GATEWAY_TIMEOUT
             except (aiohttp.ClientError, OSError) as error:
-                if not body.disconnected:  # else the client left mid-upload: nobody to tell, nothing wrong
+                if not body.disconnected:  # else the client left mid-upload: nothing wrong upstream
                     log_fault("upstream failed", decision, node, error)
                 return BAD_GATEWAY
             finally:

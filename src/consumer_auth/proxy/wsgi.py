@@ -17,6 +17,7 @@ from ._common import Exchange, check_upstreams, default_upstream, log_fault, ups
 from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
+    IDEMPOTENT,
     ClientRequest,
     UpstreamRequest,
     response_headers,
@@ -135,7 +136,8 @@ class _ResponseBody:
 
     def close(self) -> None:
         response = self._response
-        if self._complete and response.isclosed() and not response.will_close:
+        if self._complete and not response.will_close:
+            response.close()  # read to the end; http.client wants it closed before the next request
             self._pool.put(self._connection)
         else:
             self._connection.close()
@@ -246,6 +248,8 @@ class WSGIProxy:
             exchange.node = node
             pool = self._pool.for_node(upstream, node)
             host = request.host(upstream, node)
+            # A reused connection the upstream closed meanwhile fails before any answer: a request that can
+            # be replayed (no body sent yet, idempotent method) then goes once more on a new connection.
             for connection in pool.idle():
                 try:
                     return self._send(connection, request, host, body, timeout, reused=True), connection, pool
@@ -305,7 +309,7 @@ class WSGIProxy:
                 stale = isinstance(
                     error, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
                 )
-                if reused and stale and not body.started:
+                if reused and stale and not body.started and request.method in IDEMPOTENT:
                     raise _Stale from None
                 raise _Failure(error) from None
             raise
