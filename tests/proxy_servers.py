@@ -10,11 +10,18 @@ import contextlib
 import hashlib
 import http.client
 import json
+import os
+import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -43,6 +50,7 @@ class Handler(BaseHTTPRequestHandler):
     """One request to a test upstream; the server's ``behaviour`` decides the answer."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in separate writes
     server: UpstreamServer
     timeout = 30  # an idle keep-alive connection frees its thread after this
 
@@ -320,3 +328,98 @@ def request(
         return Reply(response.status, joined, content)
     finally:
         connection.close()
+
+
+# -- server processes -------------------------------------------------------------------------------
+
+CONSUMER_AUTH = str(Path(sys.executable).with_name("consumer-auth"))
+"""The installed ``consumer-auth`` command of the running environment."""
+
+_UVICORN_PORT = re.compile(r"running on https?://[^ ]+:(\d+)")
+
+
+class Process:
+    """A server in a subprocess: its output collected line by line, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group: kill() reaches worker processes too
+        )
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = 0  # output streams at their end
+        self._collectors = [
+            threading.Thread(target=self._collect, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
+        ]
+        for collector in self._collectors:
+            collector.start()
+        _running.append(self.kill)
+
+    def _collect(self, stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            with self._changed:
+                lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._ended += 1
+            self._changed.notify_all()
+
+    def wait_for(
+        self, pattern: str | re.Pattern[str], lines: list[str], timeout: float = 30, count: int = 1
+    ) -> re.Match[str]:
+        """The ``count``-th line of ``lines`` (``self.stdout`` or ``self.stderr``) matching ``pattern``."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = [match for line in lines if (match := compiled.search(line))]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or self._ended == 2:
+                    raise AssertionError(
+                        f"no line matching {compiled.pattern!r}; stdout={self.stdout!r} stderr={self.stderr!r}"
+                    )
+                self._changed.wait(min(left, 0.5))
+
+    def uvicorn_port(self, workers: int = 1) -> int:
+        """The port a ``consumer-auth serve``/``demo`` process listens on, once every worker is ready."""
+        port = int(self.wait_for(_UVICORN_PORT, self.stderr).group(1))
+        self.wait_for("Application startup complete", self.stderr, count=workers)
+        return port
+
+    def memory(self) -> tuple[int, int]:
+        """(current, peak) resident memory of the process, in bytes (Linux ``/proc``)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit status (killed if it does not stop within ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        """Kill the process and everything it started; close its output once it has all been read."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        for collector in self._collectors:
+            collector.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()

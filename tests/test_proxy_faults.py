@@ -6,6 +6,7 @@ worker down. Nothing here waits for a fixed time to pass; slow upstreams wait on
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -160,8 +161,10 @@ def send_body_while_reading(port: int, target: str, chunks: Iterator[bytes], siz
         headers = {name.lower(): value for name, value in response.getheaders()}
         return Reply(response.status, headers, body)
     finally:
-        sock.close()
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes the sender if it is blocked: close() would not
         sender.join(30)
+        sock.close()
 
 
 def test_upstream_reset_before_answering_is_502(kind: str, echo: UpstreamServer) -> None:

@@ -129,8 +129,9 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def check(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Validate a configuration file; print ``OK`` and a summary, or the error naming its place."""
+    out = out or sys.stdout
     try:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
@@ -189,6 +190,7 @@ def demo(args: argparse.Namespace) -> int:
     except OSError as error:
         sock.close()
         return _fail(f"cannot listen on {args.host}:{args.port} ({error.strerror}); try --port")
+    sock.listen(2048)  # connections queue from now on: the printed commands work as soon as they show
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
 
