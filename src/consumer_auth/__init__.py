@@ -6,7 +6,8 @@ Protect a whole app in two lines::
     app.wsgi_app = protect(app.wsgi_app, consumers=[Consumer("alex", password="123456")])
 
 or build a :class:`Gateway` from a configuration (``Gateway.from_file("gateway.yaml")``) with services,
-routes and plugins, and wrap an app with ``gateway.wsgi(app)`` / ``gateway.asgi(app)``.
+routes and plugins, and wrap an app with ``gateway.wsgi(app)`` / ``gateway.asgi(app)`` — or put it in
+front of an upstream with ``gateway.asgi_proxy()`` / ``gateway.wsgi_proxy()`` or ``consumer-auth serve``.
 """
 
 from __future__ import annotations
