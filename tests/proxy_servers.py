@@ -154,6 +154,11 @@ class UpstreamServer(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         super().__init__(("127.0.0.1", 0), Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Connections the proxy drops on purpose (aborted bodies, timeouts) are expected here.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     @property
     def port(self) -> int:
         return int(self.server_address[1])

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from yarl import URL
 
-from consumer_auth.asgi import facts_from_scope, resolve, send_reject
-from consumer_auth.decision import Allow, Reject
+from consumer_auth.asgi import VerificationPool, facts_from_scope, resolve, send_reject
+from consumer_auth.decision import Allow, Pending, Reject
 from consumer_auth.errors import UpstreamAbortedError
 from consumer_auth.upstream import Upstream
 
@@ -152,6 +152,8 @@ class ASGIProxy:
     Args:
         gateway: Decides every request.
         upstream: Default upstream (URL or mapping) for routes without one and for ``unmatched: pass``.
+        pool: Where slow hashes are verified (default: the process-wide
+            :func:`~consumer_auth.asgi.verification_pool`).
 
     Raises:
         ConfigError: a route has no upstream and no default is given (``routes[i].upstream``), or
@@ -162,8 +164,15 @@ class ASGIProxy:
         >>> # uvicorn.run(proxy) — or `consumer-auth serve --config gateway.yaml`
     """
 
-    def __init__(self, gateway: Gateway, *, upstream: Upstream | str | object | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        upstream: Upstream | str | object | None = None,
+        pool: VerificationPool | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.pool = pool
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
@@ -239,7 +248,9 @@ class ASGIProxy:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, exchange: Exchange
     ) -> None:
         facts = facts_from_scope(scope)  # type: ignore[arg-type]
-        decision = await resolve(self.gateway.decide(facts))
+        decision = self.gateway.decide(facts)
+        if isinstance(decision, Pending):
+            decision = await resolve(decision, self.pool)
         exchange.decision = decision
         if isinstance(decision, Reject):
             await self._reject(scope, receive, send, decision, exchange)
