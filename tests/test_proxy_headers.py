@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -207,3 +209,28 @@ def test_unmatched_pass_forwards_to_the_default_upstream(kind: str, echo: Upstre
     got = seen(request(port, "GET", "/anything/a%2Fb?x", [("X-Consumer-Username", "admin")]))
     assert got["target"] == "/anything/a%2Fb?x"
     assert "x-consumer-username" not in got["headers"]
+
+
+def _websocket_handshake(port: int, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
+    lines = [
+        "GET /v1/socket HTTP/1.1",
+        "Host: example.com",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+def test_websocket_handshakes_are_decided_but_not_forwarded() -> None:
+    upstream = start_upstream(name="websocket-upstream")
+    port = serve("asgi", guide(upstream.url))
+    assert _websocket_handshake(port, []) == (401, b'{"message":"Missing authorization in request"}\n')
+    assert _websocket_handshake(port, [ALEX]) == (501, b'{"error_msg":"501 Not Implemented"}\n')
+    assert upstream.count == 0
