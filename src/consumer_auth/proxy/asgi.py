@@ -294,17 +294,20 @@ class ASGIProxy:
         fault = BAD_GATEWAY
         for node in self._balancers.order(upstream):
             url = URL(f"{upstream.scheme}://{node.authority}{target}", encoded=True)
+            sending = session.request(
+                request.method,
+                url,
+                headers=[*headers, ("Host", _text(request.host(upstream, node)))],
+                data=body.chunks() if body.present else None,
+                allow_redirects=False,
+                timeout=timeout,
+            )
             try:
-                async with asyncio.timeout(None) as deadline:
+                if not body.present:
+                    return await sending
+                async with asyncio.timeout(None) as deadline:  # the body's send timeout (see chunks())
                     body.deadline = deadline
-                    return await session.request(
-                        request.method,
-                        url,
-                        headers=[*headers, ("Host", _text(request.host(upstream, node)))],
-                        data=body.chunks() if body.present else None,
-                        allow_redirects=False,
-                        timeout=timeout,
-                    )
+                    return await sending
             except aiohttp.ConnectionTimeoutError as error:
                 fault = GATEWAY_TIMEOUT
                 log_fault("upstream connect timeout", decision, node, error)
@@ -345,8 +348,7 @@ class ASGIProxy:
                 gone = True
                 response.close()  # wakes the relay below
 
-        # Once the request body is in, the next message can only be the client's disconnect.
-        watcher = asyncio.ensure_future(watch()) if body.done else None
+        watcher: asyncio.Future[None] | None = None
         exchange.status = response.status
         finished = False
         try:
@@ -364,6 +366,10 @@ class ASGIProxy:
                     exchange.sent += len(chunk)
                     finished = content.at_eof()
                     await send({"type": "http.response.body", "body": chunk, "more_body": not finished})
+                    if not finished and watcher is None and body.done:
+                        # More is coming: watch for the client leaving (once the request body is in, the
+                        # next message can only be its disconnect). Most answers fit one read and skip this.
+                        watcher = asyncio.ensure_future(watch())
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 if gone:
                     return
