@@ -6,6 +6,7 @@ import http.client
 import io
 import re
 import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -338,3 +339,15 @@ def test_serve_and_demo_help_name_their_options() -> None:
     assert result.returncode == 0
     for option in ("--config", "--host", "--port", "--workers", "--upstream", "--graceful-timeout"):
         assert option in result.stdout
+
+
+def test_serve_without_the_server_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    path = guide_config(tmp_path, "http://127.0.0.1:9001")
+    assert cli.main(["serve", "--config", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        "consumer-auth: error: this command needs uvicorn: pip install 'consumer-auth[server]'\n"
+    )
+    assert cli.main(["demo"]) == 1

@@ -109,8 +109,21 @@ def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _server_extra_missing() -> str | None:
+    """Why ``serve``/``demo`` cannot run here, if they cannot."""
+    try:
+        import aiohttp  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        return f"this command needs {error.name}: pip install 'consumer-auth[server]'"
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the forwarding gateway on uvicorn until SIGTERM or SIGINT, then finish in-flight requests."""
+    missing = _server_extra_missing()
+    if missing is not None:
+        return _fail(missing)
     import uvicorn
 
     config = str(Path(args.config).resolve())
@@ -179,6 +192,9 @@ def hash_password_command(
 
 def demo(args: argparse.Namespace) -> int:
     """Serve the guide's scenario in front of a built-in stand-in for httpbin, printing what to try."""
+    missing = _server_extra_missing()
+    if missing is not None:
+        return _fail(missing)
     import uvicorn
 
     from consumer_auth import _demo
