@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from consumer_auth import Allow, ConfigError, Gateway, RequestFacts
-from consumer_auth.htpasswd import consumers_document, main, parse_htpasswd, read_htpasswd
+from consumer_auth import Allow, ConfigError, Gateway, RequestFacts, cli
+from consumer_auth.htpasswd import consumers_document, parse_htpasswd, read_htpasswd
 from support import basic
 
 # Made with Apache htpasswd 2.4: -m (default), -s, -B, then -d and -5 (not supported here).
@@ -108,17 +108,19 @@ def test_read_htpasswd_from_a_file(tmp_path: Path) -> None:
         read_htpasswd(tmp_path / "missing")
 
 
-def test_main_prints_a_configuration_that_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_htpasswd_prints_a_configuration_that_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "users.htpasswd"
     path.write_text(FILE + UNSUPPORTED, encoding="utf-8")
-    assert main([str(path)]) == 2
+    assert cli.main(["import-htpasswd", str(path)]) == 1
     assert "users.htpasswd:7: user 'eve': unsupported hash format" in capsys.readouterr().err
-    assert main([str(path), "--skip-unsupported"]) == 0
+    assert cli.main(["import-htpasswd", str(path), "--skip-unsupported"]) == 0
     captured = capsys.readouterr()
     assert "skipped user 'x'" in captured.err
     config = tmp_path / "gateway.yaml"
     config.write_text(captured.out, encoding="utf-8")
     gateway = Gateway.from_file(config)
     assert [c.username for c in gateway.consumers] == ["alex", "bob", "ann_example_com", "ann_example_com-2"]
-    assert main([str(path), "--skip-unsupported", "--format", "json"]) == 0
+    assert cli.main(["import-htpasswd", str(path), "--skip-unsupported", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == yaml.safe_load(captured.out)

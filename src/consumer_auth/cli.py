@@ -1,4 +1,5 @@
-"""The ``consumer-auth`` command: ``serve``, ``check``, ``hash-password`` and ``demo`` (``docs/cli.md``).
+"""The ``consumer-auth`` command: ``serve``, ``check``, ``hash-password``, ``import-htpasswd`` and ``demo``
+(``docs/cli.md``).
 
 Exit status: 0 on success, 1 when the configuration (or the password given) is refused, 2 for a usage
 mistake. ``serve`` and ``demo`` need the ``server`` extra (uvicorn with uvloop and httptools, aiohttp).
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from consumer_auth import htpasswd
 from consumer_auth.errors import ConfigError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
 from consumer_auth.passwords import hash_password
@@ -281,6 +283,12 @@ def _parser() -> argparse.ArgumentParser:
         "hash-password", help="print an argon2id hash of a password read from the terminal or stdin"
     )
     hash_command.set_defaults(run=hash_password_command)
+
+    import_command = commands.add_parser(
+        "import-htpasswd", help="print the consumers of an htpasswd file as configuration (hashes kept)"
+    )
+    htpasswd.add_arguments(import_command)
+    import_command.set_defaults(run=htpasswd.run)
 
     demo_command = commands.add_parser("demo", help="serve the guide's scenario with a built-in upstream")
     server_options(demo_command, "127.0.0.1", 9080)

@@ -30,7 +30,15 @@ import yaml
 from .errors import ConfigError
 from .passwords import verifier_from_hash
 
-__all__ = ["HtpasswdEntry", "consumers_document", "main", "parse_htpasswd", "read_htpasswd"]
+__all__ = [
+    "HtpasswdEntry",
+    "add_arguments",
+    "consumers_document",
+    "main",
+    "parse_htpasswd",
+    "read_htpasswd",
+    "run",
+]
 
 _NOT_A_NAME = re.compile(r"[^A-Za-z0-9_\-]+")
 
@@ -134,15 +142,8 @@ def consumers_document(entries: list[HtpasswdEntry]) -> dict[str, Any]:
     return {"consumers": consumers}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``import-htpasswd FILE``: print the consumers of an htpasswd file as configuration (YAML or JSON).
-
-    Exit status 0 on success, 2 with a ``FILE:LINE: ...`` message on standard error otherwise.
-    """
-    parser = argparse.ArgumentParser(
-        prog="consumer-auth import-htpasswd",
-        description="Print the consumers of an htpasswd file for the consumers: section of a configuration.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``import-htpasswd``, for the ``consumer-auth`` command and :func:`main`."""
     parser.add_argument("file", help="the htpasswd file")
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
     parser.add_argument(
@@ -150,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="skip lines whose hash form cannot be verified (noted on standard error) instead of failing",
     )
-    options = parser.parse_args(argv)
+
+
+def run(options: argparse.Namespace) -> int:
+    """Print the consumers of ``options.file`` as configuration; 1 with a ``FILE:LINE: ...`` message if refused."""
 
     def note(place: str, reason: str) -> None:
         print(f"{place}: {reason}", file=sys.stderr)
@@ -158,14 +162,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         entries = read_htpasswd(options.file, on_skip=note if options.skip_unsupported else None)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print(f"consumer-auth: error: {error}", file=sys.stderr)
+        return 1
     document = consumers_document(entries)
     if options.format == "json":
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         print(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``import-htpasswd FILE``: print the consumers of an htpasswd file as configuration (YAML or JSON).
+
+    Exit status 0 on success, 1 with a ``FILE:LINE: ...`` message on standard error when the file is refused.
+    """
+    parser = argparse.ArgumentParser(
+        prog="consumer-auth import-htpasswd",
+        description="Print the consumers of an htpasswd file for the consumers: section of a configuration.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
