@@ -121,6 +121,7 @@ def consumer_auth(
     command = [
         str(Path(sys.executable).with_name("consumer-auth")), "serve", "--config", str(config),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--no-access-log",  # as nginx runs with access_log off
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(port, process, f"consumer-auth serve ({name})")
