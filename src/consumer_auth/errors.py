@@ -4,6 +4,8 @@
 
     ConsumerAuthError            never raised itself; catch it to catch everything below
     ├── ConfigError              a configuration is invalid (also a ValueError)
+    ├── StoreError               a consumer store cannot do what was asked (read-only, broken schema, ...)
+    │   └── StoreUnavailableError    the store cannot be reached now (the gateway keeps its last snapshot)
     ├── UnsupportedAppError      ``protect`` could not tell whether an app is WSGI or ASGI (also a TypeError)
     └── UpstreamAbortedError     a proxied response broke off after it had started (also a ConnectionError)
 
@@ -14,7 +16,14 @@ has started (502, 504).
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "ConsumerAuthError", "UnsupportedAppError", "UpstreamAbortedError"]
+__all__ = [
+    "ConfigError",
+    "ConsumerAuthError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnsupportedAppError",
+    "UpstreamAbortedError",
+]
 
 
 class ConsumerAuthError(Exception):
@@ -46,6 +55,21 @@ class ConfigError(ConsumerAuthError, ValueError):
             return ConfigError(prefix, self.reason)
         joiner = "" if self.path.startswith("[") else "."
         return ConfigError(f"{prefix}{joiner}{self.path}", self.reason)
+
+
+class StoreError(ConsumerAuthError):
+    """A consumer store cannot do what was asked.
+
+    The message says what went wrong in words safe to log: never a password, a hash or a connection
+    password.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """A consumer store cannot be reached right now (connection refused, reset, timed out).
+
+    A gateway attached to the store keeps answering from its last snapshot and retries with backoff.
+    """
 
 
 class UnsupportedAppError(ConsumerAuthError, TypeError):

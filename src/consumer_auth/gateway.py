@@ -28,9 +28,10 @@ if TYPE_CHECKING:
 
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
+    from .store import Store, StoreWatcher
     from .upstream import Upstream
 
-__all__ = ["NOT_FOUND", "Gateway", "Guard"]
+__all__ = ["NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
@@ -42,9 +43,14 @@ class _State:
     routes: RouteIndex
 
 
-def _compile(
+def compile_routes(
     routes: Iterable[Route], services: Iterable[Service], profile: Profile, *, head_with_get: bool = False
 ) -> RouteIndex:
+    """Join routes with their services and index them (``head_with_get``: a GET route also takes HEAD).
+
+    Raises:
+        ConfigError: a duplicate service id, or a route's ``service_id`` naming no service.
+    """
     by_id = routes_by_service(services)
     compiled = []
     for index, route in enumerate(routes):
@@ -137,10 +143,11 @@ class Gateway:
         self._routes = tuple(routes)
         state = _State(
             ConsumerIndex(consumers),
-            _compile(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
+            compile_routes(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
         )
         _check_anonymous(state.routes, state.consumers)
         self._state = state
+        self._watcher: StoreWatcher | None = None
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -176,7 +183,85 @@ class Gateway:
         """
         return cls.from_config(parse_config(load_file(path)))
 
+    @classmethod
+    def from_store(
+        cls,
+        store: Store | str,
+        *,
+        profile: Profile | str | None = None,
+        unmatched: str | None = None,
+        poll_interval: float | None = None,
+    ) -> Gateway:
+        """Build a gateway whose consumers, routes and services all come from a store, kept current.
+
+        The store is read once now; a background thread then applies every change (see
+        :meth:`attach`). A config file store also gives the profile and ``unmatched`` setting.
+
+        Args:
+            store: A :class:`~consumer_auth.store.Store`, or a URL: ``sqlite:///consumers.db``,
+                ``postgresql://host/db``, or a ``.yaml``/``.json``/``.toml`` file path.
+            profile: Overrides the store's profile (default ``classic``).
+            unmatched: Overrides the store's ``unmatched`` setting (default ``reject``).
+            poll_interval: Seconds between revision checks (the store's default when omitted).
+
+        Raises:
+            ConfigError: the store's content is invalid.
+            StoreError: the store cannot be read (unreachable, wrong schema, ...).
+
+        Example::
+
+            gateway = Gateway.from_store("sqlite:///consumers.db")
+            app = gateway.asgi(app)
+        """
+        from .store import StoreWatcher, open_store
+
+        opened = open_store(store) if isinstance(store, str) else store
+        snapshot = opened.load()
+        gateway = cls(
+            consumers=snapshot.consumers,
+            routes=snapshot.routes,
+            services=snapshot.services,
+            profile=profile or snapshot.profile or Profile.CLASSIC,
+            unmatched=unmatched or snapshot.unmatched or "reject",
+        )
+        watcher = StoreWatcher(gateway, opened, routes=True, poll_interval=poll_interval)
+        watcher.start(snapshot)
+        gateway._watcher = watcher
+        return gateway
+
     # -- run-time changes -----------------------------------------------------------------------------
+
+    def replace(
+        self,
+        *,
+        consumers: Iterable[Consumer] | None = None,
+        routes: Iterable[Route] | None = None,
+        services: Iterable[Service] | None = None,
+    ) -> None:
+        """Swap in new consumers and/or routes and services, all in one atomic step.
+
+        Requests in flight finish with what they started with; the next request sees the new set.
+        Whatever is not given stays as it is (giving ``routes`` without ``services`` keeps the
+        services, and the other way round). A route's ``anonymous_consumer`` that no longer exists
+        then answers 401 ``Invalid user authorization``.
+
+        Raises:
+            ConfigError: what was given is invalid (everything in force stays as it was).
+        """
+        index = ConsumerIndex(consumers) if consumers is not None else None
+        new_routes = tuple(routes) if routes is not None else None
+        new_services = tuple(services) if services is not None else None
+        with self._lock:
+            state = self._state
+            compiled = state.routes
+            if new_routes is not None or new_services is not None:
+                new_routes = self._routes if new_routes is None else new_routes
+                new_services = self._services if new_services is None else new_services
+                compiled = compile_routes(
+                    new_routes, new_services, self.profile, head_with_get=self.unmatched == "pass"
+                )
+                self._routes, self._services = new_routes, new_services
+            self._state = _State(index if index is not None else state.consumers, compiled)
 
     def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
         """Swap in a new set of consumers atomically; requests in flight finish with the old set.
@@ -187,9 +272,7 @@ class Gateway:
         Raises:
             ConfigError: the new set is invalid (the current set stays in force).
         """
-        index = ConsumerIndex(consumers)
-        with self._lock:
-            self._state = _State(index, self._state.routes)
+        self.replace(consumers=consumers)
 
     def replace_routes(self, routes: Iterable[Route], services: Iterable[Service] = ()) -> None:
         """Swap in new routes and services atomically.
@@ -197,11 +280,57 @@ class Gateway:
         Raises:
             ConfigError: they are invalid (the current ones stay in force).
         """
-        routes, services = tuple(routes), tuple(services)
-        compiled = _compile(routes, services, self.profile, head_with_get=self.unmatched == "pass")
-        with self._lock:
-            self._routes, self._services = routes, services
-            self._state = _State(self._state.consumers, compiled)
+        self.replace(routes=routes, services=services)
+
+    def attach(
+        self,
+        store: Store | str,
+        *,
+        routes: bool = False,
+        poll_interval: float | None = None,
+    ) -> StoreWatcher:
+        """Keep this gateway's consumers (and, with ``routes=True``, its routes and services) in step
+        with a store.
+
+        The store is read once now, in the calling thread; then a background thread waits for changes
+        (PostgreSQL ``LISTEN/NOTIFY``, plus a revision check every ``poll_interval`` seconds as a safety
+        net; files and SQLite are polled) and swaps each new snapshot in atomically. Requests never
+        wait on the store: when it is unreachable the gateway keeps answering from its last snapshot,
+        retries with backoff, logs once per change of state (logger ``consumer_auth.store``), and
+        catches up when the store returns. Invalid content is logged and skipped.
+
+        Args:
+            store: A :class:`~consumer_auth.store.Store` or a store URL (see :meth:`from_store`).
+            routes: Also take routes and services from the store, replacing the gateway's own.
+            poll_interval: Seconds between revision checks (the store's default when omitted).
+
+        Returns:
+            The running :class:`~consumer_auth.store.StoreWatcher` (also :attr:`watcher`).
+
+        Raises:
+            ConfigError: the store's content is invalid.
+            StoreError: the store cannot be read now.
+        """
+        from .store import StoreWatcher, open_store
+
+        if self._watcher is not None:
+            raise RuntimeError("this gateway is already attached to a store")
+        opened = open_store(store) if isinstance(store, str) else store
+        watcher = StoreWatcher(self, opened, routes=routes, poll_interval=poll_interval)
+        watcher.start()
+        self._watcher = watcher
+        return watcher
+
+    @property
+    def watcher(self) -> StoreWatcher | None:
+        """The store watcher keeping this gateway current, if :meth:`attach` was called."""
+        return self._watcher
+
+    def close(self) -> None:
+        """Stop following the store, if any (the gateway keeps its current consumers and routes)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:

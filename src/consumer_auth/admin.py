@@ -1,0 +1,266 @@
+"""The Admin API: APISIX-compatible paths to manage consumers, credentials, services and routes.
+
+An ASGI app of its own, meant for its own listener (``consumer-auth serve --admin-listen``), never
+mounted next to the traffic it guards. Every request needs the admin key in ``X-API-KEY``.
+
+===========================================================  =====================================
+path                                                         methods
+===========================================================  =====================================
+``/apisix/admin/consumers``                                  ``GET`` (list), ``PUT`` (``username`` in body)
+``/apisix/admin/consumers/{username}``                       ``GET``, ``PUT``, ``DELETE``
+``/apisix/admin/consumers/{username}/credentials``           ``GET`` (list)
+``/apisix/admin/consumers/{username}/credentials/{id}``      ``GET``, ``PUT``, ``DELETE``
+``/apisix/admin/services``, ``/apisix/admin/routes``          ``GET`` (list), ``POST`` (new id)
+``/apisix/admin/services/{id}``, ``/apisix/admin/routes/{id}``  ``GET``, ``PUT``, ``DELETE``
+===========================================================  =====================================
+
+Answers have APISIX's shapes: ``{"key", "value", "createdIndex", "modifiedIndex"}`` for one resource,
+``{"total", "list"}`` for many, ``{"deleted": "1", "key"}`` after a delete, 400 ``{"error_msg":
+"invalid configuration: <place>: <reason>"}`` for invalid input, 401 ``{"error_msg": "failed to check
+token"}`` without the right key, 404 ``{"message": "Key not found"}``.
+
+Security note: passwords are hashed (argon2id) before they are stored, and no password or hash is ever
+part of an answer or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._validate import expect_str
+from .errors import ConfigError, StoreError, StoreUnavailableError
+from .store import Resource, WritableStore, redact
+
+if TYPE_CHECKING:
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+__all__ = ["AdminAPI"]
+
+logger = logging.getLogger("consumer_auth.admin")
+
+_PREFIX = "/apisix/admin/"
+_MAX_BODY = 1_572_864  # 1.5 MiB, as APISIX
+_JSON = [(b"content-type", b"application/json")]
+
+
+class _Answer(Exception):
+    """A finished response, raised from deep inside a handler."""
+
+    def __init__(
+        self, status: int, body: Mapping[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = list(headers)
+
+
+def _not_found() -> _Answer:
+    return _Answer(404, {"message": "Key not found"})
+
+
+def _shown(resource: Resource) -> dict[str, Any]:
+    kind, key = resource.kind, resource.key
+    if kind == "credentials":
+        consumer, _, ident = key.partition("/")
+        path = f"/apisix/consumers/{consumer}/credentials/{ident}"
+    else:
+        path = f"/apisix/{kind}/{key}"
+    return {
+        "key": path,
+        "value": redact(resource.document),
+        "createdIndex": resource.created,
+        "modifiedIndex": resource.modified,
+    }
+
+
+class AdminAPI:
+    """The Admin API over a writable store (an ASGI 3 app).
+
+    Args:
+        store: Where resources live (a :class:`~consumer_auth.store.SQLStore`).
+        admin_key: The key clients send in ``X-API-KEY`` (several keys allowed, for rotation). Required:
+            the API never runs open.
+        on_change: Called after every successful write (for example the local gateway's
+            ``watcher.wake``, so that it applies the change at once).
+
+    Raises:
+        ConfigError: at ``admin_key`` when no non-empty key is given.
+
+    Example::
+
+        store = SQLStore("sqlite:///consumers.db")
+        admin = AdminAPI(store, admin_key=os.environ["ADMIN_KEY"])
+        uvicorn.run(admin, host="127.0.0.1", port=9180)
+    """
+
+    def __init__(
+        self,
+        store: WritableStore,
+        *,
+        admin_key: str | Iterable[str],
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        keys = (admin_key,) if isinstance(admin_key, str) else tuple(admin_key)
+        if not keys:
+            raise ConfigError("admin_key", "required: the admin API never runs without a key")
+        self._keys = tuple(expect_str(key, "admin_key", secret=True).encode() for key in keys)
+        self.store = store
+        self.on_change = on_change
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        try:
+            if not self._authorized(scope["headers"]):
+                raise _Answer(401, {"error_msg": "failed to check token"})
+            status, body = await self._dispatch(scope["method"], scope["path"], receive)
+            answer = _Answer(status, body)
+        except _Answer as raised:
+            answer = raised
+        except ConfigError as error:
+            answer = _Answer(400, {"error_msg": f"invalid configuration: {error}"})
+        except StoreUnavailableError as error:
+            logger.warning("admin: %s", error)
+            answer = _Answer(503, {"error_msg": "the store is unavailable; try again"})
+        except StoreError as error:
+            logger.error("admin: %s", error)
+            answer = _Answer(500, {"error_msg": "the store failed; see the server log"})
+        payload = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        headers = [*_JSON, (b"content-length", str(len(payload)).encode()), *answer.headers]
+        await send(
+            {"type": "http.response.start", "status": answer.status, "headers": headers, "trailers": False}
+        )
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+        given = [value for name, value in headers if name == b"x-api-key"]
+        if len(given) != 1:
+            return False
+        # Compare with every key, whatever matches, so timing tells nothing about which one is close.
+        matches = [hmac.compare_digest(given[0], key) for key in self._keys]
+        return any(matches)
+
+    # -- routing ------------------------------------------------------------------------------------
+
+    async def _dispatch(
+        self, method: str, path: str, receive: ASGIReceiveCallable
+    ) -> tuple[int, Mapping[str, Any]]:
+        if not path.startswith(_PREFIX):
+            raise _Answer(404, {"error_msg": "404 Route Not Found"})
+        parts = path[len(_PREFIX) :].rstrip("/").split("/")
+        kind, rest = parts[0], parts[1:]
+        if kind == "consumers" and len(rest) >= 2 and rest[1] == "credentials":
+            consumer = rest[0]
+            if len(rest) == 2:
+                return await self._collection(method, "credentials", receive, parent=consumer)
+            if len(rest) == 3 and rest[2]:
+                return await self._item(method, "credentials", f"{consumer}/{rest[2]}", receive)
+        elif kind in ("consumers", "services", "routes"):
+            if not rest:
+                return await self._collection(method, kind, receive)
+            if len(rest) == 1 and rest[0]:
+                return await self._item(method, kind, rest[0], receive)
+        raise _Answer(404, {"error_msg": "404 Route Not Found"})
+
+    async def _collection(
+        self, method: str, kind: str, receive: ASGIReceiveCallable, *, parent: str | None = None
+    ) -> tuple[int, Mapping[str, Any]]:
+        if method == "GET":
+            if parent is not None and await self._call(self.store.get_resource, "consumers", parent) is None:
+                raise _not_found()
+            found = await self._call(self.store.list_resources, kind, parent)
+            return 200, {"total": len(found), "list": [_shown(resource) for resource in found]}
+        if kind == "consumers" and method == "PUT":
+            body = await self._body(receive)
+            name = body.get("username")
+            if not isinstance(name, str) or not name:
+                raise ConfigError("username", "required")
+            return await self._put(kind, name, body)
+        if kind in ("routes", "services") and method == "POST":
+            body = await self._body(receive)
+            if "id" in body:
+                raise ConfigError("id", "not allowed with POST (PUT to /apisix/admin/{kind}/{id} instead)")
+            return await self._put(kind, str(time.time_ns()), body)
+        allowed = "GET, PUT" if kind == "consumers" else ("GET" if parent is not None else "GET, POST")
+        raise _Answer(405, {"error_msg": "method not allowed"}, [(b"allow", allowed.encode())])
+
+    async def _item(
+        self, method: str, kind: str, key: str, receive: ASGIReceiveCallable
+    ) -> tuple[int, Mapping[str, Any]]:
+        if method == "GET":
+            resource = await self._call(self.store.get_resource, kind, key)
+            if resource is None:
+                raise _not_found()
+            return 200, _shown(resource)
+        if method == "PUT":
+            return await self._put(kind, key, await self._body(receive))
+        if method == "DELETE":
+            if not await self._call(self.store.delete_resource, kind, key):
+                raise _not_found()
+            self._changed()
+            shown = _shown(Resource(kind, key, {}, 0, 0))["key"]
+            return 200, {"deleted": "1", "key": shown}
+        raise _Answer(405, {"error_msg": "method not allowed"}, [(b"allow", b"GET, PUT, DELETE")])
+
+    async def _put(self, kind: str, key: str, body: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
+        resource, created = await self._call(self.store.put_resource, kind, key, body)
+        self._changed()
+        return (201 if created else 200), _shown(resource)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    @staticmethod
+    async def _call(function: Callable[..., Any], *args: Any) -> Any:
+        # Stores block (database I/O, argon2 hashing): keep them off the event loop.
+        return await asyncio.to_thread(function, *args)
+
+    @staticmethod
+    async def _body(receive: ASGIReceiveCallable) -> Mapping[str, Any]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _Answer(400, {"error_msg": "invalid request body: the client went away"})
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > _MAX_BODY:
+                raise _Answer(413, {"error_msg": "invalid request body: larger than 1.5 MiB"})
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise _Answer(400, {"error_msg": "invalid request body: empty"})
+        try:
+            document = json.loads(raw)
+        except UnicodeDecodeError:
+            raise _Answer(400, {"error_msg": "invalid request body: not UTF-8"}) from None
+        except json.JSONDecodeError as error:
+            raise _Answer(
+                400,
+                {
+                    "error_msg": f"invalid request body: {error.msg} at line {error.lineno}, column {error.colno}"
+                },
+            ) from None
+        if not isinstance(document, dict):
+            raise _Answer(400, {"error_msg": "invalid request body: expected a JSON object"})
+        return document

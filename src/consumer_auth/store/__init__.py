@@ -1,0 +1,86 @@
+"""Consumer stores: where a running gateway takes its consumers (and routes) from, kept current.
+
+::
+
+    from consumer_auth import Gateway
+
+    gateway = Gateway.from_file("routes.yaml")          # routes fixed in a file
+    gateway.attach("postgresql://db.internal/gateway")  # consumers from PostgreSQL, followed live
+
+Three stores, one interface (:class:`Store`); see ``docs/deployment.md`` for which to use when:
+
+- :class:`FileStore` — a YAML/JSON/TOML configuration file, reloaded when it changes (read-only);
+- :class:`SQLStore` on SQLite — one file, nothing to run, for the processes of one machine;
+- :class:`SQLStore` on PostgreSQL — for many machines, changes pushed by ``LISTEN/NOTIFY``.
+
+A :class:`StoreWatcher` applies each new revision to the gateway atomically from a background thread;
+requests never wait on a store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from consumer_auth.errors import StoreError
+
+from ._documents import prepare, redact
+from .base import KINDS, Resource, Snapshot, Store, WritableStore
+from .file import FileStore
+from .watcher import StoreWatcher
+
+if TYPE_CHECKING:
+    from .sql import SQLStore
+
+__all__ = [
+    "KINDS",
+    "FileStore",
+    "Resource",
+    "SQLStore",
+    "Snapshot",
+    "Store",
+    "StoreWatcher",
+    "WritableStore",
+    "open_store",
+    "prepare",
+    "redact",
+]
+
+_FILE_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+
+
+def open_store(url: str | os.PathLike[str]) -> Store:
+    """Open a store from a URL or a path.
+
+    - ``sqlite:///path/consumers.db`` — a SQLite file (created when missing);
+    - ``postgresql://user@host:5432/db`` (``?schema=NAME`` for a schema of its own) — PostgreSQL;
+    - ``gateway.yaml``, ``file:///etc/gateway.yaml`` (``.yaml``, ``.yml``, ``.json``, ``.toml``) — a
+      watched configuration file.
+
+    Raises:
+        StoreError: the URL names no supported store (the message never repeats a password).
+    """
+    text = os.fspath(url)
+    scheme = text.partition(":")[0].lower() if "://" in text else ""
+    if scheme.startswith(("sqlite", "postgresql", "postgres")):
+        from .sql import SQLStore
+
+        return SQLStore(text)
+    if scheme == "file":
+        text = text[len("file://") :]
+        scheme = ""
+    if not scheme and Path(text).suffix.lower() in _FILE_SUFFIXES:
+        return FileStore(text)
+    raise StoreError(
+        "expected a store URL: sqlite:///FILE, postgresql://HOST/DB, or a .yaml, .json or .toml file"
+    )
+
+
+def __getattr__(name: str) -> object:
+    # SQLAlchemy is imported only when a SQL store is used.
+    if name == "SQLStore":
+        from .sql import SQLStore
+
+        return SQLStore
+    raise AttributeError(name)

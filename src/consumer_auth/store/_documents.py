@@ -1,0 +1,179 @@
+"""Stored documents ⇄ validated objects: one resource at a time on write, everything on read.
+
+Documents have the shape of the configuration schema (SPEC §6), one resource each, as in APISIX's
+Admin API: a consumer (``username``, ``desc``, ``labels``, ``plugins``), a credential (``id``, ``desc``,
+``plugins.basic-auth``), a service, a route. Clear passwords are replaced by argon2id hashes before a
+document is stored, and neither ever leaves through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from consumer_auth._validate import describe, expect_mapping, fail
+from consumer_auth.config import GatewayConfig, parse_config
+from consumer_auth.consumers import ConsumerIndex
+from consumer_auth.errors import ConfigError
+from consumer_auth.gateway import compile_routes
+from consumer_auth.passwords import hash_password
+from consumer_auth.plugins import Profile
+
+__all__ = ["assemble", "prepare", "redact", "split_credential_key"]
+
+_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_SECRETS = ("password", "password_hash")
+_PLACE = re.compile(r"(consumers|routes|services)\[(\d+)\](?:\.credentials\[(\d+)\])?")
+
+Rows = Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def check_id(value: str, what: str) -> str:
+    """An APISIX-style id: 1-64 letters, digits, ``_``, ``-`` or ``.``."""
+    if not _ID.fullmatch(value):
+        fail(what, f"expected 1-64 letters, digits, '_', '-' or '.', got {describe(value)}")
+    return value
+
+
+def split_credential_key(key: str) -> tuple[str, str]:
+    """``"alex/cred-1"`` → ``("alex", "cred-1")``."""
+    consumer, _, ident = key.partition("/")
+    return consumer, ident
+
+
+def _relative(error: ConfigError, prefix: str) -> ConfigError:
+    path = error.path
+    if path == prefix:
+        return ConfigError("", error.reason)
+    if path.startswith(prefix + "."):
+        return ConfigError(path[len(prefix) + 1 :], error.reason)
+    return error
+
+
+def _parse_one(document: Mapping[str, Any], prefix: str) -> GatewayConfig:
+    try:
+        return parse_config(document)
+    except ConfigError as error:
+        raise _relative(error, prefix) from None
+
+
+def _same(document: dict[str, Any], field: str, expected: str) -> None:
+    given = document.get(field)
+    if given is not None and given != expected:
+        fail(field, f"expected {expected!r} (as in the path), got {describe(given)}")
+    document[field] = expected
+
+
+def _seal(plugins: object) -> Any:
+    """A copy of a ``plugins`` mapping whose basic-auth password is replaced by its argon2id hash."""
+    if not isinstance(plugins, Mapping) or not isinstance(plugins.get("basic-auth"), Mapping):
+        return plugins
+    sealed = copy.deepcopy(dict(plugins))
+    basic = dict(sealed["basic-auth"])
+    password = basic.pop("password", None)
+    if password is not None:
+        basic["password_hash"] = hash_password(password)
+    sealed["basic-auth"] = basic
+    return sealed
+
+
+def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
+    """Validate one resource as a client sent it; return the document to store.
+
+    The key in the path wins: a ``username``/``id`` in the body must match it. Clear passwords become
+    argon2id hashes. Cross-resource rules (unique credential usernames, existing services) are the
+    store's to check against everything else it holds.
+
+    Raises:
+        ConfigError: relative to the document (``plugins.basic-auth.password: ...``).
+    """
+    body = dict(expect_mapping(document, ""))
+    if kind == "consumers":
+        _same(body, "username", key)
+        if "credentials" in body:
+            fail("credentials", "add credentials with /apisix/admin/consumers/{username}/credentials/{id}")
+        _parse_one({"consumers": [body]}, "consumers[0]")
+    elif kind == "credentials":
+        consumer, ident = split_credential_key(key)
+        check_id(ident, "id")
+        _same(body, "id", ident)
+        _parse_one(
+            {"consumers": [{"username": consumer, "credentials": [body]}]}, "consumers[0].credentials[0]"
+        )
+    elif kind in ("routes", "services"):
+        check_id(key, "id")
+        _same(body, "id", key)
+        _parse_one({kind: [body]}, f"{kind}[0]")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    if "plugins" in body and kind in ("consumers", "credentials"):
+        body["plugins"] = _seal(body["plugins"])
+    return body
+
+
+def assemble(consumers: Rows, credentials: Rows, services: Rows, routes: Rows) -> GatewayConfig:
+    """Validate everything a store holds, as one configuration.
+
+    Raises:
+        ConfigError: naming resources by key (``consumers/bob: duplicate basic-auth username 'jack'
+            (also in consumers/alex)``), never by position.
+    """
+    names = [key for key, _ in consumers]
+    known = set(names)
+    owned: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for key, document in credentials:
+        owner, ident = split_credential_key(key)
+        if owner not in known:
+            raise ConfigError(f"consumers/{owner}/credentials/{ident}", f"no consumer named {owner!r}")
+        owned.setdefault(owner, []).append((ident, document))
+    whole = {
+        "consumers": [
+            {**document, "credentials": [d for _, d in owned.get(name, ())]} for name, document in consumers
+        ],
+        "services": [document for _, document in services],
+        "routes": [document for _, document in routes],
+    }
+    keys = {"routes": [k for k, _ in routes], "services": [k for k, _ in services]}
+
+    def place(match: re.Match[str]) -> str:
+        kind, index, credential = match.group(1), int(match.group(2)), match.group(3)
+        if kind != "consumers":
+            return f"{kind}/{keys[kind][index]}"
+        name = names[index]
+        if credential is None:
+            return f"consumers/{name}"
+        return f"consumers/{name}/credentials/{owned[name][int(credential)][0]}"
+
+    try:
+        config = parse_config(whole)
+        ConsumerIndex(config.consumers)
+        compile_routes(config.routes, config.services, Profile.CLASSIC)
+    except ConfigError as error:
+        raise ConfigError(_PLACE.sub(place, error.path), _PLACE.sub(place, error.reason)) from None
+    return config
+
+
+def redact(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a stored document without any password or password hash, fit to show."""
+    shown = copy.deepcopy(dict(document))
+    plugins = shown.get("plugins")
+    if isinstance(plugins, dict) and isinstance(plugins.get("basic-auth"), dict):
+        plugins["basic-auth"] = {k: v for k, v in plugins["basic-auth"].items() if k not in _SECRETS}
+    return shown
+
+
+def by_kind(
+    rows: Iterable[tuple[str, str, Mapping[str, Any]]],
+) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
+    """Group ``(kind, key, document)`` rows by kind, keeping their order."""
+    grouped: dict[str, list[tuple[str, Mapping[str, Any]]]] = {
+        "consumers": [],
+        "credentials": [],
+        "services": [],
+        "routes": [],
+    }
+    for kind, key, document in rows:
+        grouped[kind].append((key, document))
+    return grouped
