@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 import contrib_modes  # noqa: F401 - registers the framework integrations in MODES
 import proxy_modes  # noqa: F401 - registers the proxy modes in support.MODES
 import proxy_servers
-from support import MODES, Mode
+from pg import BASE_URL, Database
+from support import MODES, Mode, service_unavailable
 
 _made: dict[str, Mode] = {}
 
@@ -28,3 +30,20 @@ def _stop_servers() -> Iterator[None]:
     """Stop the loopback servers the proxy tests started, at the end of the session."""
     yield
     proxy_servers.stop_all()
+
+
+@pytest.fixture
+def postgres() -> Iterator[Database]:
+    """A schema of its own in the PostgreSQL test database, dropped (with everything in it) afterwards."""
+    try:
+        import psycopg
+
+        with psycopg.connect(BASE_URL, connect_timeout=3):
+            pass
+    except Exception as error:  # noqa: BLE001 - any failure to connect means "not available"
+        service_unavailable("PostgreSQL", f"{BASE_URL}: {type(error).__name__}")
+    database = Database(f"consumer_auth_test_{uuid.uuid4().hex[:12]}")
+    try:
+        yield database
+    finally:
+        database.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')

@@ -15,7 +15,14 @@ from __future__ import annotations
 from ._protect import protect
 from .consumers import BasicAuthCredential, Consumer
 from .decision import Allow, Decision, Pending, Reject, RequestFacts
-from .errors import ConfigError, ConsumerAuthError, UnsupportedAppError, UpstreamAbortedError
+from .errors import (
+    ConfigError,
+    ConsumerAuthError,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedAppError,
+    UpstreamAbortedError,
+)
 from .gateway import Gateway
 from .passwords import hash_password
 from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
@@ -40,6 +47,8 @@ __all__ = [
     "RequestFacts",
     "Route",
     "Service",
+    "StoreError",
+    "StoreUnavailableError",
     "UnsupportedAppError",
     "Upstream",
     "UpstreamAbortedError",

@@ -136,10 +136,10 @@ class AdminAPI:
         except ConfigError as error:
             answer = _Answer(400, {"error_msg": f"invalid configuration: {error}"})
         except StoreUnavailableError as error:
-            logger.warning("admin: %s", error)
+            logger.warning("admin: %s: %s", self.store.name, error)
             answer = _Answer(503, {"error_msg": "the store is unavailable; try again"})
         except StoreError as error:
-            logger.error("admin: %s", error)
+            logger.error("admin: %s: %s", self.store.name, error)
             answer = _Answer(500, {"error_msg": "the store failed; see the server log"})
         payload = json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         headers = [*_JSON, (b"content-length", str(len(payload)).encode()), *answer.headers]
@@ -251,7 +251,7 @@ class AdminAPI:
         if not raw.strip():
             raise _Answer(400, {"error_msg": "invalid request body: empty"})
         try:
-            document = json.loads(raw)
+            document = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise _Answer(400, {"error_msg": "invalid request body: not UTF-8"}) from None
         except json.JSONDecodeError as error:

@@ -93,6 +93,7 @@ class SQLStore:
             parsed = make_url(url)
         except ArgumentError:
             raise StoreError("not a database URL (expected sqlite:///FILE or postgresql://HOST/DB)") from None
+        self.name = parsed.render_as_string(hide_password=True)
         query_schema = parsed.query.get("schema")
         if query_schema is not None:
             schema = schema or (query_schema if isinstance(query_schema, str) else query_schema[0])
@@ -114,7 +115,6 @@ class SQLStore:
         self._url = parsed
         self._postgres = backend == "postgresql"
         self._connect_args = connect_args
-        self.name = parsed.render_as_string(hide_password=True)
         self.schema = schema
         self.default_poll_interval = poll_interval or (5.0 if self._postgres else 1.0)
         channel = f"consumer_auth:{schema}" if schema else "consumer_auth"
@@ -168,11 +168,11 @@ class SQLStore:
         try:
             yield
         except (OperationalError, InterfaceError) as error:
-            raise StoreUnavailableError(f"{self.name}: {_reason(error)}") from None
+            raise StoreUnavailableError(_reason(error)) from None
         except DBAPIError as error:
             if error.connection_invalidated:
-                raise StoreUnavailableError(f"{self.name}: {_reason(error)}") from None
-            raise StoreError(f"{self.name}: {_reason(error)}") from None
+                raise StoreUnavailableError(_reason(error)) from None
+            raise StoreError(_reason(error)) from None
 
     def _ensure(self) -> None:
         """Create the schema, tables and revision row when missing (safe with concurrent processes)."""
@@ -284,7 +284,7 @@ class SQLStore:
                     return
             except psycopg.Error as error:
                 self._drop_listener()
-                raise StoreUnavailableError(f"{self.name}: {_reason(error)}") from None
+                raise StoreUnavailableError(_reason(error)) from None
 
     def _listen(self) -> psycopg.Connection[Any]:
         import psycopg
@@ -295,7 +295,7 @@ class SQLStore:
             connection = psycopg.connect(conninfo, autocommit=True, **self._connect_args)
             connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except psycopg.Error as error:
-            raise StoreUnavailableError(f"{self.name}: {_reason(error)}") from None
+            raise StoreUnavailableError(_reason(error)) from None
         return connection
 
     def _drop_listener(self) -> None:

@@ -131,7 +131,6 @@ class StoreWatcher:
                 logger.exception("%s: unexpected error while following the store", self.store.name)
                 self._down(None)
             else:
-                self._up()
                 delay = 0.25
                 continue
             self._wake.wait(delay)
@@ -146,6 +145,7 @@ class StoreWatcher:
             StoreError: the store cannot be read.
         """
         revision = self.store.revision()
+        self._up()
         if revision == self.revision or revision == self._bad:
             return False
         try:

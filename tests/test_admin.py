@@ -1,0 +1,318 @@
+"""The Admin API over real HTTP (uvicorn on loopback) on a SQLite store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from consumer_auth import ConfigError, Gateway
+from consumer_auth.admin import AdminAPI
+from consumer_auth.store import SQLStore
+from servers import serve_asgi
+
+KEY = "the-admin-key"
+SECRET = "s3cret-Passw0rd"
+
+
+@dataclass
+class Admin:
+    """A client of a running Admin API that remembers every answer it got."""
+
+    url: str
+    store: SQLStore
+    answers: list[httpx.Response] = field(default_factory=list)
+
+    def call(
+        self, method: str, path: str, body: Any = None, *, key: str | None = KEY, raw: bytes | None = None
+    ) -> httpx.Response:
+        headers = {"X-API-KEY": key} if key is not None else {}
+        content = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        response = httpx.request(
+            method, f"{self.url}/apisix/admin/{path}", content=content, headers=headers, timeout=30
+        )
+        self.answers.append(response)
+        return response
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> Iterator[Admin]:
+    store = SQLStore(f"sqlite:///{tmp_path / 'consumers.db'}")
+    with serve_asgi(AdminAPI(store, admin_key=KEY)) as url:
+        client = Admin(url, store)
+        yield client
+        for response in client.answers:  # no password or hash ever leaves the admin API
+            assert SECRET not in response.text
+            assert "$argon2" not in response.text
+            assert '"password' not in response.text, response.text
+    store.close()
+
+
+def basic_auth(login: str, password: str = SECRET) -> dict[str, Any]:
+    return {"plugins": {"basic-auth": {"username": login, "password": password}}}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param("wrong", id="wrong"),
+        pytest.param("", id="empty"),
+        pytest.param(KEY + "x", id="longer"),
+        pytest.param(KEY.upper(), id="other-case"),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_without_the_admin_key_every_call_is_401_and_changes_nothing(
+    admin: Admin, key: str | None, method: str
+) -> None:
+    response = admin.call(method, "consumers/alex", basic_auth("alex"), key=key)
+    assert response.status_code == 401
+    assert response.json() == {"error_msg": "failed to check token"}
+    assert admin.store.get_resource("consumers", "alex") is None
+
+
+def test_two_admin_key_headers_are_refused(admin: Admin) -> None:
+    response = httpx.get(
+        f"{admin.url}/apisix/admin/consumers", headers=[("X-API-KEY", KEY), ("X-API-KEY", KEY)], timeout=30
+    )
+    assert response.status_code == 401
+
+
+def test_an_admin_api_without_a_key_cannot_be_built(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path / 'c.db'}")
+    keys: list[str | list[str]] = ["", []]
+    for key in keys:
+        with pytest.raises(ConfigError, match="admin_key"):
+            AdminAPI(store, admin_key=key)
+    store.close()
+
+
+def test_consumers_and_credentials_lifecycle(admin: Admin) -> None:
+    created = admin.call("PUT", "consumers", {"username": "alex", "desc": "Alex", **basic_auth("alex")})
+    assert created.status_code == 201
+    assert created.json()["key"] == "/apisix/consumers/alex"
+    assert created.json()["value"] == {
+        "username": "alex",
+        "desc": "Alex",
+        "plugins": {"basic-auth": {"username": "alex"}},
+    }
+    assert admin.call("PUT", "consumers/alex", {"labels": {"custom_id": "42"}}).status_code == 200
+
+    credential = admin.call("PUT", "consumers/alex/credentials/laptop", basic_auth("alex-laptop"))
+    assert credential.status_code == 201
+    assert credential.json()["key"] == "/apisix/consumers/alex/credentials/laptop"
+    assert credential.json()["value"] == {
+        "id": "laptop",
+        "plugins": {"basic-auth": {"username": "alex-laptop"}},
+    }
+    assert credential.json()["createdIndex"] == credential.json()["modifiedIndex"]
+
+    listed = admin.call("GET", "consumers/alex/credentials").json()
+    assert listed["total"] == 1
+    assert listed["list"][0]["value"]["id"] == "laptop"
+    assert admin.call("GET", "consumers").json()["total"] == 1
+    assert admin.call("GET", "consumers/alex").json()["value"]["labels"] == {"custom_id": "42"}
+
+    # The stored password is an argon2id hash, and it works.
+    stored = admin.store.get_resource("credentials", "alex/laptop")
+    assert stored is not None
+    assert stored.document["plugins"]["basic-auth"]["password_hash"].startswith("$argon2id$")
+    gateway = Gateway.from_dict({"routes": [{"uri": "/json", "plugins": {"basic-auth": {}}}]})
+    gateway.attach(admin.store)
+    consumer = gateway.consumers[0]
+    assert consumer.credentials[0].id == "laptop"
+    assert consumer.credentials[0].verifier.verify(SECRET)
+    gateway.close()
+
+    assert admin.call("DELETE", "consumers/alex/credentials/laptop").json() == {
+        "deleted": "1",
+        "key": "/apisix/consumers/alex/credentials/laptop",
+    }
+    assert admin.call("GET", "consumers/alex/credentials/laptop").status_code == 404
+    assert admin.call("DELETE", "consumers/alex").status_code == 200
+    missing = admin.call("DELETE", "consumers/alex")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "Key not found"}
+    assert admin.call("GET", "consumers/alex/credentials").status_code == 404
+
+
+def test_services_and_routes(admin: Admin) -> None:
+    service = admin.call("PUT", "services/app", {"path_prefix": "/v1", "plugins": {"basic-auth": {}}})
+    assert service.status_code == 201
+    route = admin.call("POST", "routes", {"uri": "/json", "service_id": "app", "methods": ["GET"]})
+    assert route.status_code == 201
+    route_id = route.json()["value"]["id"]
+    assert route.json()["key"] == f"/apisix/routes/{route_id}"
+    assert admin.call("GET", f"routes/{route_id}").json()["value"]["service_id"] == "app"
+    assert admin.call("GET", "routes").json()["total"] == 1
+
+    unused = admin.call("DELETE", "services/app")
+    assert unused.status_code == 400
+    assert unused.json() == {
+        "error_msg": f"invalid configuration: routes/{route_id}.service_id: no service with id 'app'"
+    }
+    assert admin.call("DELETE", f"routes/{route_id}").status_code == 200
+    assert admin.call("DELETE", "services/app").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "message"),
+    [
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": {"username": "alex", "password": ""}}},
+            "invalid configuration: plugins.basic-auth.password: expected a non-empty string",
+            id="empty-password",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": {"username": "alex", "password": 123456}}},
+            "invalid configuration: plugins.basic-auth.password: expected a string, got int",
+            id="password-not-a-string",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"username": "bob"},
+            "invalid configuration: username: expected 'alex' (as in the path), got 'bob'",
+            id="username-mismatch",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers",
+            {"desc": "nobody"},
+            "invalid configuration: username: required",
+            id="no-username",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/al%20ex",
+            {},
+            "invalid configuration: username: expected letters, digits, '_' or '-', got 'al ex'",
+            id="bad-username",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"colour": "blue"},
+            "invalid configuration: colour: unknown key (expected one of: credentials, desc, labels, plugins, username)",
+            id="unknown-key",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/ghost/credentials/one",
+            {"plugins": {"basic-auth": {"username": "g", "password": "x"}}},
+            "invalid configuration: no consumer named 'ghost'",
+            id="credential-of-missing-consumer",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/taken/credentials/one",
+            {"plugins": {}},
+            "invalid configuration: plugins: expected a 'basic-auth' credential",
+            id="credential-without-basic-auth",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/taken/credentials/b%20d",
+            {"plugins": {}},
+            "invalid configuration: id: expected 1-64 letters, digits, '_', '-' or '.', got 'b d'",
+            id="bad-credential-id",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/other",
+            {"plugins": {"basic-auth": {"username": "taken", "password": "x"}}},
+            "invalid configuration: consumers/other: duplicate basic-auth username 'taken' (also in consumers/taken)",
+            id="duplicate-login",
+        ),
+        pytest.param(
+            "PUT",
+            "routes/r1",
+            {"uri": "/json", "service_id": "nope"},
+            "invalid configuration: routes/r1.service_id: no service with id 'nope'",
+            id="dangling-service",
+        ),
+        pytest.param(
+            "PUT",
+            "routes/r1",
+            {"uri": "json"},
+            "invalid configuration: uri: expected a path starting with '/' (a '*' only at the end), got 'json'",
+            id="bad-uri",
+        ),
+        pytest.param(
+            "PUT",
+            "routes/r1",
+            {"uri": "/json", "plugins": {"basic-auth": {"hide_credentials": "yes"}}},
+            "invalid configuration: plugins.basic-auth.hide_credentials: expected a boolean, got 'yes'",
+            id="bad-plugin-field",
+        ),
+        pytest.param(
+            "POST",
+            "routes",
+            {"id": "r9", "uri": "/json"},
+            "invalid configuration: id: not allowed with POST (PUT to /apisix/admin/{kind}/{id} instead)",
+            id="post-with-id",
+        ),
+        pytest.param(
+            "PUT", "consumers/alex", [], "invalid request body: expected a JSON object", id="not-an-object"
+        ),
+    ],
+)
+def test_validation_errors_are_400_with_an_error_msg(
+    admin: Admin, method: str, path: str, body: Any, message: str
+) -> None:
+    assert admin.call("PUT", "consumers/taken", basic_auth("taken")).status_code == 201
+    before = admin.store.revision()
+    response = admin.call(method, path, body)
+    assert response.status_code == 400
+    assert response.json() == {"error_msg": message}
+    assert admin.store.revision() == before  # nothing was written
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        pytest.param(
+            b"{not json",
+            "invalid request body: Expecting property name enclosed in double quotes at line 1, column 2",
+            id="bad-json",
+        ),
+        pytest.param(b"", "invalid request body: empty", id="empty"),
+        pytest.param(b"\xff\xfe", "invalid request body: not UTF-8", id="not-utf8"),
+    ],
+)
+def test_unreadable_bodies_are_400(admin: Admin, raw: bytes, message: str) -> None:
+    response = admin.call("PUT", "consumers/alex", raw=raw)
+    assert response.status_code == 400
+    assert response.json() == {"error_msg": message}
+
+
+def test_unknown_paths_and_methods(admin: Admin) -> None:
+    assert admin.call("GET", "upstreams").status_code == 404
+    assert admin.call("GET", "consumers/a/b/c/d").status_code == 404
+    wrong = admin.call("POST", "consumers/alex", {})
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, PUT, DELETE"
+    assert admin.call("DELETE", "routes").status_code == 405
+
+
+def test_a_password_hash_may_be_given_instead(admin: Admin) -> None:
+    from consumer_auth import hash_password
+
+    hashed = hash_password(SECRET)
+    response = admin.call(
+        "PUT", "consumers/alex", {"plugins": {"basic-auth": {"username": "alex", "password_hash": hashed}}}
+    )
+    assert response.status_code == 201
+    stored = admin.store.get_resource("consumers", "alex")
+    assert stored is not None
+    assert stored.document["plugins"]["basic-auth"]["password_hash"] == hashed
