@@ -316,3 +316,10 @@ def test_a_password_hash_may_be_given_instead(admin: Admin) -> None:
     stored = admin.store.get_resource("consumers", "alex")
     assert stored is not None
     assert stored.document["plugins"]["basic-auth"]["password_hash"] == hashed
+
+
+def test_a_body_over_the_limit_is_413(admin: Admin) -> None:
+    response = admin.call("PUT", "consumers/alex", raw=b'{"desc": "' + b"x" * 1_600_000 + b'"}')
+    assert response.status_code == 413
+    assert response.json() == {"error_msg": "invalid request body: larger than 1.5 MiB"}
+    assert admin.store.get_resource("consumers", "alex") is None

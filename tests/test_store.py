@@ -392,3 +392,33 @@ def test_an_outage_keeps_the_snapshot_logs_once_each_way_backs_off_and_catches_u
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot read the store" in m for m in messages) == 1
     assert sum("answers again" in m for m in messages) == 1
+
+
+def test_a_watcher_follows_the_store_again_in_a_forked_worker(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'consumers.db'}"
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from consumer_auth import BasicAuthPlugin, Gateway, Route
+        from consumer_auth.store import SQLStore
+
+        store = SQLStore("{url}")
+        store.put_resource("consumers", "alex", {{}})
+        gateway = Gateway(routes=[Route("/json", plugins=[BasicAuthPlugin()])])
+        gateway.attach("{url}", poll_interval=0.02)
+        pid = os.fork()  # as a pre-forking server does after importing the app
+        if pid == 0:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if {{c.username for c in gateway.consumers}} == {{"alex", "bob"}}:
+                    os._exit(0)
+                time.sleep(0.02)
+            os._exit(3)
+        store.put_resource("consumers", "bob", {{}})
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"  # the child applied a change made after the fork
