@@ -84,19 +84,16 @@ def _add(store: WritableStore, args: argparse.Namespace, stdin: TextIO, out: Tex
     if existing is not None and (args.desc is not None or labels):
         raise _Refused(f"consumer {name!r} exists: --desc and --label only apply to a new consumer")
     password = read_password(stdin)
+    writes: list[tuple[str, str, dict[str, Any]]] = []
     if existing is None:
         document: dict[str, Any] = {}
         if args.desc is not None:
             document["desc"] = args.desc
         if labels:
             document["labels"] = labels
-        store.put_resource("consumers", name, document)
-    try:
-        store.put_resource("credentials", f"{name}/{ident}", _with_password({}, login, password))
-    except (ConfigError, StoreError):
-        if existing is None:  # do not leave a consumer without the credential it was made for
-            store.delete_resource("consumers", name)
-        raise
+        writes.append(("consumers", name, document))
+    writes.append(("credentials", f"{name}/{ident}", _with_password({}, login, password)))
+    store.put_resources(writes)  # the consumer and its credential, or neither
     what = "added" if existing is None else "given a new credential"
     print(f"consumer {name!r} {what}: login {login!r}, credential id {ident!r}", file=out)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -109,6 +109,12 @@ class WritableStore(Store, Protocol):
         Raises:
             ConfigError: the document, or the content with it, is invalid (nothing is changed).
         """
+        ...
+
+    def put_resources(
+        self, items: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[Resource, bool]]:
+        """Create or replace several resources in one transaction: all are written, or none."""
         ...
 
     def delete_resource(self, kind: str, key: str) -> bool:

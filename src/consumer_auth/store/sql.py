@@ -13,7 +13,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -355,12 +355,28 @@ class SQLStore:
             ConfigError: the document is invalid (relative paths), or the content with it would be
                 (resources named by key); nothing is changed.
         """
-        self._check_kind(kind)
-        prepared = prepare(kind, key, document)
-        text = json.dumps(prepared, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return self.put_resources([(kind, key, document)])[0]
+
+    def put_resources(
+        self, items: Iterable[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[Resource, bool]]:
+        """Create or replace several resources in one transaction (a consumer and its first credential):
+        all are written, or none.
+
+        Raises:
+            ConfigError: as :meth:`put_resource`; nothing is changed.
+        """
+        prepared: list[tuple[str, str, dict[str, Any], str]] = []
+        for kind, key, document in items:
+            self._check_kind(kind)
+            body = prepare(kind, key, document)
+            text = json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+            prepared.append((kind, key, body, text))
         table = self._resources
 
-        def change(connection: Connection, revision: int) -> tuple[tuple[Resource, bool], bool]:
+        def put(
+            connection: Connection, revision: int, kind: str, key: str, body: dict[str, Any], text: str
+        ) -> tuple[Resource, bool]:
             if kind == "credentials":
                 owner, _ = split_credential_key(key)
                 found = connection.execute(
@@ -377,13 +393,16 @@ class SQLStore:
                         kind=kind, key=key, document=text, created=revision, modified=revision
                     )
                 )
-                return (Resource(kind, key, prepared, revision, revision), True), True
+                return Resource(kind, key, body, revision, revision), True
             connection.execute(
                 update(table)
                 .where(table.c.kind == kind, table.c.key == key)
                 .values(document=text, modified=revision)
             )
-            return (Resource(kind, key, prepared, int(existing.created), revision), False), True
+            return Resource(kind, key, body, int(existing.created), revision), False
+
+        def change(connection: Connection, revision: int) -> tuple[list[tuple[Resource, bool]], bool]:
+            return [put(connection, revision, *item) for item in prepared], bool(prepared)
 
         return self._write(change)
 
