@@ -422,3 +422,14 @@ def test_a_watcher_follows_the_store_again_in_a_forked_worker(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "0"  # the child applied a change made after the fork
+
+
+def test_a_reload_rebuilds_only_the_consumers_that_changed(sqlite_store: SQLStore) -> None:
+    sqlite_store.put_resource("consumers", "alex", consumer("alex", "pw"))
+    sqlite_store.put_resource("consumers", "bob", consumer("bob", "pw"))
+    first = {c.username: c for c in sqlite_store.load().consumers}
+    sqlite_store.put_resource("credentials", "bob/phone", consumer("bob-phone", "pw"))
+    second = {c.username: c for c in sqlite_store.load().consumers}
+    assert second["alex"] is first["alex"]
+    assert second["bob"] is not first["bob"]
+    assert [c.username for c in second["bob"].credentials] == ["bob", "bob-phone"]

@@ -9,25 +9,26 @@ document is stored, and neither ever leaves through :func:`redact`.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from consumer_auth._validate import describe, expect_mapping, fail
 from consumer_auth.config import GatewayConfig, parse_config
-from consumer_auth.consumers import ConsumerIndex
+from consumer_auth.consumers import Consumer, ConsumerIndex
 from consumer_auth.errors import ConfigError
 from consumer_auth.gateway import compile_routes
 from consumer_auth.passwords import hash_password
 from consumer_auth.plugins import Profile
 
-__all__ = ["assemble", "prepare", "redact", "split_credential_key"]
+__all__ = ["ConsumerCache", "assemble", "by_kind", "prepare", "redact", "split_credential_key"]
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SECRETS = ("password", "password_hash")
 _PLACE = re.compile(r"(consumers|routes|services)\[(\d+)\](?:\.credentials\[(\d+)\])?")
 
-Rows = Sequence[tuple[str, Mapping[str, Any]]]
+Rows = Sequence[tuple[str, str]]
 
 
 def check_id(value: str, what: str) -> str:
@@ -113,29 +114,43 @@ def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
     return body
 
 
-def assemble(consumers: Rows, credentials: Rows, services: Rows, routes: Rows) -> GatewayConfig:
-    """Validate everything a store holds, as one configuration.
+class ConsumerCache:
+    """The consumers built by the last :func:`assemble`, by the exact stored texts they came from.
 
-    Raises:
-        ConfigError: naming resources by key (``consumers/bob: duplicate basic-auth username 'jack'
-            (also in consumers/alex)``), never by position.
+    A reload then decodes and validates only the consumers whose documents (or credentials) changed:
+    its cost follows the size of the change, plus one pass over the rows.
     """
-    names = [key for key, _ in consumers]
-    known = set(names)
-    owned: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-    for key, document in credentials:
+
+    __slots__ = ("built",)
+
+    def __init__(self) -> None:
+        self.built: dict[tuple[str, ...], Consumer] = {}
+
+
+def _place_of(kind: str, key: str) -> str:
+    if kind == "credentials":
         owner, ident = split_credential_key(key)
-        if owner not in known:
-            raise ConfigError(f"consumers/{owner}/credentials/{ident}", f"no consumer named {owner!r}")
-        owned.setdefault(owner, []).append((ident, document))
-    whole = {
-        "consumers": [
-            {**document, "credentials": [d for _, d in owned.get(name, ())]} for name, document in consumers
-        ],
-        "services": [document for _, document in services],
-        "routes": [document for _, document in routes],
-    }
-    keys = {"routes": [k for k, _ in routes], "services": [k for k, _ in services]}
+        return f"consumers/{owner}/credentials/{ident}"
+    return f"{kind}/{key}"
+
+
+def _decode(kind: str, key: str, text: str) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise ConfigError(_place_of(kind, key), "the stored document is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ConfigError(_place_of(kind, key), f"expected a mapping, got {describe(document)}")
+    return document
+
+
+def _renamed(
+    error: ConfigError,
+    names: Sequence[str],
+    idents: Mapping[str, Sequence[str]],
+    keys: Mapping[str, Sequence[str]],
+) -> ConfigError:
+    """The same error with positions (``consumers[3].credentials[1]``) replaced by resource names."""
 
     def place(match: re.Match[str]) -> str:
         kind, index, credential = match.group(1), int(match.group(2)), match.group(3)
@@ -144,15 +159,68 @@ def assemble(consumers: Rows, credentials: Rows, services: Rows, routes: Rows) -
         name = names[index]
         if credential is None:
             return f"consumers/{name}"
-        return f"consumers/{name}/credentials/{owned[name][int(credential)][0]}"
+        return f"consumers/{name}/credentials/{idents[name][int(credential)]}"
 
+    return ConfigError(_PLACE.sub(place, error.path), _PLACE.sub(place, error.reason))
+
+
+def assemble(rows: Mapping[str, Rows], cache: ConsumerCache | None = None) -> GatewayConfig:
+    """Validate everything a store holds, as one configuration.
+
+    Args:
+        rows: ``(key, JSON text)`` pairs by kind (``consumers``, ``credentials``, ``services``,
+            ``routes``), in configuration order.
+        cache: Consumers built last time, reused when their texts have not changed (then updated).
+
+    Raises:
+        ConfigError: naming resources by key (``consumers/bob: duplicate basic-auth username 'jack'
+            (also in consumers/alex)``), never by position.
+    """
+    consumers = rows.get("consumers", ())
+    names = [key for key, _ in consumers]
+    known = set(names)
+    owned: dict[str, list[tuple[str, str]]] = {}
+    for key, text in rows.get("credentials", ()):
+        owner, ident = split_credential_key(key)
+        if owner not in known:
+            raise ConfigError(f"consumers/{owner}/credentials/{ident}", f"no consumer named {owner!r}")
+        owned.setdefault(owner, []).append((ident, text))
+    idents = {name: [ident for ident, _ in texts] for name, texts in owned.items()}
+    previous = cache.built if cache is not None else {}
+    built: dict[tuple[str, ...], Consumer] = {}
+    result: list[Consumer] = []
+    for name, text in consumers:
+        credentials = owned.get(name, [])
+        fingerprint = (name, text, *(f"{ident}\0{body}" for ident, body in credentials))
+        consumer = previous.get(fingerprint)
+        if consumer is None:
+            document = _decode("consumers", name, text)
+            document["credentials"] = [
+                _decode("credentials", f"{name}/{ident}", body) for ident, body in credentials
+            ]
+            try:
+                consumer = parse_config({"consumers": [document]}).consumers[0]
+            except ConfigError as error:
+                raise _renamed(error, [name], idents, {}) from None
+        built[fingerprint] = consumer
+        result.append(consumer)
+    services = rows.get("services", ())
+    routes = rows.get("routes", ())
+    keys = {"services": [key for key, _ in services], "routes": [key for key, _ in routes]}
     try:
-        config = parse_config(whole)
-        ConsumerIndex(config.consumers)
+        config = parse_config(
+            {
+                "services": [_decode("services", key, text) for key, text in services],
+                "routes": [_decode("routes", key, text) for key, text in routes],
+            }
+        )
+        ConsumerIndex(result)
         compile_routes(config.routes, config.services, Profile.CLASSIC)
     except ConfigError as error:
-        raise ConfigError(_PLACE.sub(place, error.path), _PLACE.sub(place, error.reason)) from None
-    return config
+        raise _renamed(error, names, idents, keys) from None
+    if cache is not None:
+        cache.built = built
+    return GatewayConfig(tuple(result), config.services, config.routes, Profile.CLASSIC, "reject")
 
 
 def redact(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -164,16 +232,15 @@ def redact(document: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def by_kind(
-    rows: Iterable[tuple[str, str, Mapping[str, Any]]],
-) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
-    """Group ``(kind, key, document)`` rows by kind, keeping their order."""
-    grouped: dict[str, list[tuple[str, Mapping[str, Any]]]] = {
+def by_kind(rows: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Group ``(kind, key, text)`` rows by kind, keeping their order (unknown kinds are left out)."""
+    grouped: dict[str, list[tuple[str, str]]] = {
         "consumers": [],
         "credentials": [],
         "services": [],
         "routes": [],
     }
-    for kind, key, document in rows:
-        grouped[kind].append((key, document))
+    for kind, key, text in rows:
+        if kind in grouped:
+            grouped[kind].append((key, text))
     return grouped

@@ -37,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 
 from consumer_auth.errors import ConfigError, StoreError, StoreUnavailableError
 
-from ._documents import assemble, by_kind, prepare, split_credential_key
+from ._documents import ConsumerCache, assemble, by_kind, prepare, split_credential_key
 from .base import KINDS, Resource, Snapshot
 
 if TYPE_CHECKING:
@@ -140,6 +140,7 @@ class SQLStore:
         self._metadata = metadata
         self._engine = self._make_engine()
         self._ready = False
+        self._cache = ConsumerCache()
         self._listener: psycopg.Connection[Any] | None = None
 
     def _make_engine(self) -> Engine:
@@ -198,21 +199,12 @@ class SQLStore:
     def _current(self, connection: Connection) -> int:
         return int(connection.execute(select(self._revision.c.revision)).scalar_one())
 
-    def _rows(self, connection: Connection) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
+    def _rows(self, connection: Connection) -> dict[str, list[tuple[str, str]]]:
         table = self._resources
         rows = connection.execute(
             select(table.c.kind, table.c.key, table.c.document).order_by(table.c.created, table.c.key)
         )
-        decoded: list[tuple[str, str, Mapping[str, Any]]] = []
-        for kind, key, text in rows:
-            if kind not in KINDS:
-                continue  # written by a newer version: not ours to judge
-            try:
-                document = json.loads(text)
-            except ValueError:
-                raise ConfigError(f"{kind}/{key}", "the stored document is not valid JSON") from None
-            decoded.append((kind, key, document))
-        return by_kind(decoded)
+        return by_kind((kind, key, text) for kind, key, text in rows)
 
     def _write(self, change: Callable[[Connection, int], tuple[T, bool]]) -> T:
         """Run ``change`` in one transaction that first takes the revision row (serializing writers),
@@ -231,8 +223,7 @@ class SQLStore:
                 if not changed:
                     transaction.rollback()
                     return result
-                grouped = self._rows(connection)
-                assemble(grouped["consumers"], grouped["credentials"], grouped["services"], grouped["routes"])
+                assemble(self._rows(connection), self._cache)
                 if self._postgres:
                     connection.execute(select(func.pg_notify(self.channel, str(revision))))
             return result
@@ -257,9 +248,7 @@ class SQLStore:
             with self._engine.connect() as connection:
                 revision = self._current(connection)
                 grouped = self._rows(connection)
-        config = assemble(
-            grouped["consumers"], grouped["credentials"], grouped["services"], grouped["routes"]
-        )
+        config = assemble(grouped, self._cache)
         return Snapshot(revision, config.consumers, config.routes, config.services)
 
     def wait_for_change(self, timeout: float, wake: threading.Event) -> None:
