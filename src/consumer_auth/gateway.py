@@ -216,16 +216,20 @@ class Gateway:
         from .store import StoreWatcher, open_store
 
         opened = open_store(store) if isinstance(store, str) else store
-        snapshot = opened.load()
-        gateway = cls(
-            consumers=snapshot.consumers,
-            routes=snapshot.routes,
-            services=snapshot.services,
-            profile=profile or snapshot.profile or Profile.CLASSIC,
-            unmatched=unmatched or snapshot.unmatched or "reject",
-        )
-        watcher = StoreWatcher(gateway, opened, routes=True, poll_interval=poll_interval)
-        watcher.start(snapshot)
+        try:
+            snapshot = opened.load()
+            gateway = cls(
+                consumers=snapshot.consumers,
+                routes=snapshot.routes,
+                services=snapshot.services,
+                profile=profile or snapshot.profile or Profile.CLASSIC,
+                unmatched=unmatched or snapshot.unmatched or "reject",
+            )
+            watcher = StoreWatcher(gateway, opened, routes=True, poll_interval=poll_interval)
+            watcher.start(snapshot)
+        except BaseException:
+            opened.close()
+            raise
         gateway._watcher = watcher
         return gateway
 
@@ -317,7 +321,11 @@ class Gateway:
             raise RuntimeError("this gateway is already attached to a store")
         opened = open_store(store) if isinstance(store, str) else store
         watcher = StoreWatcher(self, opened, routes=routes, poll_interval=poll_interval)
-        watcher.start()
+        try:
+            watcher.start()
+        except BaseException:
+            opened.close()
+            raise
         self._watcher = watcher
         return watcher
 
