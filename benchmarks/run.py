@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--output PATH]``
 
-Names: ``inprocess``, ``routes``, ``flood``, ``proxy``. ``--quick`` shortens every measurement (for trying the
+Names: ``inprocess``, ``routes``, ``flood``, ``proxy``, ``store``. ``--quick`` shortens every measurement (for trying the
 scripts, not for numbers worth keeping).
 """
 
@@ -19,6 +19,7 @@ import flood
 import inprocess
 import proxy
 import routes
+import store
 from _common import Result, machine, tool_version
 
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
@@ -26,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "routes": routes.run,
     "flood": flood.run,
     "proxy": proxy.run,
+    "store": store.run,
 }
 
 

@@ -1,111 +1,153 @@
-"""What following a store costs: reloading a snapshot, and requests served while reloads happen.
+"""Following a store: what a reload costs, and whether requests slow down while reloads happen.
 
-Run: ``.venv/bin/python benchmarks/store.py [CONSUMERS]``. Prints each measurement with its baseline,
-measured in the same run:
+- Snapshot: ``SQLStore.load()`` of 2,000 consumers (SQLite), the first time (every row validated) and again
+  (consumers whose stored text did not change are reused), against ``Gateway.from_dict`` of the same
+  documents: the same validation without a database.
+- Requests: gateway decisions per second (a request without credentials: routing and the 401, no hashing)
+  with the store idle, and with a writer changing one consumer every 50 ms while the watcher reloads.
+  Requests never wait on the store; the ratio shows what the reload thread costs them in CPU.
 
-- snapshot: ``SQLStore.load()`` of N consumers, the first time (read every row, validate everything) and
-  again (unchanged consumers reused), against ``Gateway.from_dict`` of the same documents (the same
-  validation without a database);
-- requests: gateway decisions per second while a writer changes the store every 50 ms and the watcher
-  reloads, against the same gateway with the store idle (the ratio shows whether reloads slow requests).
+Run alone: ``python benchmarks/store.py``; or ``make bench BENCH_ARGS='--only store'``.
 """
 
 from __future__ import annotations
 
-import statistics
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import argon2
+from _common import Result, Target, interleaved, median
 
 from consumer_auth import Gateway, RequestFacts
 from consumer_auth.store import SQLStore
 
+CONSUMERS = 2_000
 ROUTES = [{"uri": "/json", "plugins": {"basic-auth": {}}}]
 
 
-def median_seconds(action: Callable[[], object], runs: int = 7) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
-
-
-def decisions_per_second(gateway: Gateway, seconds: float = 2.0) -> float:
-    # A request without credentials: routing and the 401, no hashing, so the measure is the request path.
-    facts = RequestFacts("GET", "/json", "localhost", ())
-    count, deadline = 0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for _ in range(1000):
-            gateway.decide_now(facts)
-        count += 1000
-    return count / seconds
-
-
-def main(consumers: int) -> None:
+def _documents(count: int) -> list[dict[str, Any]]:
     hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    digest = hasher.hash("pw")  # one hash for all: parsing, not hashing, is what a reload costs
-    documents: list[dict[str, Any]] = [
+    digest = hasher.hash("pw")  # one hash for all: a reload parses hashes, it never computes one
+    return [
         {
             "username": f"user{i}",
             "plugins": {"basic-auth": {"username": f"login{i}", "password_hash": digest}},
         }
-        for i in range(consumers)
+        for i in range(count)
     ]
+
+
+def _timed(action: Any) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def _decisions_per_second(gateway: Gateway, seconds: float) -> float:
+    facts = RequestFacts("GET", "/json", "localhost", ())
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(1_000):
+            gateway.decide_now(facts)
+        count += 1_000
+    return count / seconds
+
+
+def run(quick: bool = False) -> Result:
+    documents = _documents(CONSUMERS)
     with tempfile.TemporaryDirectory() as directory:
         url = f"sqlite:///{Path(directory) / 'bench.db'}"
         store = SQLStore(url)
         store.put_resources(("consumers", d["username"], d) for d in documents)
         store.put_resource("routes", "json", ROUTES[0])
-
-        def cold() -> None:
-            fresh = SQLStore(url)
-            fresh.load()
-            fresh.close()
-
         store.load()
-        warm = median_seconds(store.load)
-        first = median_seconds(cold)
-        parse = median_seconds(lambda: Gateway.from_dict({"consumers": documents, "routes": ROUTES}))
-        print(
-            f"snapshot of {consumers} consumers: first load {first * 1000:.1f} ms, "
-            f"reload with unchanged consumers reused {warm * 1000:.1f} ms; "
-            f"baseline Gateway.from_dict {parse * 1000:.1f} ms "
-            f"(ratios {first / parse:.2f} and {warm / parse:.2f})"
+
+        def first_load() -> float:
+            fresh = SQLStore(url)
+            try:
+                return _timed(fresh.load)
+            finally:
+                fresh.close()
+
+        loads = interleaved(
+            {
+                "first": first_load,
+                "again": lambda: _timed(store.load),
+                "baseline": lambda: _timed(
+                    lambda: Gateway.from_dict({"consumers": documents, "routes": ROUTES})
+                ),
+            },
+            3 if quick else 9,
         )
+        first, again, baseline = (median(loads[name]) for name in ("first", "again", "baseline"))
 
         gateway = Gateway.from_store(url, poll_interval=0.01)
-        idle = decisions_per_second(gateway)
+        churning = threading.Event()
         stop = threading.Event()
         writes = 0
 
         def writer() -> None:
             nonlocal writes
             while not stop.is_set():
-                store.put_resource("consumers", "churn", {"desc": str(writes)})
-                writes += 1
+                if churning.is_set():
+                    store.put_resource("consumers", "churn", {"desc": str(writes)})
+                    writes += 1
                 stop.wait(0.05)
 
         thread = threading.Thread(target=writer)
         thread.start()
-        busy = decisions_per_second(gateway)
+        seconds = 0.5 if quick else 2.0
+
+        def idle() -> float:
+            churning.clear()
+            time.sleep(0.1)
+            return _decisions_per_second(gateway, seconds)
+
+        def busy() -> float:
+            churning.set()
+            return _decisions_per_second(gateway, seconds)
+
+        rates = interleaved({"idle": idle, "busy": busy}, 3 if quick else 7)
         stop.set()
         thread.join()
-        reloads = gateway.watcher.revision if gateway.watcher else None
+        time.sleep(0.5)
+        applied = gateway.watcher.revision if gateway.watcher is not None else None
+        latest = store.revision()
         gateway.close()
         store.close()
-        print(
-            f"decisions/s: idle store {idle:,.0f}, store changing every 50 ms {busy:,.0f} "
-            f"(ratio {busy / idle:.2f}; {writes} writes, revision {reloads} applied)"
-        )
+
+    idle_rate, busy_rate = median(rates["idle"]), median(rates["busy"])
+    result = Result(
+        "Following a store",
+        f"SQLite store with {CONSUMERS:,} consumers; medians of interleaved rounds (`benchmarks/store.py`).",
+        header=["measure", "value", "vs baseline"],
+    )
+    ms = 1_000
+    result.table += [
+        ["`Gateway.from_dict` of the same consumers (baseline)", f"{baseline * ms:.1f} ms", "1.00×"],
+        ["first `SQLStore.load()`", f"{first * ms:.1f} ms", f"{first / baseline:.2f}×"],
+        ["reload, unchanged consumers reused", f"{again * ms:.1f} ms", f"{again / baseline:.2f}×"],
+        ["decisions/s, store idle (baseline)", f"{idle_rate:,.0f}", "1.00×"],
+        ["decisions/s, a change every 50 ms", f"{busy_rate:,.0f}", f"{busy_rate / idle_rate:.2f}×"],
+    ]
+    result.notes.append(
+        f"{writes} writes during the busy rounds; at the end the gateway served revision {applied} of {latest}."
+    )
+    result.targets.append(Target("store reload vs building the gateway", again / baseline, 1.0, "<="))
+    result.targets.append(
+        Target("decisions/s while the store changes vs idle", busy_rate / idle_rate, 0.7, ">=")
+    )
+    return result
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    outcome = run()
+    for row in outcome.table:
+        print(" | ".join(row))
+    for target in outcome.targets:
+        print(target.describe())
+    for note in outcome.notes:
+        print(note)
