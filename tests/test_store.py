@@ -433,3 +433,33 @@ def test_a_reload_rebuilds_only_the_consumers_that_changed(sqlite_store: SQLStor
     assert second["alex"] is first["alex"]
     assert second["bob"] is not first["bob"]
     assert [c.username for c in second["bob"].credentials] == ["bob", "bob-phone"]
+
+
+def test_routes_from_a_file_and_consumers_from_a_store(sqlite_store: SQLStore, tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            profile: apisix-3
+            routes:
+              - uri: /json
+                plugins:
+                  basic-auth: {anonymous_consumer: guest}
+            """
+        )
+    )
+    sqlite_store.put_resource("consumers", "guest", {})
+    sqlite_store.put_resource("consumers", "alex", consumer("alex", "pw"))
+    gateway = Gateway.from_file(path, store=sqlite_store, poll_interval=0.02)
+    try:
+        assert gateway.profile.value == "apisix-3"
+        assert status(gateway, "alex", "pw") == 200
+        sqlite_store.delete_resource("consumers", "guest")  # removed at run time: 401, as SPEC §2.4 says
+        assert within(10, lambda: status(gateway, "nobody", "pw") == 401)
+    finally:
+        gateway.close()
+
+    with_consumers = tmp_path / "both.yaml"
+    with_consumers.write_text(json.dumps(file_config("pw")))
+    with pytest.raises(ConfigError, match="^consumers: the consumers come from the store"):
+        Gateway.from_file(with_consumers, store=sqlite_store)

@@ -152,17 +152,34 @@ class Gateway:
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> Gateway:
-        """Build a gateway from an already validated :class:`~consumer_auth.config.GatewayConfig`."""
-        return cls(
-            consumers=config.consumers,
-            routes=config.routes,
-            services=config.services,
-            profile=config.profile,
-            unmatched=config.unmatched,
-            cache_size=config.cache_size,
-            cache_ttl=config.cache_ttl,
-        )
+    def from_config(
+        cls, config: GatewayConfig, *, store: Store | str | None = None, poll_interval: float | None = None
+    ) -> Gateway:
+        """Build a gateway from an already validated :class:`~consumer_auth.config.GatewayConfig`.
+
+        With ``store``, the consumers come from the store and are kept current (see :meth:`attach`);
+        the configuration then holds routes, services and settings only.
+
+        Raises:
+            ConfigError: the configuration has consumers as well as a store, or (with the store's
+                consumers) breaks a rule such as an ``anonymous_consumer`` naming no consumer.
+            StoreError: the store cannot be read.
+        """
+        options: dict[str, Any] = {
+            "routes": config.routes,
+            "services": config.services,
+            "profile": config.profile,
+            "unmatched": config.unmatched,
+            "cache_size": config.cache_size,
+            "cache_ttl": config.cache_ttl,
+        }
+        if store is None:
+            return cls(consumers=config.consumers, **options)
+        if config.consumers:
+            raise ConfigError(
+                "consumers", "the consumers come from the store: remove them from the configuration"
+            )
+        return cls._following(store, options, routes=False, poll_interval=poll_interval)
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, Any]) -> Gateway:
@@ -175,13 +192,19 @@ class Gateway:
         return cls.from_config(parse_config(mapping))
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Gateway:
+    def from_file(
+        cls, path: str | Path, *, store: Store | str | None = None, poll_interval: float | None = None
+    ) -> Gateway:
         """Build a gateway from a YAML, JSON or TOML file (chosen by its extension).
+
+        With ``store``, the file holds routes, services and settings, and the consumers come from the
+        store, kept current: ``Gateway.from_file("routes.yaml", store="sqlite:///consumers.db")``.
 
         Raises:
             ConfigError: the file cannot be read or parsed, or its content is invalid.
+            StoreError: the store cannot be read.
         """
-        return cls.from_config(parse_config(load_file(path)))
+        return cls.from_config(parse_config(load_file(path)), store=store, poll_interval=poll_interval)
 
     @classmethod
     def from_store(
@@ -195,13 +218,14 @@ class Gateway:
         """Build a gateway whose consumers, routes and services all come from a store, kept current.
 
         The store is read once now; a background thread then applies every change (see
-        :meth:`attach`). A config file store also gives the profile and ``unmatched`` setting.
+        :meth:`attach`). A config file store also gives the gateway-wide settings (profile, ``unmatched``,
+        the verification cache).
 
         Args:
             store: A :class:`~consumer_auth.store.Store`, or a URL: ``sqlite:///consumers.db``,
                 ``postgresql://host/db``, or a ``.yaml``/``.json``/``.toml`` file path.
-            profile: Overrides the store's profile (default ``classic``).
-            unmatched: Overrides the store's ``unmatched`` setting (default ``reject``).
+            profile: Overrides the profile (a config file's, else ``classic``).
+            unmatched: Overrides the ``unmatched`` setting (a config file's, else ``reject``).
             poll_interval: Seconds between revision checks (the store's default when omitted).
 
         Raises:
@@ -213,19 +237,36 @@ class Gateway:
             gateway = Gateway.from_store("sqlite:///consumers.db")
             app = gateway.asgi(app)
         """
+        options: dict[str, Any] = {}
+        if profile is not None:
+            options["profile"] = profile
+        if unmatched is not None:
+            options["unmatched"] = unmatched
+        return cls._following(store, options, routes=True, poll_interval=poll_interval)
+
+    @classmethod
+    def _following(
+        cls, store: Store | str, options: dict[str, Any], *, routes: bool, poll_interval: float | None
+    ) -> Gateway:
+        """A gateway built with the store's first snapshot, then attached to the store."""
         from .store import StoreWatcher, open_store
 
         opened = open_store(store) if isinstance(store, str) else store
         try:
             snapshot = opened.load()
-            gateway = cls(
-                consumers=snapshot.consumers,
-                routes=snapshot.routes,
-                services=snapshot.services,
-                profile=profile or snapshot.profile or Profile.CLASSIC,
-                unmatched=unmatched or snapshot.unmatched or "reject",
-            )
-            watcher = StoreWatcher(gateway, opened, routes=True, poll_interval=poll_interval)
+            settings = snapshot.config
+            built: dict[str, Any] = {"consumers": snapshot.consumers}
+            if routes:
+                built.update(routes=snapshot.routes, services=snapshot.services)
+            if settings is not None:
+                built.update(
+                    profile=settings.profile,
+                    unmatched=settings.unmatched,
+                    cache_size=settings.cache_size,
+                    cache_ttl=settings.cache_ttl,
+                )
+            gateway = cls(**{**built, **options})
+            watcher = StoreWatcher(gateway, opened, routes=routes, poll_interval=poll_interval)
             watcher.start(snapshot)
         except BaseException:
             opened.close()

@@ -4,8 +4,8 @@
 
     from consumer_auth import Gateway
 
-    gateway = Gateway.from_file("routes.yaml")          # routes fixed in a file
-    gateway.attach("postgresql://db.internal/gateway")  # consumers from PostgreSQL, followed live
+    # routes fixed in a file, consumers from PostgreSQL, followed live
+    gateway = Gateway.from_file("routes.yaml", store="postgresql://db.internal/gateway")
 
 Three stores, one interface (:class:`Store`); see ``docs/deployment.md`` for which to use when:
 

@@ -7,8 +7,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from consumer_auth.config import GatewayConfig
 from consumer_auth.consumers import Consumer
-from consumer_auth.plugins import Profile
 from consumer_auth.routing import Route, Service
 
 __all__ = ["KINDS", "Resource", "Snapshot", "Store", "WritableStore"]
@@ -21,15 +21,16 @@ KINDS = ("consumers", "credentials", "services", "routes")
 class Snapshot:
     """Everything a gateway serves from, as read from a store at one revision.
 
-    ``profile`` and ``unmatched`` are ``None`` when the store does not say (only a config file does).
+    ``config`` is the whole validated configuration when the store is a configuration file: its
+    gateway-wide settings (``profile``, ``unmatched``, the verification cache) apply when a gateway is
+    built from it, and take effect only at a restart afterwards.
     """
 
     revision: Hashable
     consumers: tuple[Consumer, ...]
     routes: tuple[Route, ...] = ()
     services: tuple[Service, ...] = ()
-    profile: Profile | None = None
-    unmatched: str | None = None
+    config: GatewayConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,7 @@ class FileStore:
             consumers=config.consumers,
             routes=config.routes,
             services=config.services,
-            profile=config.profile,
-            unmatched=config.unmatched,
+            config=config,
         )
 
     def wait_for_change(self, timeout: float, wake: threading.Event) -> None:

@@ -179,8 +179,9 @@ class StoreWatcher:
             len(snapshot.consumers),
             f", {len(snapshot.routes)} routes" if self.routes else "",
         )
-        changed = (snapshot.profile is not None and snapshot.profile is not self.gateway.profile) or (
-            snapshot.unmatched is not None and snapshot.unmatched != self.gateway.unmatched
+        settings = snapshot.config
+        changed = settings is not None and (
+            settings.profile is not self.gateway.profile or settings.unmatched != self.gateway.unmatched
         )
         if changed and self._settings_warned != snapshot.revision:
             self._settings_warned = snapshot.revision
