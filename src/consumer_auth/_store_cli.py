@@ -7,13 +7,13 @@ command line (where ``ps`` would show them); they are stored as argon2id hashes 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from consumer_auth._prompt import read_password
 from consumer_auth.errors import ConfigError, StoreError
 from consumer_auth.store import Resource, WritableStore, open_store, redact
 
@@ -33,17 +33,11 @@ def _fail(message: str) -> int:
     return 1
 
 
-def read_password(stdin: TextIO) -> str:
-    """A password from the terminal (asked twice) or one line of ``stdin``; never empty."""
-    if stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat it: ") != password:
-            raise _Refused("the two passwords differ")
-    else:
-        password = stdin.readline().rstrip("\r\n")
-    if not password:
-        raise _Refused("an empty password never authenticates")
-    return password
+def _password(stdin: TextIO) -> str:
+    try:
+        return read_password(stdin)
+    except ValueError as error:
+        raise _Refused(str(error)) from None
 
 
 def _writable(url: str) -> WritableStore:
@@ -83,7 +77,7 @@ def _add(store: WritableStore, args: argparse.Namespace, stdin: TextIO, out: Tex
         raise _Refused(f"consumer {name!r} already has credential {ident!r}: use 'consumers passwd'")
     if existing is not None and (args.desc is not None or labels):
         raise _Refused(f"consumer {name!r} exists: --desc and --label only apply to a new consumer")
-    password = read_password(stdin)
+    password = _password(stdin)
     writes: list[tuple[str, str, dict[str, Any]]] = []
     if existing is None:
         document: dict[str, Any] = {}
@@ -161,7 +155,7 @@ def _passwd(store: WritableStore, args: argparse.Namespace, stdin: TextIO, out: 
     if targets > 1:
         ids = ", ".join(c.key.partition("/")[2] for c in owned)
         raise _Refused(f"consumer {name!r} has several credentials ({ids}): choose one with --credential-id")
-    password = read_password(stdin)
+    password = _password(stdin)
     if owned:
         credential = owned[0]
         login = _login_of(credential) or name
@@ -209,10 +203,13 @@ def admin(args: argparse.Namespace) -> int:
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
+    from consumer_auth.cli import logging_config
+
     uvicorn.run(
         AdminAPI(store, admin_key=key),
         host=args.host,
         port=args.port,
+        log_config=logging_config(args.log_level, access_log=True),
         log_level=args.log_level,
         server_header=False,
         lifespan="on",

@@ -1,5 +1,5 @@
-"""The ``consumer-auth`` command: ``serve``, ``check``, ``hash-password``, ``import-htpasswd`` and ``demo``
-(``docs/cli.md``).
+"""The ``consumer-auth`` command: ``serve``, ``check``, ``hash-password``, ``import-htpasswd``, ``demo``,
+``consumers`` and ``admin`` (``docs/cli.md``, ``docs/deployment.md``, ``docs/admin-api.md``).
 
 Exit status: 0 on success, 1 when the configuration (or the password given) is refused, 2 for a usage
 mistake. ``serve`` and ``demo`` need the ``server`` extra (uvicorn with uvloop and httptools, aiohttp).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import logging
 import os
@@ -20,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from consumer_auth import htpasswd
-from consumer_auth.errors import ConfigError, UpstreamAbortedError
+from consumer_auth import _store_cli, htpasswd
+from consumer_auth._prompt import read_password
+from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
 from consumer_auth.passwords import hash_password
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _WORKER_ENV = "CONSUMER_AUTH_SERVE"
-"""How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream)."""
+"""How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream, store)."""
 
 
 class DropUpstreamAborted(logging.Filter):
@@ -79,14 +79,28 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _proxy(config: str, upstream: str | None) -> ASGIProxy:
-    return Gateway.from_file(config).asgi_proxy(upstream=upstream)
+def _gateway(config: str | None, store: str | None) -> Gateway:
+    """Routes and settings from ``config``, consumers from ``store`` (followed), or everything from either."""
+    if config is None:
+        if store is None:
+            raise ConfigError("", "give --config, --store, or both")
+        return Gateway.from_store(store)
+    return Gateway.from_file(config, store=store)
+
+
+def _proxy(config: str | None, upstream: str | None, store: str | None = None) -> ASGIProxy:
+    gateway = _gateway(config, store)
+    try:
+        return gateway.asgi_proxy(upstream=upstream)
+    except BaseException:
+        gateway.close()
+        raise
 
 
 def worker_app() -> ASGIProxy:
     """The app of one ``serve --workers N`` worker process (a uvicorn factory)."""
     options = json.loads(os.environ[_WORKER_ENV])
-    return _proxy(options["config"], options["upstream"])
+    return _proxy(options["config"], options["upstream"], options.get("store"))
 
 
 def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,10 +142,10 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(missing)
     import uvicorn
 
-    config = str(Path(args.config).resolve())
+    config = str(Path(args.config).resolve()) if args.config is not None else None
     try:
-        proxy = _proxy(config, args.upstream)  # validate before any worker starts
-    except ConfigError as error:
+        proxy = _proxy(config, args.upstream, args.store)  # validate before any worker starts
+    except (ConfigError, StoreError) as error:
         return _fail(str(error))
     options = _uvicorn_options(args)
     signal.signal(signal.SIGTERM, _exit_quietly)
@@ -139,7 +153,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(proxy, **options)
     else:
-        os.environ[_WORKER_ENV] = json.dumps({"config": config, "upstream": args.upstream})
+        proxy.gateway.close()  # each worker follows the store itself
+        os.environ[_WORKER_ENV] = json.dumps(
+            {"config": config, "upstream": args.upstream, "store": args.store}
+        )
         uvicorn.run("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
@@ -171,21 +188,12 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-def _read_password(stdin: TextIO) -> str:
-    if stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat it: ") != password:
-            raise ValueError("the two passwords differ")
-        return password
-    return stdin.readline().rstrip("\r\n")
-
-
 def hash_password_command(
     args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout
 ) -> int:
     """Print an argon2id hash of a password read from the terminal (asked twice) or one line of stdin."""
     try:
-        password = _read_password(stdin)
+        password = read_password(stdin)
         print(hash_password(password), file=out)
     except ValueError as error:
         return _fail(str(error))
@@ -262,7 +270,15 @@ def _parser() -> argparse.ArgumentParser:
 
     serve_command = commands.add_parser("serve", help="run the forwarding gateway")
     serve_command.add_argument(
-        "--config", required=True, metavar="FILE", help="YAML, JSON or TOML configuration"
+        "--config",
+        metavar="FILE",
+        help="YAML, JSON or TOML configuration (routes and settings, with --store)",
+    )
+    serve_command.add_argument(
+        "--store",
+        metavar="URL",
+        help="take consumers (and, without --config, routes) from a store, followed live: "
+        "sqlite:///FILE, postgresql://HOST/DB[?schema=NAME], or a config file to reload on change",
     )
     serve_command.add_argument(
         "--upstream", metavar="URL", help="default upstream for routes without one (and for unmatched: pass)"
@@ -293,6 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     demo_command = commands.add_parser("demo", help="serve the guide's scenario with a built-in upstream")
     server_options(demo_command, "127.0.0.1", 9080)
     demo_command.set_defaults(run=demo)
+
+    _store_cli.add_commands(commands)
     return parser
 
 
@@ -302,6 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
+    if args.command == "serve" and args.config is None and args.store is None:
+        parser.error("serve needs --config, --store, or both")
     status: int = args.run(args)
     return status
 
