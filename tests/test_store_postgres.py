@@ -1,15 +1,15 @@
-"""Two gateway processes on one PostgreSQL store: changes through one reach the other within a second,
-and both ride out the store's connections being terminated.
+"""Two ``consumer-auth serve`` processes on one PostgreSQL store: a consumer added, a password rotated, a
+consumer removed (with ``consumer-auth consumers`` and through ``consumer-auth admin``) reach both within a
+second, and both ride out the store's connections being terminated.
 
-Each process (``store_server.py``) serves the echo app behind a gateway attached to the store, and the
-Admin API on the same store, on ephemeral loopback ports.
+Every process is real: the gateways and the Admin API are ``consumer-auth`` commands on ephemeral
+loopback ports, in front of an echo upstream; the store is a schema of its own in the test database.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,21 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import argon2
 import httpx
 import pytest
 
 from pg import Database
+from proxy_servers import CONSUMER_AUTH, Process, request, start_upstream
 from support import basic
 
-TESTS = Path(__file__).parent
 ADMIN_KEY = f"admin-{uuid.uuid4().hex}"
-# Cheap argon2 parameters: these tests measure propagation, not hashing.
-_CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-
-
-def cheap_hash(password: str) -> str:
-    return _CHEAP.hash(password)
 
 
 def within(seconds: float, predicate: Callable[[], bool]) -> bool:
@@ -45,183 +38,195 @@ def within(seconds: float, predicate: Callable[[], bool]) -> bool:
         time.sleep(0.02)
 
 
-def honoured(server: Server, login: str, password: str, status: int, seconds: float = 1.0) -> None:
-    """Assert that ``server`` answers ``status`` for these credentials within ``seconds``.
+@dataclass
+class Gateway:
+    """A ``consumer-auth serve`` process."""
+
+    process: Process
+    port: int
+
+    def status(self, login: str, password: str) -> int:
+        return request(self.port, "GET", "/json", [("Authorization", basic(login, password))]).status
+
+    def seen(self, login: str, password: str) -> dict[str, Any]:
+        reply = request(self.port, "GET", "/json", [("Authorization", basic(login, password))])
+        assert reply.status == 200, reply.body
+        data: dict[str, Any] = json.loads(reply.body)
+        return data
+
+    def log(self) -> str:
+        return "\n".join(self.process.stderr)
+
+
+def honoured(gateway: Gateway, login: str, password: str, status: int, seconds: float = 1.0) -> None:
+    """Assert that ``gateway`` answers ``status`` for these credentials within ``seconds``.
 
     On failure, keep polling a while longer to say whether the change came late or never, with the log.
     """
     started = time.monotonic()
-    if within(seconds, lambda: server.status(login, password) == status):
+    if within(seconds, lambda: gateway.status(login, password) == status):
         return
-    late = within(10.0, lambda: server.status(login, password) == status)
+    late = within(10.0, lambda: gateway.status(login, password) == status)
     took = f"after {time.monotonic() - started:.2f} s" if late else "not even after 10 s"
-    pytest.fail(f"{login} got {status} {took} (bound {seconds} s); the server's log:\n{server.logged()}")
+    pytest.fail(f"{login} got {status} {took} (bound {seconds} s); the gateway's log:\n{gateway.log()}")
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    gateway: str
-    admin: str
-    log: Path
-
-    def status(self, login: str, password: str) -> int:
-        response = httpx.get(
-            f"{self.gateway}/json", headers={"Authorization": basic(login, password)}, timeout=10
-        )
-        return response.status_code
-
-    def seen(self, login: str, password: str) -> dict[str, Any]:
-        response = httpx.get(
-            f"{self.gateway}/json", headers={"Authorization": basic(login, password)}, timeout=10
-        )
-        assert response.status_code == 200, response.text
-        data: dict[str, Any] = response.json()
-        return data
-
-    def admin_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-        return httpx.request(
-            method,
-            f"{self.admin}/apisix/admin/{path}",
-            json=body,
-            headers={"X-API-KEY": ADMIN_KEY},
-            timeout=10,
-        )
-
-    def logged(self) -> str:
-        return self.log.read_text()
-
-
-def start_server(url: str, log: Path) -> Server:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-    }
-    with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, str(TESTS / "store_server.py"), url, ADMIN_KEY],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=env,
-        )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        process.wait(10)
-        pytest.fail(f"the gateway process did not start:\n{log.read_text()}")
-    ports = dict(part.split("=") for part in line.split())
-    return Server(process, f"http://127.0.0.1:{ports['gateway']}", f"http://127.0.0.1:{ports['admin']}", log)
+def consumers(*args: str, store: str, password: str | None = None) -> str:
+    """Run ``consumer-auth consumers ...`` on the store; its output (it must succeed)."""
+    result = subprocess.run(
+        [CONSUMER_AUTH, "consumers", *args, "--store", store],
+        input=None if password is None else password + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.fixture
-def servers(postgres: Database, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    started: list[Server] = []
+def gateways(postgres: Database, tmp_path: Path) -> Iterator[tuple[Gateway, Gateway]]:
+    upstream = start_upstream(name="echo")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f"routes:\n  - uri: /json\n    upstream: {upstream.url}\n    plugins:\n      basic-auth: {{}}\n"
+    )
+    started: list[Gateway] = []
     try:
-        for name in ("one", "two"):
-            started.append(start_server(postgres.url, tmp_path / f"{name}.log"))
+        for _ in range(2):
+            process = Process(
+                [CONSUMER_AUTH, "serve", "--config", str(routes), "--store", postgres.url, "--port", "0"]
+            )
+            started.append(Gateway(process, process.uvicorn_port()))
         yield started[0], started[1]
     finally:
-        for server in started:
-            server.process.terminate()
-        for server in started:
-            try:
-                server.process.wait(10)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait(10)
-            if server.process.stdout is not None:
-                server.process.stdout.close()
+        for gateway in started:
+            gateway.process.terminate()
+            gateway.process.kill()
 
 
-def credential(login: str, password: str) -> dict[str, Any]:
-    return {"plugins": {"basic-auth": {"username": login, "password_hash": cheap_hash(password)}}}
-
-
-def test_add_rotate_and_remove_through_one_process_reach_the_other_within_a_second(
-    servers: tuple[Server, Server],
-) -> None:
-    one, two = servers
-    assert two.status("alex", "first") == 401
-
-    assert one.admin_call("PUT", "consumers/alex", {"labels": {"custom_id": "c-1"}}).status_code == 201
-    assert (
-        one.admin_call("PUT", "consumers/alex/credentials/main", credential("alex", "first")).status_code
-        == 201
+@pytest.fixture
+def admin(postgres: Database) -> Iterator[str]:
+    process = Process(
+        [CONSUMER_AUTH, "admin", "--store", postgres.url, "--port", "0"],
+        env={"CONSUMER_AUTH_ADMIN_KEY": ADMIN_KEY},
     )
-    honoured(two, "alex", "first", 200)
-    seen = two.seen("alex", "first")
+    try:
+        yield f"http://127.0.0.1:{process.uvicorn_port()}"
+    finally:
+        process.terminate()
+        process.kill()
+
+
+def test_add_rotate_and_remove_reach_both_gateways_within_a_second(
+    postgres: Database, gateways: tuple[Gateway, Gateway], admin: str
+) -> None:
+    one, two = gateways
+    assert one.status("alex", "first-pw") == 401
+
+    consumers(
+        "add",
+        "alex",
+        "--label",
+        "custom_id=c-1",
+        "--credential-id",
+        "main",
+        store=postgres.url,
+        password="first-pw",
+    )
+    for gateway in gateways:
+        honoured(gateway, "alex", "first-pw", 200)
+    seen = two.seen("alex", "first-pw")
     assert seen["headers"]["x-consumer-username"] == "alex"
     assert seen["headers"]["x-credential-identifier"] == "main"
     assert seen["headers"]["x-consumer-custom-id"] == "c-1"
 
-    # Rotation: the same credential, a new password.
-    assert (
-        one.admin_call("PUT", "consumers/alex/credentials/main", credential("alex", "second")).status_code
-        == 200
+    # A password rotated in place: the old one stops working everywhere.
+    consumers("passwd", "alex", store=postgres.url, password="second-pw")
+    for gateway in gateways:
+        honoured(gateway, "alex", "second-pw", 200)
+        honoured(gateway, "alex", "first-pw", 401)
+
+    # Rotation without downtime, through the Admin API: a second credential, then the first one goes.
+    created = httpx.put(
+        f"{admin}/apisix/admin/consumers/alex/credentials/next",
+        json={"plugins": {"basic-auth": {"username": "alex-2", "password": "third-pw"}}},
+        headers={"X-API-KEY": ADMIN_KEY},
+        timeout=30,
     )
-    honoured(two, "alex", "second", 200)
-    assert two.status("alex", "first") == 401
-
-    # Rotation without downtime: a second credential, then the first one goes.
-    assert (
-        one.admin_call("PUT", "consumers/alex/credentials/next", credential("alex-2", "third")).status_code
-        == 201
+    assert created.status_code == 201, created.text
+    for gateway in gateways:
+        honoured(gateway, "alex-2", "third-pw", 200)
+    assert two.status("alex", "second-pw") == 200
+    assert two.seen("alex-2", "third-pw")["headers"]["x-credential-identifier"] == "next"
+    deleted = httpx.delete(
+        f"{admin}/apisix/admin/consumers/alex/credentials/main", headers={"X-API-KEY": ADMIN_KEY}, timeout=30
     )
-    honoured(two, "alex-2", "third", 200)
-    assert two.status("alex", "second") == 200
-    assert two.seen("alex-2", "third")["headers"]["x-credential-identifier"] == "next"
-    assert one.admin_call("DELETE", "consumers/alex/credentials/main").status_code == 200
-    honoured(two, "alex", "second", 401)
+    assert deleted.status_code == 200
+    for gateway in gateways:
+        honoured(gateway, "alex", "second-pw", 401)
 
-    assert one.admin_call("DELETE", "consumers/alex").status_code == 200
-    honoured(two, "alex-2", "third", 401)
-    assert one.status("alex-2", "third") == 401
+    consumers("remove", "alex", store=postgres.url)
+    for gateway in gateways:
+        honoured(gateway, "alex-2", "third-pw", 401)
 
-    for server in servers:
-        log = server.logged()
-        assert "first" not in log, log
+    for gateway in gateways:
+        log = gateway.log()
+        assert "-pw" not in log, log
         assert "$argon2" not in log, log
 
 
-def test_both_processes_ride_out_terminated_connections_and_catch_up(
-    postgres: Database, servers: tuple[Server, Server]
+def test_both_gateways_ride_out_terminated_connections_and_catch_up(
+    postgres: Database, gateways: tuple[Gateway, Gateway]
 ) -> None:
-    from consumer_auth.store import SQLStore
-
-    one, two = servers
-    one.admin_call("PUT", "consumers/alex", credential_consumer("alex", "pw-alex"))
-    honoured(two, "alex", "pw-alex", 200)
+    one, two = gateways
+    consumers("add", "alex", store=postgres.url, password="pw-alex")
+    for gateway in gateways:
+        honoured(gateway, "alex", "pw-alex", 200)
 
     terminated = postgres.terminate_store_connections()
-    assert terminated >= 2, (terminated, one.logged(), two.logged())  # at least each LISTEN connection
+    assert terminated >= 2, (terminated, one.log(), two.log())  # at least each gateway's LISTEN connection
 
     # The store's connections are gone: both keep answering from their snapshot.
-    assert one.status("alex", "pw-alex") == 200, one.logged()
-    assert two.status("alex", "pw-alex") == 200, two.logged()
+    assert one.status("alex", "pw-alex") == 200, one.log()
+    assert two.status("alex", "pw-alex") == 200, two.log()
 
     # A change made while they reconnect (its notification may be lost) is caught up with.
-    store = SQLStore(postgres.url)
-    try:
-        store.put_resource("consumers", "bob", credential_consumer("bob", "pw-bob"))
-    finally:
-        store.close()
-    for server in servers:
-        assert within(10.0, lambda: "the store answers again" in server.logged()), server.logged()  # noqa: B023
-        honoured(server, "bob", "pw-bob", 200, seconds=10.0)
+    consumers("add", "bob", store=postgres.url, password="pw-bob")
+    for gateway in gateways:
+        gateway.process.wait_for("the store answers again", gateway.process.stderr, timeout=10)
+        honoured(gateway, "bob", "pw-bob", 200, seconds=10.0)
 
-    # Once reconnected, the next change through one reaches the other within a second.
-    assert one.admin_call("DELETE", "consumers/bob").status_code == 200
-    honoured(two, "bob", "pw-bob", 401)
-    assert two.status("alex", "pw-alex") == 200
+    # Once reconnected, the next change reaches both within a second.
+    consumers("remove", "bob", store=postgres.url)
+    for gateway in gateways:
+        honoured(gateway, "bob", "pw-bob", 401)
+        assert gateway.status("alex", "pw-alex") == 200
 
-    for server in servers:
-        log = server.logged()
+    for gateway in gateways:
+        log = gateway.log()
         assert log.count("cannot read the store") == 1, log  # logged once per change of state
         assert log.count("the store answers again") == 1, log
         assert "pw-" not in log, log
         assert "$argon2" not in log, log
 
 
-def credential_consumer(login: str, password: str) -> dict[str, Any]:
-    return {"plugins": {"basic-auth": {"username": login, "password_hash": cheap_hash(password)}}}
+def test_serve_refuses_an_unreachable_store_at_start(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("routes:\n  - uri: /json\n    upstream: http://127.0.0.1:9\n")
+    result = subprocess.run(
+        [
+            CONSUMER_AUTH,
+            "serve",
+            "--config",
+            str(routes),
+            "--store",
+            "postgresql://gw:hunter2@127.0.0.1:1/db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("consumer-auth: error: ")
+    assert "hunter2" not in result.stderr
