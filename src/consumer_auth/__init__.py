@@ -23,9 +23,11 @@ from .errors import (
     UnsupportedAppError,
     UpstreamAbortedError,
 )
+from .failures import FailureStore, MemoryFailureStore, RedisFailureStore
 from .gateway import Gateway
 from .passwords import hash_password
 from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
+from .plugins.brute_force import BruteForce
 from .routing import Route, Service
 from .upstream import Upstream
 from .wsgi import CONSUMER_KEY
@@ -34,15 +36,19 @@ __all__ = [
     "Allow",
     "BasicAuthCredential",
     "BasicAuthPlugin",
+    "BruteForce",
     "CONSUMER_KEY",
     "ConfigError",
     "Consumer",
     "ConsumerAuthError",
     "ConsumerRestrictionPlugin",
     "Decision",
+    "FailureStore",
     "Gateway",
+    "MemoryFailureStore",
     "Pending",
     "Profile",
+    "RedisFailureStore",
     "Reject",
     "RequestFacts",
     "Route",

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, cast
 
 from .consumers import Consumer
 from .errors import UnsupportedAppError
+from .failures import FailureStore
 from .gateway import Gateway
 from .plugins import BasicAuthPlugin, Profile
+from .plugins.brute_force import BruteForce
 from .routing import Route
 
 __all__ = ["detect_interface", "protect"]
@@ -39,6 +41,9 @@ def protect(
     hide_credentials: bool = False,
     anonymous_consumer: str | None = None,
     profile: Profile | str = Profile.CLASSIC,
+    brute_force: BruteForce | Mapping[str, Any] | None = None,
+    brute_force_store: FailureStore | None = None,
+    trusted_proxies: Iterable[str] = (),
     interface: Literal["auto", "wsgi", "asgi"] = "auto",
 ) -> App:
     """Require basic-auth credentials of ``consumers`` on every path of a WSGI or ASGI app.
@@ -50,6 +55,10 @@ def protect(
         hide_credentials: Remove ``Authorization`` before the app sees the request.
         anonymous_consumer: Let failed requests through as this consumer instead of answering 401.
         profile: ``"classic"`` (default) or ``"apisix-3"``; see :class:`~consumer_auth.Gateway`.
+        brute_force: Limits on failed logins, e.g. ``{"max_failures": 5, "window": 60, "lockout": 300}``
+            (off by default); see :class:`~consumer_auth.BruteForce`.
+        brute_force_store: Where failures are counted (default: this process's memory).
+        trusted_proxies: Proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` is believed.
         interface: ``"auto"`` detects ASGI (coroutine ``__call__``) or WSGI; force one if detection fails.
 
     Returns:
@@ -67,8 +76,17 @@ def protect(
     """
     kind = detect_interface(app) if interface == "auto" else interface
     plugin = BasicAuthPlugin(
-        hide_credentials=hide_credentials, realm=realm, anonymous_consumer=anonymous_consumer
+        hide_credentials=hide_credentials,
+        realm=realm,
+        anonymous_consumer=anonymous_consumer,
+        brute_force=brute_force,
     )
-    gateway = Gateway(consumers=consumers, routes=[Route("/*", plugins=[plugin])], profile=profile)
+    gateway = Gateway(
+        consumers=consumers,
+        routes=[Route("/*", plugins=[plugin])],
+        profile=profile,
+        trusted_proxies=trusted_proxies,
+        brute_force_store=brute_force_store,
+    )
     wrapped: Any = gateway.asgi(cast(Any, app)) if kind == "asgi" else gateway.wsgi(cast(Any, app))
     return cast(App, wrapped)

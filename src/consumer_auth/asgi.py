@@ -141,16 +141,27 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
     """The request facts of an HTTP or websocket scope."""
     host: str | None = None
     authorization: list[str] = []
+    forwarded_for: list[str] = []
     for name, value in scope["headers"]:
         if name == b"host":
             host = value.decode("latin-1")
         elif name == b"authorization":
             authorization.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for":
+            forwarded_for.append(value.decode("latin-1"))
     server = scope.get("server")
     if host is None and server is not None:
         host = server[0]
+    peer = scope.get("client")
     method = scope["method"] if scope["type"] == "http" else "GET"
-    return RequestFacts(method, normalize_path(_route_path(scope) or "/"), host, tuple(authorization))
+    return RequestFacts(
+        method,
+        normalize_path(_route_path(scope) or "/"),
+        host,
+        tuple(authorization),
+        peer[0] if peer else None,
+        tuple(forwarded_for),
+    )
 
 
 def _route_path(scope: HTTPScope | WebSocketScope) -> str:

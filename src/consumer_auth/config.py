@@ -16,9 +16,19 @@ from typing import Any, TypeVar
 
 import yaml
 
-from ._validate import expect_choice, expect_int, expect_list, expect_mapping, expect_number, reject_unknown
+from ._trust import TrustedProxies
+from ._validate import (
+    expect_choice,
+    expect_int,
+    expect_list,
+    expect_mapping,
+    expect_number,
+    expect_str_list,
+    reject_unknown,
+)
 from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
+from .failures import FailureStore, store_from_config
 from .plugins import Profile, plugins_from_config
 from .routing import Route, Service
 
@@ -26,7 +36,16 @@ __all__ = ["GatewayConfig", "load_file", "parse_config"]
 
 T = TypeVar("T")
 
-_TOP = ("profile", "unmatched", "verification_cache", "consumers", "services", "routes")
+_TOP = (
+    "profile",
+    "unmatched",
+    "verification_cache",
+    "trusted_proxies",
+    "brute_force_store",
+    "consumers",
+    "services",
+    "routes",
+)
 _CACHE = ("max_entries", "ttl")
 _CONSUMER = ("username", "desc", "labels", "plugins", "credentials")
 _CREDENTIAL = ("id", "desc", "plugins")
@@ -68,6 +87,8 @@ class GatewayConfig:
     unmatched: str
     cache_size: int = 10_000
     cache_ttl: float = 60.0
+    trusted_proxies: tuple[str, ...] = ()
+    brute_force_store: FailureStore | None = None
 
 
 def _at(path: str, build: Callable[[], T]) -> T:
@@ -174,6 +195,10 @@ def parse_config(document: object) -> GatewayConfig:
     reject_unknown(top, _TOP, "")
     profile = Profile(expect_choice(top.get("profile", "classic"), "profile", [p.value for p in Profile]))
     unmatched = expect_choice(top.get("unmatched", "reject"), "unmatched", ("reject", "pass"))
+    trusted = expect_str_list(top.get("trusted_proxies") or [], "trusted_proxies", nonempty=False)
+    TrustedProxies(trusted)  # checked here, so that a mistake is reported before anything is built
+    raw_store = top.get("brute_force_store")
+    store = _at("brute_force_store", lambda: store_from_config(raw_store)) if raw_store is not None else None
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
@@ -181,7 +206,7 @@ def parse_config(document: object) -> GatewayConfig:
     reject_unknown(cache, _CACHE, "verification_cache")
     size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
     ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
-    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl)
+    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl, trusted, store)
 
 
 def load_file(path: str | Path) -> object:

@@ -36,13 +36,19 @@ class RequestFacts:
         method: Upper-case HTTP method (``GET``); websocket handshakes use ``GET``.
         path: The decoded path (no query string).
         host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown.
-        authorization: Every ``Authorization`` header value, in order.
+        authorization: Every ``Authorization`` header value, in order (never shown by ``repr``).
+        client: The peer's address as the server saw it (WSGI ``REMOTE_ADDR``, ASGI ``scope["client"]``);
+            ``None`` if unknown. ``X-Forwarded-For`` only counts when this peer is a trusted proxy (see
+            :meth:`consumer_auth.Gateway.client_address`).
+        forwarded_for: Every ``X-Forwarded-For`` header value, in order.
     """
 
     method: str
     path: str
     host: str | None = None
-    authorization: tuple[str, ...] = ()
+    authorization: tuple[str, ...] = field(default=(), repr=False)
+    client: str | None = None
+    forwarded_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +57,15 @@ class Reject:
 
     ``headers`` are the response headers (without ``Content-Length``). ``status_line``,
     ``wsgi_headers`` and ``raw_headers`` (lower-case bytes, for ASGI) are precomputed with
-    ``Content-Length`` added.
+    ``Content-Length`` added. ``reason`` is a stable code saying why (``wrong_password``,
+    ``no_route``, ...; see ``docs/security.md``); it is logged, never sent, and two rejections with the
+    same bytes but different reasons compare equal.
     """
 
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    reason: str = field(default="rejected", compare=False)
     status_line: str = field(init=False)
     wsgi_headers: tuple[tuple[str, str], ...] = field(init=False)
     raw_headers: tuple[tuple[bytes, bytes], ...] = field(init=False)
@@ -74,10 +83,12 @@ class Reject:
         )
 
 
-def json_reject(status: int, key: str, message: str, *extra: tuple[str, str]) -> Reject:
+def json_reject(
+    status: int, key: str, message: str, *extra: tuple[str, str], reason: str = "rejected"
+) -> Reject:
     """A rejection whose body is ``{"<key>": "<message>"}`` and a newline, as APISIX writes it."""
     body = json.dumps({key: message}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    return Reject(status, (_TEXT_PLAIN, *extra), body)
+    return Reject(status, (_TEXT_PLAIN, *extra), body, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +120,8 @@ class Pending:
     """A decision that needs a password verified first.
 
     ``run()`` does the verification and returns the decision. When ``slow`` is true (a hash such as
-    argon2id), an asynchronous adapter must call ``run`` outside its event loop. ``login`` is the
+    argon2id, or a brute-force failure store that talks to a server), an asynchronous adapter must call
+    ``run`` outside its event loop (:func:`consumer_auth.asgi.resolve` does). ``login`` is the
     username the client presented (known or not): adapters run one verification per login at a time,
     so a flood against one login cannot hold up the others (see ``docs/passwords.md``).
     """

@@ -3,23 +3,34 @@
 This module is the sans-IO heart of the library: request facts in (:class:`RequestFacts`), a
 :class:`Decision` out. The WSGI and ASGI adapters and both proxies call it the same way, which is
 how every mode gives the same answers.
+
+Each decision is logged, when enabled, as one record on the ``consumer_auth.auth`` logger (level
+INFO) with the attributes ``outcome``, ``reason``, ``status``, ``route``, ``consumer``, ``client``
+and ``failure``; never a password, an ``Authorization`` value, a hash or a username a client typed
+(see ``docs/security.md``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._trust import TrustedProxies
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
+from .credentials import BasicCredentials
 from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import ConfigError
+from .failures import LOGGER as BRUTE_FORCE_LOGGER
+from .failures import FailureStore, MemoryFailureStore
 from .passwords import VerificationCache
 from .plugins import Plugin, Profile
-from .plugins.basic_auth import Authenticated, RehashHook, SlowCheck
+from .plugins.basic_auth import Authenticated, BasicAuthCheck, RehashHook, SlowCheck
+from .plugins.brute_force import BruteForceCheck, client_subject
 from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
 
 if TYPE_CHECKING:
@@ -31,9 +42,12 @@ if TYPE_CHECKING:
     from .store import Store, StoreWatcher
     from .upstream import Upstream
 
-__all__ = ["NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
-NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found")
+LOGGER = logging.getLogger("consumer_auth.auth")
+"""One INFO record per decision (see the module docstring for its attributes)."""
+
+NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
 
 
@@ -95,6 +109,12 @@ class Gateway:
             bcrypt, or argon2 with weaker parameters), with a fresh argon2id hash of that password, so a
             store can save it. Called once per credential per consumer set, off the event loop;
             exceptions it raises are logged, never sent to the client.
+        trusted_proxies: Addresses or CIDR networks of proxies in front of the gateway. Only a request
+            from one of them has its ``X-Forwarded-For`` read to find the client address (which
+            brute-force limits and logs use); see :meth:`client_address`.
+        brute_force_store: Where the failure counts of routes with ``brute_force`` limits live: a
+            :class:`~consumer_auth.failures.MemoryFailureStore` (the default, one per gateway) or a
+            :class:`~consumer_auth.failures.RedisFailureStore` shared by several processes.
 
     Raises:
         ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
@@ -121,6 +141,8 @@ class Gateway:
         cache_size: int = 10_000,
         cache_ttl: float = 60.0,
         on_rehash: RehashHook | None = None,
+        trusted_proxies: Iterable[str] = (),
+        brute_force_store: FailureStore | None = None,
     ) -> None:
         try:
             self.profile = Profile(profile)
@@ -137,6 +159,10 @@ class Gateway:
                 error.reason,
             ) from None
         self.on_rehash = on_rehash
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.brute_force_store: FailureStore = (
+            brute_force_store if brute_force_store is not None else MemoryFailureStore()
+        )
         self._pass = Allow(None)
         self._lock = threading.Lock()
         self._services = tuple(services)
@@ -172,6 +198,8 @@ class Gateway:
             "unmatched": config.unmatched,
             "cache_size": config.cache_size,
             "cache_ttl": config.cache_ttl,
+            "trusted_proxies": config.trusted_proxies,
+            "brute_force_store": config.brute_force_store,
         }
         if store is None:
             return cls(consumers=config.consumers, **options)
@@ -264,6 +292,8 @@ class Gateway:
                     unmatched=settings.unmatched,
                     cache_size=settings.cache_size,
                     cache_ttl=settings.cache_ttl,
+                    trusted_proxies=settings.trusted_proxies,
+                    brute_force_store=settings.brute_force_store,
                 )
             gateway = cls(**{**built, **options})
             watcher = StoreWatcher(gateway, opened, routes=routes, poll_interval=poll_interval)
@@ -407,19 +437,76 @@ class Gateway:
         """The route a request matches, if any."""
         return self._state.routes.match(facts.method, facts.path, facts.host)
 
+    def client_address(self, facts: RequestFacts) -> str | None:
+        """The address a request comes from, as brute-force limits and logs see it.
+
+        It is the peer (``facts.client``), unless the peer is one of ``trusted_proxies``: then
+        ``X-Forwarded-For`` is read from the right, and the first address that is not a trusted proxy
+        is the client. A client can therefore never choose its own address by sending the header.
+        """
+        return self.trusted_proxies.client(facts.client, facts.forwarded_for)
+
     def decide(self, facts: RequestFacts) -> Decision | Pending:
-        """Decide a request; a :class:`Pending` result still needs a slow hash verified (``run()``).
+        """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
 
         Everything cheap happens here: routing, parsing the header, finding the credential, and checking
         a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
         (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
         event loop can run it elsewhere; ``Pending.login`` says whose it is.
+
+        On a route with ``brute_force`` limits, every attempt with credentials is a ``Pending``: its
+        ``run()`` first asks the failure store whether the username or the client is locked out (429,
+        without checking the password), then checks the password and counts a failure. It is ``slow``
+        when the check may run a slow hash or the store talks to a server.
         """
+        log = LOGGER.isEnabledFor(logging.INFO)
         state = self._state
         route = state.routes.match(facts.method, facts.path, facts.host)
         if route is None:
-            return self._pass if self.unmatched == "pass" else NOT_FOUND
-        return _decide_route(route, state.consumers, facts, self.verification_cache, self.on_rehash)
+            decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
+            if log:
+                _log(None, decision, self.client_address(facts))
+            return decision
+        return self._decide_route(route, state.consumers, facts, log)
+
+    def _decide_route(
+        self, route: CompiledRoute, consumers: ConsumerIndex, facts: RequestFacts, log: bool
+    ) -> Decision | Pending:
+        """Run a matched route's plugins on a request (for :meth:`decide` and :class:`Guard`)."""
+        auth = route.auth
+        if auth is None:
+            decision = _finish(route, None, facts.method)
+            if log:
+                _log(route, decision, self.client_address(facts))
+            return decision
+        parsed = auth.parse(facts.authorization, consumers)
+        if isinstance(parsed, Reject):
+            outcome = auth.fallback(parsed, consumers)
+            decision = _finish(route, outcome, facts.method)
+            if log:
+                _log(route, decision, self.client_address(facts), outcome, parsed.reason)
+            return decision
+        guard = auth.brute_force
+        if guard is None and not log:
+            return _check(
+                route, auth, consumers, parsed, facts.method, self.verification_cache, self.on_rehash
+            )
+        client = self.client_address(facts)
+        attempt = _Attempt(route, auth, consumers, parsed, facts.method, client, log)
+        keys = guard.keys(parsed.username, client) if guard is not None else ()
+        if guard is not None and keys:
+            store = self.brute_force_store
+            cache, on_rehash = self.verification_cache, self.on_rehash
+            return Pending(
+                store.blocking or auth.may_be_slow(parsed, consumers),
+                lambda: attempt.run_guarded(guard, keys, store, cache, on_rehash),
+                parsed.username,
+            )
+        checked = auth.check(parsed, consumers, self.verification_cache, self.on_rehash)
+        if isinstance(checked, SlowCheck):
+            slow = checked.run
+            return Pending(True, lambda: attempt.conclude(slow()), checked.login)
+        return attempt.conclude(checked)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
@@ -533,14 +620,17 @@ class Guard:
                 Then only ``consumer-restriction`` runs: the request is not authenticated again, so a
                 route's ``hide_credentials`` does not get in the way.
         """
+        gateway = self._gateway
+        log = LOGGER.isEnabledFor(logging.INFO)
         if consumer is None:
-            gateway = self._gateway
-            return _decide_route(
-                self._route, gateway._state.consumers, facts, gateway.verification_cache, gateway.on_rehash
-            )
+            return gateway._decide_route(self._route, gateway._state.consumers, facts, log)
         restriction = self._route.restriction
         rejected = restriction.check(consumer, facts.method) if restriction is not None else None
-        return rejected if rejected is not None else Allow(self._route, consumer)
+        decision = rejected if rejected is not None else Allow(self._route, consumer)
+        if log:
+            client = gateway.client_address(facts)
+            _log(self._route, decision, client, target=consumer.username, allowed="already_authenticated")
+        return decision
 
     def decide_now(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision:
         """Like :meth:`decide`, verifying any password in the calling thread."""
@@ -548,20 +638,17 @@ class Guard:
         return decision.run() if isinstance(decision, Pending) else decision
 
 
-def _decide_route(
+def _check(
     route: CompiledRoute,
+    auth: BasicAuthCheck,
     consumers: ConsumerIndex,
-    facts: RequestFacts,
+    parsed: BasicCredentials,
+    method: str,
     cache: VerificationCache | None,
     on_rehash: RehashHook | None,
 ) -> Decision | Pending:
-    """Run a matched route's plugins on a request; only a slow hash that must really run is ``Pending``."""
-    auth = route.auth
-    if auth is None:
-        return _finish(route, None, facts.method)
-    parsed = auth.parse(facts.authorization, consumers)
-    if isinstance(parsed, Reject):
-        return _finish(route, auth.fallback(parsed, consumers), facts.method)
+    """Check the password of a route without limits or logs; only a slow hash that must really run is
+    ``Pending``."""
     checked = auth.check(parsed, consumers, cache, on_rehash)
     if isinstance(checked, SlowCheck):
         slow = checked.run
@@ -570,12 +657,153 @@ def _decide_route(
             outcome = slow()
             if isinstance(outcome, Reject):
                 outcome = auth.fallback(outcome, consumers)
-            return _finish(route, outcome, facts.method)
+            return _finish(route, outcome, method)
 
         return Pending(True, run, checked.login)
     if isinstance(checked, Reject):
-        return _finish(route, auth.fallback(checked, consumers), facts.method)
-    return _finish(route, checked, facts.method)
+        return _finish(route, auth.fallback(checked, consumers), method)
+    return _finish(route, checked, method)
+
+
+class _Attempt:
+    """One credential check that is logged and/or counted by brute-force limits."""
+
+    __slots__ = ("auth", "client", "consumers", "credentials", "log", "method", "route")
+
+    def __init__(
+        self,
+        route: CompiledRoute,
+        auth: BasicAuthCheck,
+        consumers: ConsumerIndex,
+        credentials: BasicCredentials,
+        method: str,
+        client: str | None,
+        log: bool,
+    ) -> None:
+        self.route, self.auth, self.consumers, self.credentials = route, auth, consumers, credentials
+        self.method, self.client, self.log = method, client, log
+
+    def conclude(self, checked: Reject | Authenticated) -> Decision:
+        """Finish the attempt from the password check's outcome (``anonymous_consumer``, restriction)."""
+        failure = checked.reason if isinstance(checked, Reject) else None
+        outcome = self.auth.fallback(checked, self.consumers) if isinstance(checked, Reject) else checked
+        decision = _finish(self.route, outcome, self.method)
+        if self.log:
+            _log(self.route, decision, self.client, outcome, failure, self._target())
+        return decision
+
+    def run_guarded(
+        self,
+        guard: BruteForceCheck,
+        keys: tuple[str, ...],
+        store: FailureStore,
+        cache: VerificationCache | None,
+        on_rehash: RehashHook | None,
+    ) -> Decision:
+        """Ask the store first (a lock answers 429 before any check, cached or not), then check and count."""
+        retry_after = store.retry_after(keys)
+        if retry_after > 0:
+            decision: Decision = guard.reject(retry_after)
+            if self.log:
+                _log(self.route, decision, self.client, None, None, self._target())
+            return decision
+        checked = self.auth.check(self.credentials, self.consumers, cache, on_rehash)
+        if isinstance(checked, SlowCheck):
+            checked = checked.run()
+        if isinstance(checked, Reject):
+            locked = store.add_failure(keys, guard.limits)
+            if locked:
+                self._log_lockout(guard, locked)
+        return self.conclude(checked)
+
+    def _target(self) -> str | None:
+        """The consumer whose credential username was tried, if it exists (a name from the config)."""
+        found = self.consumers.credential(self.credentials.username)
+        return found[0].username if found is not None else None
+
+    def _log_lockout(self, guard: BruteForceCheck, locked: tuple[str, ...]) -> None:
+        if not BRUTE_FORCE_LOGGER.isEnabledFor(logging.WARNING):
+            return
+        limits = guard.limits
+        for key in locked:
+            by_username = ":u:" in key
+            target = self._target() if by_username else None
+            subject = (
+                ("consumer " + target if target else "an unknown username")
+                if by_username
+                else "client " + (client_subject(self.client) if self.client is not None else "?")
+            )
+            BRUTE_FORCE_LOGGER.warning(
+                "locked out %s for %gs after %d failed attempts within %gs",
+                subject,
+                limits.lockout,
+                limits.max_failures,
+                limits.window,
+                extra={
+                    "subject": "username" if by_username else "client",
+                    "route": _route_name(self.route),
+                    "consumer": target,
+                    "client": self.client,
+                },
+            )
+
+
+def _route_name(route: CompiledRoute | None) -> str | None:
+    if route is None:
+        return None
+    if route.id:
+        return route.id
+    return f"routes[{route.order}]" if route.order >= 0 else "guard"
+
+
+def _log(
+    route: CompiledRoute | None,
+    decision: Decision,
+    client: str | None,
+    outcome: Reject | Authenticated | None = None,
+    failure: str | None = None,
+    target: str | None = None,
+    allowed: str | None = None,
+) -> None:
+    """Write the one record of a decision. Every value comes from the configuration or is a code.
+
+    ``target`` is the consumer a rejected attempt was for, ``allowed`` the reason of an allowed
+    decision when it cannot be told from the decision itself.
+    """
+    if isinstance(decision, Reject):
+        verdict, reason, status = "reject", decision.reason, decision.status
+        consumer = outcome.consumer.username if isinstance(outcome, Authenticated) else target
+    else:
+        verdict, status = "allow", None
+        consumer = decision.consumer.username if decision.consumer is not None else None
+        if allowed is not None:
+            reason = allowed
+        elif decision.route is None:
+            reason = "unmatched"
+        elif decision.consumer is None:
+            reason = "no_auth"
+        elif decision.credential is None:
+            reason = "anonymous"
+        else:
+            reason = "authenticated"
+    name = _route_name(route)
+    LOGGER.info(
+        "%s %s route=%s consumer=%s client=%s",
+        verdict,
+        reason,
+        name,
+        consumer,
+        client,
+        extra={
+            "outcome": verdict,
+            "reason": reason,
+            "status": status,
+            "route": name,
+            "consumer": consumer,
+            "client": client,
+            "failure": failure,
+        },
+    )
 
 
 def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method: str) -> Decision:

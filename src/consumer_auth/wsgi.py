@@ -39,11 +39,14 @@ def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
     """The request facts of a WSGI request (the path is ``PATH_INFO``, below any ``SCRIPT_NAME``)."""
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
     authorization = environ.get("HTTP_AUTHORIZATION")
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
     return RequestFacts(
         environ.get("REQUEST_METHOD", "GET").upper(),
         normalize_path(_text(environ.get("PATH_INFO", "") or "/")),
         host,
         (authorization,) if authorization is not None else (),
+        environ.get("REMOTE_ADDR") or None,
+        (forwarded_for,) if forwarded_for is not None else (),
     )
 
 

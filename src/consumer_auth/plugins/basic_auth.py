@@ -5,15 +5,18 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from consumer_auth._validate import describe, expect_bool, expect_mapping, expect_str, fail, reject_unknown
 from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
 from consumer_auth.decision import Reject, json_reject
+from consumer_auth.errors import ConfigError
 from consumer_auth.passwords import PasswordVerifier, VerificationCache, hash_password
+
+from .brute_force import BruteForce, BruteForceCheck
 
 __all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile", "RehashHook", "SlowCheck"]
 
@@ -43,10 +46,12 @@ class BasicAuthPlugin:
         realm: The realm of ``WWW-Authenticate`` (1-128 printable ASCII characters, no ``"`` or ``\\``).
             Default: ``.`` under the classic profile, ``basic`` under ``apisix-3``.
         anonymous_consumer: A consumer name to let failed requests through as, instead of a 401.
+        brute_force: Limits on failed logins (a :class:`BruteForce` or a mapping of its fields, e.g.
+            ``{"max_failures": 5, "window": 60, "lockout": 300}``); off when ``None`` (the default).
 
     Example:
         >>> BasicAuthPlugin(hide_credentials=True)
-        BasicAuthPlugin(hide_credentials=True, realm=None, anonymous_consumer=None)
+        BasicAuthPlugin(hide_credentials=True, realm=None, anonymous_consumer=None, brute_force=None)
     """
 
     name: ClassVar[str] = "basic-auth"
@@ -54,6 +59,7 @@ class BasicAuthPlugin:
     hide_credentials: bool = False
     realm: str | None = None
     anonymous_consumer: str | None = None
+    brute_force: BruteForce | Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         expect_bool(self.hide_credentials, "hide_credentials")
@@ -67,12 +73,18 @@ class BasicAuthPlugin:
                 )
         if self.anonymous_consumer is not None:
             expect_str(self.anonymous_consumer, "anonymous_consumer")
+        if self.brute_force is not None:
+            try:
+                limits = BruteForce.from_config(self.brute_force)
+            except ConfigError as error:
+                raise error.within("brute_force") from None
+            object.__setattr__(self, "brute_force", limits)
 
     @classmethod
     def from_config(cls, value: object) -> BasicAuthPlugin:
         """Build from a configuration mapping (errors are relative to the plugin)."""
         config = expect_mapping(value, "")
-        reject_unknown(config, ("hide_credentials", "realm", "anonymous_consumer"), "")
+        reject_unknown(config, ("hide_credentials", "realm", "anonymous_consumer", "brute_force"), "")
         return cls(**config)
 
     def compile(self, profile: Profile) -> BasicAuthCheck:
@@ -126,8 +138,8 @@ def _report_rehash(
         _log.exception("on_rehash failed for consumer %r", consumer.username)
 
 
-def _message(text: str, *headers: tuple[str, str]) -> Reject:
-    return json_reject(401, "message", text, *headers)
+def _message(text: str, reason: str, *headers: tuple[str, str]) -> Reject:
+    return json_reject(401, "message", text, *headers, reason=reason)
 
 
 class BasicAuthCheck:
@@ -141,27 +153,34 @@ class BasicAuthCheck:
         "_no_consumers",
         "_unknown",
         "_wrong",
+        "brute_force",
         "hide_credentials",
     )
 
     def __init__(self, plugin: BasicAuthPlugin, profile: Profile) -> None:
         self.hide_credentials = plugin.hide_credentials
         self._anonymous = plugin.anonymous_consumer
+        limits = plugin.brute_force
+        self.brute_force: BruteForceCheck | None = (
+            limits.compile() if isinstance(limits, BruteForce) else None
+        )  # None: the protection is off
         if profile is Profile.CLASSIC:
             challenge = ("WWW-Authenticate", f"Basic realm='{plugin.realm or '.'}'")
-            self._missing = _message("Missing authorization in request", challenge)
-            self._invalid = _message("Invalid authorization in request")
-            self._no_consumers = _message("Missing related consumer")
-            self._unknown = _message("Invalid user key in authorization")
-            self._wrong = _message("Password is error")
-            self._anonymous_missing = _message("Invalid user authorization")
+            self._missing = _message("Missing authorization in request", "missing_authorization", challenge)
+            self._invalid = _message("Invalid authorization in request", "invalid_authorization")
+            self._no_consumers = _message("Missing related consumer", "no_credentials_configured")
+            self._unknown = _message("Invalid user key in authorization", "unknown_username")
+            self._wrong = _message("Password is error", "wrong_password")
+            self._anonymous_missing = _message("Invalid user authorization", "anonymous_consumer_missing")
         else:
             challenge = ("WWW-Authenticate", f'Basic realm="{plugin.realm or "basic"}"')
-            self._missing = _message("Missing authorization in request", challenge)
-            self._invalid = _message("Invalid authorization in request", challenge)
-            self._no_consumers = self._unknown = self._wrong = self._anonymous_missing = _message(
-                "Invalid user authorization", challenge
-            )
+            same = "Invalid user authorization"
+            self._missing = _message("Missing authorization in request", "missing_authorization", challenge)
+            self._invalid = _message("Invalid authorization in request", "invalid_authorization", challenge)
+            self._no_consumers = _message(same, "no_credentials_configured", challenge)
+            self._unknown = _message(same, "unknown_username", challenge)
+            self._wrong = _message(same, "wrong_password", challenge)
+            self._anonymous_missing = _message(same, "anonymous_consumer_missing", challenge)
 
     def parse(self, authorization: tuple[str, ...], consumers: ConsumerIndex) -> Reject | BasicCredentials:
         """The cheap half: read the header. A :class:`Reject` here needs no password check."""
@@ -173,6 +192,13 @@ class BasicAuthCheck:
         if not consumers.has_credentials:
             return self._no_consumers
         return parsed
+
+    def may_be_slow(self, credentials: BasicCredentials, consumers: ConsumerIndex) -> bool:
+        """Whether :meth:`check` may run a slow hash for these credentials (the credential's own, or
+        the decoy an unknown username runs)."""
+        found = consumers.credential(credentials.username)
+        verifier = found[1].verifier if found is not None else consumers.decoy
+        return verifier is not None and verifier.slow
 
     def check(
         self,

@@ -118,8 +118,12 @@ class RestrictionCheck:
         self._methods: dict[str, frozenset[str]] = {}
         for user, methods in plugin.allowed_by_methods or ():
             self._methods.setdefault(user, frozenset(methods))  # the first entry for a user counts
-        self._rejected = json_reject(plugin.rejected_code, "message", plugin.rejected_msg)
-        self._no_consumer = json_reject(401, "message", "Missing authentication or identity verification.")
+        self._rejected = json_reject(
+            plugin.rejected_code, "message", plugin.rejected_msg, reason="consumer_forbidden"
+        )
+        self._no_consumer = json_reject(
+            401, "message", "Missing authentication or identity verification.", reason="no_consumer"
+        )
 
     def check(self, consumer: Consumer | None, method: str) -> Reject | None:
         """The rejection for this consumer and method, or ``None`` to let it through."""

@@ -1,0 +1,291 @@
+"""Where brute-force failure counts live: in this process's memory, or in Redis (shared).
+
+A :class:`FailureStore` answers two questions for the gateway, both keyed by the subjects of one
+attempt (see :mod:`consumer_auth.plugins.brute_force`):
+
+- :meth:`~FailureStore.retry_after`: is any of these subjects locked out, and until when? (asked before
+  a password is checked);
+- :meth:`~FailureStore.add_failure`: count one failure against each subject, locking those that reach
+  the limit (told after a wrong password or an unknown username).
+
+:class:`MemoryFailureStore` keeps the counts of one process. :class:`RedisFailureStore` (the ``redis``
+extra) shares them between every process and machine that uses the same Redis and key prefix; each
+update is one atomic Lua script. Both fail open: if Redis cannot be reached, passwords are still
+checked, failures are not counted, and a warning is logged (at most once per outage).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ._validate import expect_choice, expect_int, expect_mapping, expect_number, expect_str, reject_unknown
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .plugins.brute_force import BruteForce
+
+__all__ = ["FailureStore", "MemoryFailureStore", "RedisFailureStore", "store_from_config"]
+
+LOGGER = logging.getLogger("consumer_auth.brute_force")
+"""Lock-outs (WARNING) and failure-store outages (WARNING) are logged here."""
+
+
+class FailureStore(Protocol):
+    """What the gateway needs from a failure-count store."""
+
+    blocking: ClassVar[bool]
+    """True when calls wait on the network: an event loop then calls them from a worker thread."""
+
+    def retry_after(self, keys: Sequence[str]) -> float:
+        """Seconds until the last lock among ``keys`` ends; ``0`` when none of them is locked."""
+        ...
+
+    def add_failure(self, keys: Sequence[str], limits: BruteForce) -> tuple[str, ...]:
+        """Count one failure against each key; return the keys this failure locked out."""
+        ...
+
+
+class _Entry:
+    __slots__ = ("count", "locked_until", "window_end")
+
+    def __init__(self, window_end: float) -> None:
+        self.count = 0
+        self.window_end = window_end
+        self.locked_until = 0.0
+
+
+class MemoryFailureStore:
+    """Failure counts in this process's memory (each process of a multi-process server counts alone).
+
+    Args:
+        max_entries: How many subjects to remember at most; past it, the oldest are forgotten first,
+            so a flood of made-up usernames cannot grow memory without bound.
+        clock: Seconds from a monotonic clock (tests pass a fake one).
+
+    Example:
+        >>> store = MemoryFailureStore()
+        >>> store.retry_after(["bf:5/60/300/uc:c:192.0.2.1"])
+        0.0
+    """
+
+    blocking: ClassVar[bool] = False
+
+    def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = expect_int(max_entries, "max_entries", minimum=1)
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, keys: Sequence[str]) -> float:
+        now = self._clock()
+        longest = 0.0
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None and entry.locked_until > now:
+                    longest = max(longest, entry.locked_until - now)
+        return longest
+
+    def add_failure(self, keys: Sequence[str], limits: BruteForce) -> tuple[str, ...]:
+        now = self._clock()
+        locked: list[str] = []
+        with self._lock:
+            entries = self._entries
+            for key in keys:
+                entry = entries.get(key)
+                if entry is None:
+                    entry = entries[key] = _Entry(now + limits.window)
+                elif entry.window_end <= now:
+                    entry.count = 0
+                    entry.window_end = now + limits.window
+                    entries.move_to_end(key)  # keeps the order close to the order of expiry
+                entry.count += 1
+                if entry.count >= limits.max_failures:
+                    entry.locked_until = now + limits.lockout
+                    entry.count = 0
+                    entry.window_end = now
+                    entries.move_to_end(key)
+                    locked.append(key)
+            if len(entries) > self.max_entries:
+                self._forget(now)
+        return tuple(locked)
+
+    def _forget(self, now: float) -> None:
+        entries = self._entries
+        while entries:  # the expired at the front first, then the oldest
+            key, entry = next(iter(entries.items()))
+            if entry.window_end > now or entry.locked_until > now:
+                break
+            del entries[key]
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"MemoryFailureStore(max_entries={self.max_entries})"
+
+
+# KEYS: counter 1, lock 1, counter 2, lock 2, ...; ARGV: max_failures, window ms, lockout ms.
+# Returns the 1-based positions of the subjects this failure locked.
+_ADD_FAILURE = """
+local locked = {}
+local limit = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+  if n >= limit then
+    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[3])
+    redis.call('DEL', KEYS[i])
+    locked[#locked + 1] = (i + 1) / 2
+  end
+end
+return locked
+"""
+
+
+class RedisFailureStore:
+    """Failure counts in Redis, shared by every gateway process that uses the same server and prefix.
+
+    Needs the ``redis`` extra (``pip install 'consumer-auth[redis]'``). Nothing connects until the
+    first attempt on a route with ``brute_force``. Each failure is one atomic Lua script (``INCR``,
+    ``PEXPIRE`` on the first failure of a window, ``SET ... PX`` of the lock), each check one pipelined
+    round of ``PTTL``; keys are ``<key_prefix><limits>:u:<hash of the username>`` and
+    ``...:c:<address>``, with ``:n`` (count) and ``:lock`` suffixes. A single Redis server (or a
+    primary with replicas) is expected, not Redis Cluster.
+
+    Args:
+        url: ``redis://host:port/db`` (``rediss://`` for TLS; a password may be given in the URL).
+        key_prefix: Put before every key, so several gateways (or tests) can share one Redis.
+        timeout: Seconds to wait for Redis to connect or answer before failing open.
+        retry_interval: Seconds to stop asking Redis after it failed (requests then go on uncounted).
+        client: An existing ``redis.Redis`` client to use instead of ``url``.
+
+    Security note: when Redis is unreachable the store fails open (passwords are still verified, but
+    failures are not counted) and logs a warning on ``consumer_auth.brute_force``; the URL's password
+    is never logged.
+    """
+
+    blocking: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        key_prefix: str = "consumer_auth:",
+        timeout: float = 0.5,
+        retry_interval: float = 1.0,
+        client: Any = None,
+    ) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise ConfigError(
+                "type", "the 'redis' store needs the redis package (pip install 'consumer-auth[redis]')"
+            ) from None
+        self._redis = redis
+        self._url = expect_str(url, "url")
+        self.key_prefix = expect_str(key_prefix, "key_prefix", nonempty=False)
+        self.timeout = expect_number(timeout, "timeout")
+        self.retry_interval = expect_number(retry_interval, "retry_interval", positive=False)
+        self._client: Any = client
+        self._script: Any = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Any:
+        if self._script is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._redis.Redis.from_url(
+                        self._url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
+                    )
+                if self._script is None:
+                    self._script = self._client.register_script(_ADD_FAILURE)
+        return self._client
+
+    def _available(self) -> bool:
+        return self._down_until == 0.0 or time.monotonic() >= self._down_until
+
+    def _failed(self, error: Exception) -> None:
+        first = self._down_until == 0.0
+        self._down_until = time.monotonic() + self.retry_interval
+        if first:
+            LOGGER.warning(
+                "brute-force store unavailable (%s); failures are not counted until it answers again",
+                type(error).__name__,
+            )
+
+    def _recovered(self) -> None:
+        if self._down_until != 0.0:
+            self._down_until = 0.0
+            LOGGER.warning("brute-force store available again; failures are counted")
+
+    def retry_after(self, keys: Sequence[str]) -> float:
+        if not keys or not self._available():
+            return 0.0
+        try:
+            pipe = self._connection().pipeline(transaction=False)
+            for key in keys:
+                pipe.pttl(f"{self.key_prefix}{key}:lock")
+            remaining = pipe.execute()
+        except self._redis.RedisError as error:
+            self._failed(error)
+            return 0.0
+        self._recovered()
+        return max((int(ms) for ms in remaining if int(ms) > 0), default=0) / 1000
+
+    def add_failure(self, keys: Sequence[str], limits: BruteForce) -> tuple[str, ...]:
+        if not keys or not self._available():
+            return ()
+        names: list[str] = []
+        for key in keys:
+            names += (f"{self.key_prefix}{key}:n", f"{self.key_prefix}{key}:lock")
+        arguments = (
+            limits.max_failures,
+            max(1, round(limits.window * 1000)),
+            max(1, round(limits.lockout * 1000)),
+        )
+        try:
+            self._connection()
+            positions = self._script(keys=names, args=arguments)
+        except self._redis.RedisError as error:
+            self._failed(error)
+            return ()
+        self._recovered()
+        return tuple(keys[int(position) - 1] for position in positions)
+
+    def close(self) -> None:
+        """Close the connections this store opened (a client passed in is left open)."""
+        with self._lock:
+            if self._client is not None and self._script is not None:
+                self._client.close()
+
+    def __repr__(self) -> str:
+        return f"RedisFailureStore(key_prefix={self.key_prefix!r})"
+
+
+_MEMORY = ("type", "max_entries")
+_REDIS = ("type", "url", "key_prefix", "timeout", "retry_interval")
+
+
+def store_from_config(value: object) -> FailureStore:
+    """Build a store from the ``brute_force_store:`` mapping (errors are relative to it).
+
+    ``{type: memory, max_entries: 100000}`` (the default) or
+    ``{type: redis, url: "redis://127.0.0.1:6379/0", key_prefix: "consumer_auth:", timeout: 0.5}``.
+    """
+    config: Mapping[str, Any] = expect_mapping(value, "")
+    kind = expect_choice(config.get("type", "memory"), "type", ("memory", "redis"))
+    options = {key: item for key, item in config.items() if key != "type"}
+    if kind == "memory":
+        reject_unknown(config, _MEMORY, "")
+        return MemoryFailureStore(**options)
+    reject_unknown(config, _REDIS, "")
+    return RedisFailureStore(**options)
