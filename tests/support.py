@@ -146,7 +146,10 @@ def wsgi_call(app: Any, method: str, path: str, headers: Headers) -> Reply:
     base, query = _split(path)
     host = next((value for name, value in headers if name.lower() == "host"), "localhost")
     # Set PATH_INFO ourselves: a client library would resolve '..' and '//' before the gateway sees them.
-    environ_overrides = {"PATH_INFO": unquote(base).encode("utf-8").decode("latin-1")}
+    environ_overrides = {
+        "PATH_INFO": unquote(base).encode("utf-8").decode("latin-1"),
+        "REMOTE_ADDR": "127.0.0.1",  # what a server on loopback sets (werkzeug's test client sets none)
+    }
     authorizations = [value for name, value in headers if name.lower() == "authorization"]
     if len(authorizations) > 1:  # a WSGI server joins repeated headers into one value
         environ_overrides["HTTP_AUTHORIZATION"] = ", ".join(authorizations)
