@@ -149,6 +149,7 @@ def wsgi_call(app: Any, method: str, path: str, headers: Headers) -> Reply:
     environ_overrides = {
         "PATH_INFO": unquote(base).encode("utf-8").decode("latin-1"),
         "REMOTE_ADDR": "127.0.0.1",  # what a server on loopback sets (werkzeug's test client sets none)
+        "HTTP_HOST": host,  # as sent: werkzeug would parse it as part of a URL (and refuse odd ports)
     }
     authorizations = [value for name, value in headers if name.lower() == "authorization"]
     if len(authorizations) > 1:  # a WSGI server joins repeated headers into one value
@@ -158,7 +159,7 @@ def wsgi_call(app: Any, method: str, path: str, headers: Headers) -> Reply:
         method=method,
         query_string=query,
         headers=[(n, v) for n, v in headers if n.lower() != "host"],
-        base_url=f"http://{host}",
+        base_url="http://localhost",
         environ_overrides=environ_overrides,
     )
     reply = Reply(
