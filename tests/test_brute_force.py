@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from http.client import HTTPConnection
@@ -644,3 +645,54 @@ def test_two_processes_share_one_failure_count_in_redis(redis_prefix: str, tmp_p
             process.wait(timeout=30)
             assert process.stdout is not None
             process.stdout.close()
+
+
+# --- store details ----------------------------------------------------------------------------------
+
+
+def test_the_package_does_not_import_redis() -> None:
+    code = "import sys, consumer_auth; Gateway = consumer_auth.Gateway; print('redis' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_a_redis_store_without_the_redis_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now raises ImportError
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_dict(config(brute_force_store={"type": "redis"}))
+    assert str(caught.value) == (
+        "brute_force_store.type: the 'redis' store needs the redis package (pip install 'consumer-auth[redis]')"
+    )
+
+
+def _hammer(store: Any, threads: int, each: int, limits: BruteForce) -> list[str]:
+    """Add failures to one key from several threads at once; return every lock reported."""
+    locked: list[str] = []
+    start = threading.Barrier(threads)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(each):
+            locked.extend(store.add_failure(["shared"], limits))
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return locked
+
+
+def test_memory_store_counts_every_concurrent_failure_once() -> None:
+    store = MemoryFailureStore()
+    assert _hammer(store, 8, 250, BruteForce(max_failures=2000, window=3600, lockout=3600)) == ["shared"]
+    assert store.retry_after(["shared"]) > 0
+
+
+def test_redis_store_counts_every_concurrent_failure_once(redis_prefix: str) -> None:
+    store = RedisFailureStore(REDIS_URL, key_prefix=redis_prefix)
+    try:
+        assert _hammer(store, 8, 25, BruteForce(max_failures=200, window=3600, lockout=3600)) == ["shared"]
+        assert 3500 < store.retry_after(["shared"]) <= 3600
+    finally:
+        store.close()
