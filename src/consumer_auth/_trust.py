@@ -69,12 +69,12 @@ class TrustedProxies:
         first address that is not a trusted proxy is the client. A malformed entry stops the walk: the
         last trusted hop is then taken as the client, since what is left of it is the client's own say.
         """
-        if peer is None:
-            return None
+        if peer is None or not forwarded_for or not self.networks:
+            return peer
         address = _address(peer)
         if address is None:
             return peer
-        if not forwarded_for or not self.networks or not self.trusts(address):
+        if not self.trusts(address):
             return str(address)
         hops = [hop for value in forwarded_for for hop in value.split(",")]
         for hop in reversed(hops):

@@ -112,6 +112,7 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(raw, digest_size=16, person=b"ca-bf-user").hexdigest()
 
 
+@lru_cache(maxsize=4096)
 def client_subject(address: str) -> str:
     """How a client address is counted: an IP as text, an IPv6 address by its /64 network.
 
