@@ -92,8 +92,18 @@ def _flask_mode(config: str, method: str, path: str, headers: Headers) -> Reply:
 def _django_mode(handler: Any, asynchronous: bool) -> Callable[[str, str, str, Headers], Reply]:
     from django.test import override_settings
 
+    from consumer_auth.contrib.django.conf import conf
+
+    built: dict[str, Any] = {}
+
     def request(config: str, method: str, path: str, headers: Headers) -> Reply:
         with override_settings(CONSUMER_AUTH=configs.CONFIGS[config]):
+            # A running site builds its gateway once; override_settings would rebuild it on every
+            # request, losing state that lives across requests (brute-force failure counts).
+            if config in built:
+                conf._gateway = built[config]
+            else:
+                built[config] = conf.gateway
             if asynchronous:
                 return asyncio.run(call_asgi(handler, method, path, headers))
             return wsgi_call(handler, method, path, headers)

@@ -405,3 +405,21 @@ def test_reprs_and_config_errors_hide_secrets() -> None:
             Gateway.from_dict({"consumers": [{"username": "alex", "plugins": {"basic-auth": bad}}]})
         texts.append(str(caught.value))
     assert_no_secret(*texts)
+
+
+def test_per_view_guards_log_their_decisions(records: Records) -> None:
+    from consumer_auth import BasicAuthPlugin, ConsumerRestrictionPlugin
+
+    gateway = Gateway.from_dict(document())
+    guard = gateway.guard(BasicAuthPlugin(), ConsumerRestrictionPlugin(whitelist=("carol",)))
+    guard.decide_now(facts("/", basic("alex", SECRET)))
+    alex = next(c for c in gateway.consumers if c.username == "alex")
+    guard.decide_now(facts("/"), consumer=alex)  # already authenticated by a gateway route
+    carol = next(c for c in gateway.consumers if c.username == "carol")
+    guard.decide_now(facts("/"), consumer=carol)
+    assert [(r.route, r.outcome, r.reason, r.consumer) for r in records.decisions] == [
+        ("guard", "reject", "wrong_password", "alex"),
+        ("guard", "reject", "consumer_forbidden", "alex"),
+        ("guard", "allow", "already_authenticated", "carol"),
+    ]
+    assert_records_clean(records.all)

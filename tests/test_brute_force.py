@@ -696,3 +696,17 @@ def test_redis_store_counts_every_concurrent_failure_once(redis_prefix: str) -> 
         assert 3500 < store.retry_after(["shared"]) <= 3600
     finally:
         store.close()
+
+
+def test_per_view_guards_are_limited_too() -> None:
+    from consumer_auth import BasicAuthPlugin
+
+    built = Gateway(consumers=[Consumer("alex", password="123456")])
+    guard = built.guard(BasicAuthPlugin(brute_force={"max_failures": 2}))
+    for _ in range(2):
+        assert (
+            status(guard.decide_now(RequestFacts("GET", "/", None, (basic("alex", "x"),), "192.0.2.1")))
+            == 401
+        )
+    locked = guard.decide_now(RequestFacts("GET", "/", None, (basic("alex", "123456"),), "192.0.2.1"))
+    assert (status(locked), locked.body) == (429, LOCKED_BODY)  # type: ignore[union-attr]

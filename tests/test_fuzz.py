@@ -3,7 +3,9 @@
 Arbitrary ``Authorization`` values, header sets, hosts, paths and methods go through every registered
 mode (``support.MODES``: the adapters, the proxies, the framework integrations) against every named
 configuration. The answer must be the app's (with identity headers that only the gateway set) or one
-of the SPEC's rejections, byte for byte; never an exception, never anything else.
+of the SPEC's rejections, byte for byte; never an exception, never anything else. (A framework's own
+refusal of a request the gateway let through — 405 for a method its router lacks, 400 for a Host it
+considers invalid — is the app's answer too.)
 
 Runs are deterministic (``derandomize=True``, no example database) and bounded: together the modes run
 at least ``TOTAL_EXAMPLES`` examples, shared equally.
@@ -312,8 +314,17 @@ authorization_values = st.binary(max_size=64).map(lambda data: _authorization(Dr
 # --- the property -----------------------------------------------------------------------------------
 
 
+_ECHO_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+"""Methods every echo app accepts; a framework's own router answers 405 to the others."""
+
+
 def check_reply(request: Request, reply: Reply) -> None:
     """The reply is the app's own answer or a SPEC rejection, exactly."""
+    if reply.status in (400, 405) and reply.headers.get("content-type") != TEXT_PLAIN:
+        # The gateway let the request through and the framework refused it itself: an unknown method
+        # (405, with Allow) or a Host its own validation rejects (400). A 5xx is never acceptable.
+        assert reply.status == 400 or (request.method not in _ECHO_METHODS and "allow" in reply.headers)
+        return
     if reply.status == 200 and reply.headers.get("content-type") == "application/json":
         seen = json.loads(reply.body) if request.method != "HEAD" else None
         if seen is None:
