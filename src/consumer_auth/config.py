@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ._limits import ServerLimits
 from ._trust import TrustedProxies
 from ._validate import (
     expect_choice,
@@ -42,6 +43,7 @@ _TOP = (
     "verification_cache",
     "trusted_proxies",
     "brute_force_store",
+    "server",
     "consumers",
     "services",
     "routes",
@@ -89,6 +91,8 @@ class GatewayConfig:
     cache_ttl: float = 60.0
     trusted_proxies: tuple[str, ...] = ()
     brute_force_store: FailureStore | None = None
+    server: ServerLimits = ServerLimits()
+    """Limits of ``consumer-auth serve`` (the ``server:`` section); the gateway itself ignores them."""
 
 
 def _at(path: str, build: Callable[[], T]) -> T:
@@ -199,6 +203,12 @@ def parse_config(document: object) -> GatewayConfig:
     TrustedProxies(trusted)  # checked here, so that a mistake is reported before anything is built
     raw_store = top.get("brute_force_store")
     store = _at("brute_force_store", lambda: store_from_config(raw_store)) if raw_store is not None else None
+    raw_server = top.get("server")
+    server = (
+        _at("server", lambda: ServerLimits.from_config(raw_server))
+        if raw_server is not None
+        else ServerLimits()
+    )
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
@@ -206,7 +216,7 @@ def parse_config(document: object) -> GatewayConfig:
     reject_unknown(cache, _CACHE, "verification_cache")
     size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
     ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
-    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl, trusted, store)
+    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl, trusted, store, server)
 
 
 def load_file(path: str | Path) -> object:

@@ -1,0 +1,57 @@
+"""The ``server:`` section: what ``consumer-auth serve`` accepts from a client, and for how long."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ._validate import expect_int, expect_mapping, expect_number, reject_unknown
+
+__all__ = ["ServerLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Limits and timeouts of the forwarding server (``server:`` in the configuration).
+
+    A request over a size limit is refused before it reaches the gateway, with the status named below
+    and a ``{"error_msg": ...}`` body, and its connection is closed. See ``docs/security.md``.
+
+    Args:
+        max_url_bytes: Longest request target (path and query); longer is 414.
+        max_header_bytes: Largest request line plus header block; larger is 431.
+        max_headers: Most header fields in one request; more is 431.
+        header_timeout: Seconds a connection may take to send a complete request head, counted from
+            its opening (or from the first byte of a further request on a kept-alive connection);
+            slower is 408.
+        body_timeout: Seconds a request body may stall (no byte arriving while the server wants one);
+            slower is 408 (or the connection is dropped if the response has started).
+        send_timeout: Seconds a client may leave the response unread (the server's send buffer full)
+            before the connection is dropped.
+        keep_alive_timeout: Seconds an idle kept-alive connection stays open between requests.
+        max_connections: Most connections and requests in progress; past it, new requests get 503.
+    """
+
+    max_url_bytes: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
+    keep_alive_timeout: float = 5.0
+    max_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        expect_int(self.max_url_bytes, "max_url_bytes", minimum=64, maximum=1 << 20)
+        expect_int(self.max_header_bytes, "max_header_bytes", minimum=1024, maximum=1 << 24)
+        expect_int(self.max_headers, "max_headers", minimum=1, maximum=10_000)
+        for name in ("header_timeout", "body_timeout", "send_timeout", "keep_alive_timeout"):
+            object.__setattr__(self, name, expect_number(getattr(self, name), name))
+        expect_int(self.max_connections, "max_connections", minimum=1)
+
+    @classmethod
+    def from_config(cls, value: object) -> ServerLimits:
+        """Build from the ``server:`` mapping (errors are relative to it)."""
+        config: dict[str, Any] = dict(expect_mapping(value, ""))
+        reject_unknown(config, [field.name for field in fields(cls)], "")
+        return cls(**config)

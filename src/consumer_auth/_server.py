@@ -1,0 +1,272 @@
+"""The HTTP/1.1 front of ``consumer-auth serve``: uvicorn's httptools protocol, with limits it lacks.
+
+uvicorn bounds neither the number nor the size of request headers when it parses with httptools, and
+a connection that sends nothing, half a request head or half a body stays open for ever. This protocol
+adds (see :class:`~consumer_auth._limits.ServerLimits`):
+
+- size limits on the request target (414), the request head and the number of headers (431), checked
+  as bytes arrive, so a huge head is refused before it is buffered whole;
+- a head timeout from the connection's opening (or the first byte of a further request) to the end of
+  the head (408), a body stall timeout (408), and a send stall timeout for clients that stop reading;
+- framing rules against request smuggling: a ``Transfer-Encoding`` other than a single ``chunked`` is
+  501, and ``Transfer-Encoding`` together with ``Content-Length`` is 400 (httptools refuses repeated or
+  conflicting ``Content-Length`` itself).
+
+Every refusal answers ``{"error_msg": "<status> <phrase>"}`` and a newline, then closes the connection
+gracefully: it stops writing, reads and discards what the client still sends for up to ``_LINGER``
+seconds, then closes (closing at once with unread input makes the kernel reset the connection, which can
+destroy the answer before the client reads it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ._limits import ServerLimits
+
+__all__ = ["LOGGER", "guarded_protocol", "uvicorn_options"]
+
+LOGGER = logging.getLogger("consumer_auth.server")
+"""Refused requests and dropped connections (INFO): the reason and the client address, nothing else."""
+
+
+_LINGER = 2.0
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a request that is being refused."""
+
+
+def _answer(status: int) -> bytes:
+    phrase = HTTPStatus(status).phrase
+    body = json.dumps({"error_msg": f"{status} {phrase}"}, separators=(",", ":")).encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {phrase}\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+_ANSWERS = {status: _answer(status) for status in (400, 408, 414, 431, 501)}
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with size limits, timeouts and strict framing (one per connection)."""
+
+    limits: ServerLimits = ServerLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0  # raw bytes received while the head is incomplete (bounds buffering)
+        self._head_size = 0  # the parsed head: request target, names and values
+        self._headers_seen = 0
+        self._in_head = True
+        self._in_body = False
+        self._refusal: tuple[int, str] | None = None
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._body_timer, self._send_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = self._send_timer = self._linger_timer = None
+        super().connection_lost(exc)
+
+    def eof_received(self) -> None:
+        if self._refused and not self.transport.is_closing():
+            self.transport.close()  # the client has finished sending: the lingering close is over
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self._refused:
+            return
+        if self._in_head:
+            self._arm_head_timer()
+            self._head_bytes += len(data)
+        elif self._in_body:
+            self._arm_body_timer()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            refusal = self._refusal or (400, "invalid HTTP request")
+            self._refuse(*refusal)
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"request head over {self.limits.max_header_bytes} bytes")
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    # -- parser callbacks --------------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url)
+        if len(self.url) > self.limits.max_url_bytes:
+            self._stop(414, f"request target over {self.limits.max_url_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers_seen += 1
+        if self._headers_seen > self.limits.max_headers:
+            self._stop(431, f"more than {self.limits.max_headers} header fields")
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.limits.max_header_bytes:
+            self._stop(431, f"request head over {self.limits.max_header_bytes} bytes")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        encodings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        if encodings:
+            if any(name == b"content-length" for name, _ in self.headers):
+                self._stop(400, "both Transfer-Encoding and Content-Length")
+            if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
+                self._stop(501, "a Transfer-Encoding other than chunked")
+        self._in_head = False
+        self._in_body = True
+        self._cancel(self._head_timer)
+        self._head_timer = None
+        super().on_headers_complete()
+        if self._in_body:
+            self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._cancel(self._body_timer)
+        self._body_timer = None
+        super().on_message_complete()
+        # The next bytes on this connection start a new request head.
+        self._in_head = True
+        self._head_bytes = self._head_size = self._headers_seen = 0
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn's keep-alive timer now watches the idle connection; the head timer starts again with
+        # the first byte of the next request (data_received).
+
+    # -- refusals and timers -----------------------------------------------------------------------
+
+    def _stop(self, status: int, why: str) -> None:
+        self._refusal = (status, why)
+        raise _Refused(why)
+
+    def _refuse(self, status: int, why: str) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        client = self.client[0] if self.client else None
+        LOGGER.info("refused a request: %s (%d)", why, status, extra={"client": client, "status": status})
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's further sends and receives end here
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.abort()
+                return
+        if self.transport.is_closing():
+            return
+        self.transport.write(_ANSWERS[status])
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.flow.resume_reading()
+            self._linger_timer = self.loop.call_later(
+                min(_LINGER, self.limits.header_timeout), self._linger_over
+            )
+        else:
+            self.transport.close()
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            if self._head_bytes == 0 and (self.cycle is None or self.cycle.response_complete):
+                self._drop("no request within the header timeout")
+            else:
+                self._refuse(408, "request head not complete within the header timeout")
+
+    def _arm_body_timer(self) -> None:
+        self._cancel(self._body_timer)
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # we stopped reading (the app is slow), not the client
+            self._arm_body_timer()
+            return
+        self._refuse(408, "request body stalled")
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        # Also when closing: a closing transport waits for its buffer to drain, which never happens.
+        if self.flow.write_paused:
+            self._drop("client stopped reading the response")
+
+    def _drop(self, why: str) -> None:
+        client = self.client[0] if self.client else None
+        LOGGER.info("dropped a connection: %s", why, extra={"client": client})
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self._refused = True
+        self.transport.abort()
+
+    @staticmethod
+    def _cancel(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+
+
+def guarded_protocol(limits: ServerLimits) -> type[GuardedProtocol]:
+    """A protocol class for uvicorn's ``http=`` option that enforces ``limits``."""
+    return type("GuardedHttpToolsProtocol", (GuardedProtocol,), {"limits": limits})
+
+
+def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
+    """The uvicorn options that carry ``limits`` (merge them into the rest of the server's options)."""
+    return {
+        "http": guarded_protocol(limits),
+        "limit_concurrency": limits.max_connections,
+        "timeout_keep_alive": limits.keep_alive_timeout,
+    }
