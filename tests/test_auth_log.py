@@ -14,6 +14,7 @@ from consumer_auth import (
     ConfigError,
     Consumer,
     Gateway,
+    Pending,
     RedisFailureStore,
     RequestFacts,
 )
@@ -423,3 +424,11 @@ def test_per_view_guards_log_their_decisions(records: Records) -> None:
         ("guard", "allow", "already_authenticated", "carol"),
     ]
     assert_records_clean(records.all)
+
+
+def test_a_pending_check_hides_the_login_a_client_typed() -> None:
+    gateway = Gateway.from_dict(document())
+    pending = gateway.decide(facts("/unnamed", basic(SECRET, SECRET)))  # an unknown login: a slow decoy
+    assert isinstance(pending, Pending)
+    assert pending.login == SECRET  # adapters still get it
+    assert_no_secret(repr(pending))

@@ -128,4 +128,4 @@ class Pending:
 
     slow: bool
     run: Callable[[], Decision]
-    login: str | None = None
+    login: str | None = field(default=None, repr=False)  # what a client typed: never shown

@@ -6,7 +6,7 @@ import enum
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from consumer_auth._validate import describe, expect_bool, expect_mapping, expect_str, fail, reject_unknown
@@ -113,7 +113,7 @@ class SlowCheck:
     one check per login at a time.
     """
 
-    login: str
+    login: str = field(repr=False)  # what a client typed: never shown
     run: Callable[[], Reject | Authenticated]
 
 
