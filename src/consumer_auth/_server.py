@@ -24,14 +24,14 @@ import asyncio
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._limits import ServerLimits
 
-__all__ = ["LOGGER", "guarded_protocol", "uvicorn_options"]
+__all__ = ["LOGGER", "GuardedProtocol", "uvicorn_options"]
 
 LOGGER = logging.getLogger("consumer_auth.server")
 """Refused requests and dropped connections (INFO): the reason and the client address, nothing else."""
@@ -60,9 +60,12 @@ _ANSWERS = {status: _answer(status) for status in (400, 408, 414, 431, 501)}
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with size limits, timeouts and strict framing (one per connection)."""
+    """uvicorn's httptools protocol with size limits, timeouts and strict framing (one per connection).
 
-    limits: ServerLimits = ServerLimits()
+    ``limits`` is the process's :class:`ServerLimits` (set by :func:`uvicorn_options`).
+    """
+
+    limits: ClassVar[ServerLimits] = ServerLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -258,15 +261,16 @@ class GuardedProtocol(HttpToolsProtocol):
             timer.cancel()
 
 
-def guarded_protocol(limits: ServerLimits) -> type[GuardedProtocol]:
-    """A protocol class for uvicorn's ``http=`` option that enforces ``limits``."""
-    return type("GuardedHttpToolsProtocol", (GuardedProtocol,), {"limits": limits})
-
-
 def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
-    """The uvicorn options that carry ``limits`` (merge them into the rest of the server's options)."""
+    """The uvicorn options that enforce ``limits``; merge them into the server's other options.
+
+    The limits are set on :class:`GuardedProtocol` for the whole process (one server per process), so
+    call this in every process that serves: ``serve --workers N`` calls it again in each worker, which
+    uvicorn starts with the protocol class but not its settings.
+    """
+    GuardedProtocol.limits = limits
     return {
-        "http": guarded_protocol(limits),
+        "http": GuardedProtocol,
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_timeout,
     }
