@@ -710,3 +710,14 @@ def test_per_view_guards_are_limited_too() -> None:
         )
     locked = guard.decide_now(RequestFacts("GET", "/", None, (basic("alex", "123456"),), "192.0.2.1"))
     assert (status(locked), locked.body) == (429, LOCKED_BODY)  # type: ignore[union-attr]
+
+
+def test_a_cached_success_does_not_bypass_a_lock() -> None:
+    built = Gateway(
+        consumers=[Consumer("alex", password_hash=hash_password("123456"))],
+        routes=[_route("/login", {"max_failures": 2, "count_by": ["username"]})],
+    )
+    assert status(attempt(built, "alex", "123456")) == 200  # now in the verification cache
+    attempt(built, "alex", "wrong", client="203.0.113.1")
+    attempt(built, "alex", "wrong", client="203.0.113.2")
+    assert status(attempt(built, "alex", "123456")) == 429
