@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from consumer_auth import _store_cli, htpasswd
+from consumer_auth._limits import ServerLimits
 from consumer_auth._prompt import read_password
+from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
 from consumer_auth.passwords import hash_password
@@ -43,8 +45,12 @@ class DropUpstreamAborted(logging.Filter):
         return not (info and isinstance(info[1], UpstreamAbortedError))
 
 
-def logging_config(level: str, access_log: bool) -> dict[str, Any]:
-    """The logging setup of ``serve`` and ``demo``: events to stderr, one access line per request to stdout."""
+def logging_config(level: str, access_log: bool, auth_log: bool = False) -> dict[str, Any]:
+    """The logging setup of ``serve`` and ``demo``: events to stderr, one access line per request to stdout.
+
+    The gateway's own record of each decision (``consumer_auth.auth``) goes to stderr only with
+    ``auth_log``: the access line already has the route, consumer and status.
+    """
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -70,6 +76,7 @@ def logging_config(level: str, access_log: bool) -> dict[str, Any]:
                 "level": "INFO" if access_log else "WARNING",
                 "propagate": False,
             },
+            "consumer_auth.auth": {"level": "INFO" if auth_log else "WARNING"},
         },
     }
 
@@ -88,10 +95,22 @@ def _gateway(config: str | None, store: str | None) -> Gateway:
     return Gateway.from_file(config, store=store)
 
 
-def _proxy(config: str | None, upstream: str | None, store: str | None = None) -> ASGIProxy:
+def _limits(config: str | None, store: str | None) -> ServerLimits:
+    """The ``server:`` limits: from the configuration file, or from a store that is one."""
+    source = config if config is not None else store
+    if source is None or not source.lower().endswith((".yaml", ".yml", ".json", ".toml")):
+        return ServerLimits()
+    return parse_config(load_file(source)).server
+
+
+def _proxy(
+    config: str | None, upstream: str | None, store: str | None = None
+) -> tuple[ASGIProxy, ServerLimits]:
+    """The forwarding app, and the ``server:`` limits to serve it with."""
+    limits = _limits(config, store)
     gateway = _gateway(config, store)
     try:
-        return gateway.asgi_proxy(upstream=upstream)
+        return gateway.asgi_proxy(upstream=upstream), limits
     except BaseException:
         gateway.close()
         raise
@@ -99,18 +118,25 @@ def _proxy(config: str | None, upstream: str | None, store: str | None = None) -
 
 def worker_app() -> ASGIProxy:
     """The app of one ``serve --workers N`` worker process (a uvicorn factory)."""
+    from consumer_auth._server import uvicorn_options
+
     options = json.loads(os.environ[_WORKER_ENV])
-    return _proxy(options["config"], options["upstream"], options.get("store"))
+    proxy, limits = _proxy(options["config"], options["upstream"], options.get("store"))
+    uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
+    return proxy
 
 
-def _uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+def _uvicorn_options(args: argparse.Namespace, limits: ServerLimits) -> dict[str, Any]:
+    from consumer_auth._server import uvicorn_options
+
     return {
         "host": args.host,
         "port": args.port,
         "loop": "auto",  # uvloop when installed (the server extra installs it)
-        "http": "auto",  # httptools when installed
+        # httptools, with size limits, timeouts and strict framing (docs/security.md)
+        **uvicorn_options(limits),
         "lifespan": "on",
-        "log_config": logging_config(args.log_level, args.access_log),
+        "log_config": logging_config(args.log_level, args.access_log, getattr(args, "auth_log", False)),
         "log_level": args.log_level,
         "access_log": False,  # the proxy writes its own line, with the route and consumer
         "proxy_headers": False,  # X-Forwarded-* from clients are not believed (docs/proxy.md)
@@ -129,6 +155,7 @@ def _server_extra_missing() -> str | None:
     """Why ``serve``/``demo`` cannot run here, if they cannot."""
     try:
         import aiohttp  # noqa: F401
+        import httptools  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as error:
         return f"this command needs {error.name}: pip install 'consumer-auth[server]'"
@@ -144,10 +171,10 @@ def serve(args: argparse.Namespace) -> int:
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
     try:
-        proxy = _proxy(config, args.upstream, args.store)  # validate before any worker starts
+        proxy, limits = _proxy(config, args.upstream, args.store)  # validate before any worker starts
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
-    options = _uvicorn_options(args)
+    options = _uvicorn_options(args, limits)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     if args.workers == 1:
@@ -224,7 +251,7 @@ def demo(args: argparse.Namespace) -> int:
         runner, upstream = await _demo.stand_in_upstream()
         try:
             proxy = Gateway.from_dict(_demo.guide_config(upstream)).asgi_proxy()
-            options = _uvicorn_options(args)
+            options = _uvicorn_options(args, ServerLimits())
             del options["host"], options["port"]
             server = uvicorn.Server(uvicorn.Config(proxy, **options))
             print(_demo.usage(f"http://{host}:{port}", upstream), flush=True)
@@ -285,6 +312,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_command.add_argument(
         "--workers", type=int, default=1, metavar="N", help="worker processes (default 1)"
+    )
+    serve_command.add_argument(
+        "--auth-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="one line per authentication decision on stderr, with its reason code (default off)",
     )
     server_options(serve_command, "127.0.0.1", 9080)
     serve_command.set_defaults(run=serve)
