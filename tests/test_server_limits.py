@@ -1,9 +1,9 @@
-"""Server hardening over real sockets: size limits, request smuggling, slow clients, no leaked descriptors.
+"""Hardening of ``consumer-auth serve`` over real sockets: size limits, request smuggling, slow clients,
+faulty upstream responses, and no leaked descriptors.
 
-The server under test is a separate process serving a gateway with the same uvicorn options as
-``consumer-auth serve`` (``consumer_auth._server.uvicorn_options``), with short timeouts so that slow-client
-tests finish quickly. No test depends on how long anything takes: a timeout test waits (boundedly) for the
-server to act, and checks what it did.
+The server under test is the real command, as a subprocess, in front of real upstreams on loopback, with
+short timeouts so that slow-client tests finish quickly. No test depends on how long anything takes: a
+timeout test waits (boundedly) for the server to act, and checks what it did.
 """
 
 from __future__ import annotations
@@ -11,16 +11,26 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+import yaml
 
+from consumer_auth import BasicAuthPlugin, Consumer, Gateway, Route
+from proxy_servers import (
+    CONSUMER_AUTH,
+    Behaviour,
+    Handler,
+    Process,
+    UpstreamServer,
+    WSGIServer,
+    download_source,
+    echo,
+    request,
+    start_upstream,
+)
 from support import basic
 
 LIMITS = {
@@ -35,53 +45,37 @@ LIMITS = {
 WAIT = 30.0
 """Longest a test waits for the server to answer or close (far above every configured timeout)."""
 
-_SERVER = textwrap.dedent(
-    """
-    import json, socket, sys
 
-    import uvicorn
+def _raw(answer: bytes) -> Behaviour:
+    """An upstream that writes ``answer`` as it is, then closes the connection."""
 
-    from consumer_auth._server import uvicorn_options
-    from consumer_auth.config import load_file, parse_config
-    from consumer_auth.gateway import Gateway
+    def behave(handler: Handler) -> None:
+        for _ in handler.body_chunks():
+            pass
+        handler.wfile.write(answer)
+        handler.wfile.flush()
+        handler.close_connection = True
 
-    config = parse_config(load_file(sys.argv[1]))
-    gateway = Gateway.from_config(config)
-    chunk = 1024 * 1024
+    return behave
 
-    async def app(scope, receive, send):
-        if scope["type"] != "http":
-            return
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            received += len(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        if scope["path"] == "/big":  # 64 MiB, streamed: far more than the kernel's socket buffers
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", str(64 * chunk).encode())]})
-            for _ in range(64):
-                await send({"type": "http.response.body", "body": b"x" * chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        body = json.dumps({"received": received}).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)  # connections wait in the backlog until uvicorn accepts them
-    print(sock.getsockname()[1], flush=True)
-    options = uvicorn_options(config.server)
-    uvicorn.Server(uvicorn.Config(gateway.asgi(app), log_level="warning", lifespan="off", **options)).run(
-        sockets=[sock]
-    )
-    """
-)
+# Upstream answers a proxy must not pass on: each must become the proxy's 502.
+FAULTY_UPSTREAMS = {
+    "not-http": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "bad-status-code": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    "no-status-line": b"Content-Length: 2\r\n\r\nhi",
+    "bad-length": b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\nhi",
+    "negative-length": b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nhi",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi!",
+    "length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "header-too-long": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n",
+    "too-many-headers": b"HTTP/1.1 200 OK\r\n"
+    + b"".join(b"X-%d: a\r\n" % i for i in range(1000))
+    + b"Content-Length: 0\r\n\r\n",
+    "bad-header-line": b"HTTP/1.1 200 OK\r\nno colon here\r\nContent-Length: 0\r\n\r\n",
+    "nul-in-header": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 0\r\n\r\n",
+    "closed-before-head": b"",
+}
 
 
 @dataclass
@@ -94,11 +88,26 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    folder: Path = tmp_path_factory.mktemp("limits")
-    config = folder / "gateway.json"
+def upstreams() -> dict[str, UpstreamServer]:
+    servers = {"echo": start_upstream(echo, "echo"), "download": start_upstream(download_source, "download")}
+    servers.update({name: start_upstream(_raw(answer), name) for name, answer in FAULTY_UPSTREAMS.items()})
+    return servers
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, upstreams: dict[str, UpstreamServer]
+) -> Iterator[Server]:
+    routes = [
+        {"uri": f"/upstream/{name}", "upstream": upstream.url, "plugins": {"basic-auth": {}}}
+        for name, upstream in upstreams.items()
+        if name not in ("echo", "download")
+    ]
+    routes.append({"uri": "/big", "upstream": upstreams["download"].url, "plugins": {"basic-auth": {}}})
+    routes.append({"uri": "/*", "upstream": upstreams["echo"].url, "plugins": {"basic-auth": {}}})
+    config = tmp_path_factory.mktemp("serve") / "gateway.yaml"
     config.write_text(
-        json.dumps(
+        yaml.safe_dump(
             {
                 "server": LIMITS,
                 "consumers": [
@@ -107,26 +116,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                         "plugins": {"basic-auth": {"username": "alex", "password": "123456"}},
                     }
                 ],
-                "routes": [{"uri": "/*", "plugins": {"basic-auth": {}}}],
+                "routes": routes,
             }
         )
     )
-    script = folder / "serve.py"
-    script.write_text(_SERVER)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = Process([CONSUMER_AUTH, "serve", "--config", str(config), "--port", "0", "--no-access-log"])
     try:
-        assert process.stdout is not None
-        yield Server(int(process.stdout.readline()), process.pid)
+        yield Server(process.uvicorn_port(), process.proc.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+        assert process.terminate() == 0
 
 
 AUTH = f"Authorization: {basic('alex', '123456')}\r\n".encode()
@@ -172,8 +170,16 @@ def get(path: str = "/", headers: bytes = b"", *, close: bool = True) -> bytes:
 # --- sizes ------------------------------------------------------------------------------------------
 
 
+def seen(answer: bytes) -> dict[str, object]:
+    """What the echo upstream saw, from a 200 answer."""
+    status, body = status_and_body(answer)
+    assert status == 200, answer[:200]
+    document: dict[str, object] = json.loads(body)
+    return document
+
+
 def test_a_plain_request_passes(server: Server) -> None:
-    assert status_and_body(exchange(server.port, get())) == (200, b'{"received": 0}')
+    assert seen(exchange(server.port, get()))["consumer"] == "alex"
 
 
 def test_the_gateway_still_answers_first(server: Server) -> None:
@@ -184,7 +190,7 @@ def test_the_gateway_still_answers_first(server: Server) -> None:
 def test_header_count_limit(server: Server) -> None:
     # Host, Authorization and Connection are three of the forty.
     allowed = b"".join(b"X-%d: a\r\n" % i for i in range(37))
-    assert status_and_body(exchange(server.port, get(headers=allowed)))[0] == 200
+    assert seen(exchange(server.port, get(headers=allowed)))["consumer"] == "alex"
     over = b"".join(b"X-%d: a\r\n" % i for i in range(38))
     assert status_and_body(exchange(server.port, get(headers=over))) == refusal(
         431, "Request Header Fields Too Large"
@@ -200,7 +206,7 @@ def test_header_size_limit(server: Server, size: int) -> None:
 
 
 def test_request_target_limit(server: Server) -> None:
-    assert status_and_body(exchange(server.port, get("/" + "a" * 2000)))[0] == 200
+    assert seen(exchange(server.port, get("/" + "a" * 2000)))["path"] == "/" + "a" * 2000
     answer = exchange(server.port, get("/" + "a" * 2100))
     assert status_and_body(answer) == refusal(414, "Request-URI Too Long")
 
@@ -261,7 +267,7 @@ def test_a_well_framed_chunked_body_passes(server: Server) -> None:
         b"POST / HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
     )
-    assert status_and_body(exchange(server.port, request)) == (200, b'{"received": 5}')
+    assert seen(exchange(server.port, request))["body"] == "abcde"
 
 
 def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
@@ -295,7 +301,7 @@ def test_an_idle_kept_alive_connection_is_closed(server: Server) -> None:
 def test_a_client_that_stops_reading_is_dropped(server: Server) -> None:
     baseline = server.fds()
     with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as connection:
-        connection.sendall(get("/big"))  # and read nothing
+        connection.sendall(get(f"/big?size={64 * 1024 * 1024}"))  # and read nothing
         deadline = time.monotonic() + WAIT
         while server.fds() <= baseline and time.monotonic() < deadline:  # accepted, answering
             time.sleep(0.02)
@@ -311,6 +317,30 @@ def test_a_client_that_stops_reading_is_dropped(server: Server) -> None:
         assert received < 64 * 1024 * 1024  # what the kernel held; the rest was never sent
 
 
+# --- faulty upstreams --------------------------------------------------------------------------------
+
+BAD_GATEWAY = (502, b'{"error_msg":"502 Bad Gateway"}\n')
+
+
+@pytest.mark.parametrize("name", sorted(FAULTY_UPSTREAMS))
+def test_a_malformed_or_oversized_upstream_answer_is_a_502(server: Server, name: str) -> None:
+    assert status_and_body(exchange(server.port, get(f"/upstream/{name}"))) == BAD_GATEWAY
+
+
+@pytest.mark.parametrize("name", sorted(FAULTY_UPSTREAMS))
+def test_the_wsgi_proxy_answers_502_too(upstreams: dict[str, UpstreamServer], name: str) -> None:
+    gateway = Gateway(
+        consumers=[Consumer("alex", password="123456")],
+        routes=[Route("/*", upstream=upstreams[name].url, plugins=[BasicAuthPlugin()])],
+    )
+    proxy = WSGIServer(gateway.wsgi_proxy())
+    try:
+        reply = request(proxy.port, "GET", "/", [("Authorization", basic("alex", "123456"))])
+        assert (reply.status, reply.body) == BAD_GATEWAY
+    finally:
+        proxy.stop()
+
+
 # --- no leaks -------------------------------------------------------------------------------------
 
 
@@ -323,6 +353,7 @@ def _faults(port: int, count: int) -> None:
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",  # 501
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS hello: 400
         b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic !!\r\nConnection: close\r\n\r\n",  # 401
+        *(get(f"/upstream/{name}") for name in sorted(FAULTY_UPSTREAMS)),  # 502
     ]
     for index in range(count):
         kind = kinds[index % (len(kinds) + 1)] if index % (len(kinds) + 1) < len(kinds) else None
@@ -342,4 +373,4 @@ def test_thousands_of_faulty_requests_leak_no_descriptors(server: Server) -> Non
     while server.fds() > baseline and time.monotonic() < deadline:  # lingering closes finish
         time.sleep(0.1)
     assert server.fds() <= baseline
-    assert status_and_body(exchange(server.port, get()))[0] == 200  # and it still serves
+    assert seen(exchange(server.port, get()))["consumer"] == "alex"  # and it still serves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,29 @@ class _ClientGone(Exception):
 
 class _Stale(Exception):
     """A reused keep-alive connection had been closed by the upstream before it could answer."""
+
+
+class _MalformedResponse(http.client.HTTPException):
+    """The upstream's response head is malformed or its length ambiguous (http.client lets these by)."""
+
+
+_LENGTH = re.compile(r"[0-9]+")
+
+
+def _check_head(response: http.client.HTTPResponse) -> None:
+    """Refuse a response whose head http.client accepts leniently: lines it could not parse, control
+    characters in a value, a ``Content-Length`` that is not one number, or one beside
+    ``Transfer-Encoding`` (two ways to read the length: the client and this proxy could disagree)."""
+    message = response.msg
+    if message.defects:
+        raise _MalformedResponse("unparsable header lines")
+    if any(any(c in value for c in "\0\r\n") for value in message.values()):
+        raise _MalformedResponse("a control character in a header value")
+    lengths = message.get_all("Content-Length") or []
+    if lengths and (len(lengths) > 1 or not _LENGTH.fullmatch(lengths[0].strip())):
+        raise _MalformedResponse("a malformed Content-Length")
+    if lengths and message.get_all("Transfer-Encoding"):
+        raise _MalformedResponse("both Content-Length and Transfer-Encoding")
 
 
 def _client(environ: WSGIEnvironment) -> ClientRequest:
@@ -298,7 +322,9 @@ class WSGIProxy:
             if request.has_body:
                 body.copy(request, connection)
             sock.settimeout(timeout.read)
-            return connection.getresponse()
+            response = connection.getresponse()
+            _check_head(response)
+            return response
         except BaseException as error:
             connection.close()
             if isinstance(error, _ClientGone):
