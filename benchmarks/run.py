@@ -19,6 +19,7 @@ import flood
 import inprocess
 import proxy
 import routes
+import security
 import store
 from _common import Result, machine, tool_version
 
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "flood": flood.run,
     "proxy": proxy.run,
     "store": store.run,
+    "security": security.run,
 }
 
 
