@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
-from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from consumer_auth import (
 )
 from consumer_auth.passwords import Argon2Password, hash_password
 from consumer_auth.plugins.brute_force import client_subject
+from proxy_servers import CONSUMER_AUTH, Process, echo, request, start_upstream
 from support import Mode, basic, service_unavailable
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -577,59 +575,21 @@ def test_redis_unreachable_fails_open_and_warns_once(caplog: pytest.LogCaptureFi
     store.close()
 
 
-_SERVER = textwrap.dedent(
-    """
-    import json, sys
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    from consumer_auth import Gateway
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    def ok(environ, start_response):
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok"]
-
-    gateway = Gateway.from_file(sys.argv[1])
-    server = make_server("127.0.0.1", 0, gateway.wsgi(ok), handler_class=Quiet)
-    print(server.server_port, flush=True)
-    server.serve_forever()
-    """
-)
-
-
 def _get(port: int, authorization: str) -> tuple[int, bytes, dict[str, str]]:
-    connection = HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("GET", "/login", headers={"Authorization": authorization})
-        response = connection.getresponse()
-        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    reply = request(port, "GET", "/login", [("Authorization", authorization)])
+    return reply.status, reply.body, reply.headers
 
 
-def test_two_processes_share_one_failure_count_in_redis(redis_prefix: str, tmp_path: Path) -> None:
+def test_two_serve_processes_share_one_failure_count_in_redis(redis_prefix: str, tmp_path: Path) -> None:
+    upstream = start_upstream(echo, "brute-force")
+    document = config(brute_force_store={"type": "redis", "url": REDIS_URL, "key_prefix": redis_prefix})
+    for route in document["routes"]:
+        route["upstream"] = upstream.url
     path = tmp_path / "gateway.json"
-    path.write_text(
-        json.dumps(config(brute_force_store={"type": "redis", "url": REDIS_URL, "key_prefix": redis_prefix}))
-    )
-    script = tmp_path / "serve.py"
-    script.write_text(_SERVER)
-    environment = {**os.environ, "PYTHONWARNINGS": "error"}
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=environment
-        )
-        for _ in range(2)
-    ]
+    path.write_text(json.dumps(document))
+    processes = [Process([CONSUMER_AUTH, "serve", "--config", str(path), "--port", "0"]) for _ in range(2)]
     try:
-        ports = []
-        for process in processes:
-            assert process.stdout is not None
-            ports.append(int(process.stdout.readline()))
-        first, second = ports
+        first, second = (process.uvicorn_port() for process in processes)
         # Three failures, split over both processes: neither alone has reached the limit.
         assert _get(first, basic("alex", "wrong"))[:2] == (401, b'{"message":"Password is error"}\n')
         assert _get(second, basic("alex", "wrong"))[:2] == (401, b'{"message":"Password is error"}\n')
@@ -638,13 +598,10 @@ def test_two_processes_share_one_failure_count_in_redis(redis_prefix: str, tmp_p
             answer, body, headers = _get(port, basic("alex", "123456"))
             assert (answer, body) == (429, LOCKED_BODY)
             assert 1 <= int(headers["retry-after"]) <= 300
+        assert _get(first, basic("bob", "hunter2"))[0] == 429  # the same client address, locked too
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
-            assert process.stdout is not None
-            process.stdout.close()
+            assert process.terminate() == 0
 
 
 # --- store details ----------------------------------------------------------------------------------
