@@ -14,6 +14,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -374,3 +375,46 @@ def test_thousands_of_faulty_requests_leak_no_descriptors(server: Server) -> Non
         time.sleep(0.1)
     assert server.fds() <= baseline
     assert seen(exchange(server.port, get()))["consumer"] == "alex"  # and it still serves
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        pytest.param({"max_headers": 0}, "server.max_headers: expected an integer >= 1, got 0", id="count"),
+        pytest.param(
+            {"header_timeout": "10s"}, "server.header_timeout: expected a number, got '10s'", id="timeout"
+        ),
+        pytest.param(
+            {"max_header_bytes": 10},
+            "server.max_header_bytes: expected an integer >= 1024, got 10",
+            id="small",
+        ),
+        pytest.param(
+            {"read_timeout": 5},
+            "server.read_timeout: unknown key (expected one of: body_timeout, header_timeout, keep_alive_timeout, max_connections, max_header_bytes, max_headers, max_url_bytes, send_timeout)",
+            id="unknown",
+        ),
+        pytest.param([1], "server: expected a mapping, got [1]", id="not-a-mapping"),
+    ],
+)
+def test_server_section_errors_name_the_place(section: object, message: str) -> None:
+    from consumer_auth import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_dict({"server": section})
+    assert str(caught.value) == message
+
+
+def test_serve_takes_its_limits_from_the_config_or_a_file_store(tmp_path: Path) -> None:
+    from consumer_auth import cli
+    from consumer_auth._limits import ServerLimits
+
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({"server": {"max_headers": 7}}))
+    assert cli._limits(str(path), None).max_headers == 7
+    assert cli._limits(None, str(path)).max_headers == 7
+    assert cli._limits(str(path), "sqlite:///consumers.db").max_headers == 7
+    assert cli._limits(None, "sqlite:///consumers.db") == ServerLimits()
