@@ -199,7 +199,7 @@ class ConsumerIndex:
 
     @property
     def decoy(self) -> PasswordVerifier | None:
-        """A verifier as costly as the costliest real one, run for unknown usernames."""
+        """A verifier of the most common slow form among the credentials, run for unknown usernames."""
         return self._decoy
 
     def __len__(self) -> int:
