@@ -8,6 +8,7 @@ does I/O, so the two forwarders cannot disagree on a header.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
@@ -59,7 +60,7 @@ GATEWAY_TIMEOUT = json_reject(504, "error_msg", "504 Gateway Timeout")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be sent twice (RFC 9110 §9.2.2): only these are replayed after a reused upstream
-connection fails before answering (aiohttp's own rule, which the ASGI proxy inherits)."""
+connection fails before answering, and only when none of their body went out (both proxies)."""
 
 NOT_IMPLEMENTED = json_reject(501, "error_msg", "501 Not Implemented")
 """The answer to an allowed websocket handshake: the forwarders do not carry websockets."""
@@ -76,9 +77,16 @@ _FORWARDED = (
 _REPLACED = frozenset({*(n.encode() for n in IDENTITY_HEADERS), *_FORWARDED, b"host", b"expect"})
 # The server that answers the client sets its own Date and Server, as nginx (and so APISIX) does.
 _RESPONSE_REPLACED = frozenset({b"date", b"server"})
+_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+_REQUEST_DROP_CREDENTIALS = _REQUEST_DROP | {b"authorization"}
+_RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_REPLACED
+# Request headers whose value the rules read (besides deciding whether they pass).
+_READ = frozenset({b"host", b"x-forwarded-for", b"transfer-encoding", b"content-length", b"connection"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Characters a path segment may hold unencoded (RFC 3986 pchar, plus "/").
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_NOT_ON_REQUEST_LINE = re.compile(rb"[\x00-\x20\x7f]")
+_SCHEMES = {"http": b"http", "https": b"https"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +152,10 @@ def node_authority(upstream: Upstream, node: UpstreamNode) -> str:
     return node.authority
 
 
-def _connection_listed(headers: Iterable[Header]) -> set[bytes]:
-    listed: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            listed.update(token.strip().lower() for token in value.split(b",") if token.strip())
+def _listed(value: bytes, into: set[bytes] | None) -> set[bytes]:
+    """Add the header names a ``Connection`` value lists to ``into``."""
+    listed = into if into is not None else set()
+    listed.update(token.strip().lower() for token in value.split(b",") if token.strip())
     return listed
 
 
@@ -158,14 +165,23 @@ def response_headers(headers: Iterable[Header]) -> list[Header]:
 
     Names come back in lower case.
     """
-    lowered = [(name.lower(), value) for name, value in headers]
-    drop = HOP_BY_HOP | _RESPONSE_REPLACED | _connection_listed(lowered)
-    return [(name, value) for name, value in lowered if name not in drop]
+    kept: list[Header] = []
+    listed: set[bytes] | None = None
+    for name, value in headers:
+        name = name.lower()
+        if name in _RESPONSE_DROP:
+            if name == b"connection":
+                listed = _listed(value, listed)
+        else:
+            kept.append((name, value))
+    if listed:
+        kept = [header for header in kept if header[0] not in listed]
+    return kept
 
 
 def _decodes_to(raw: bytes, path: str) -> bool:
     """Whether a raw path means exactly ``path`` (percent-decoded as UTF-8, or latin-1 as a fallback)."""
-    decoded = unquote_to_bytes(raw)
+    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
     try:
         return decoded.decode("utf-8") == path
     except UnicodeDecodeError:
@@ -174,7 +190,7 @@ def _decodes_to(raw: bytes, path: str) -> bool:
 
 def _ascii_target(target: bytes) -> bytes:
     """Percent-encode what may not stand on a request line (non-ASCII bytes, controls, spaces)."""
-    if all(0x20 < byte < 0x7F for byte in target):
+    if target.isascii() and not _NOT_ON_REQUEST_LINE.search(target):
         return target
     return b"".join(bytes((byte,)) if 0x20 < byte < 0x7F else b"%%%02X" % byte for byte in target)
 
@@ -220,43 +236,48 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
       (client-sent values are replaced, never trusted);
     - the path loses the service prefix (see :func:`forward_target`).
     """
-    headers = client.headers
-    drop = HOP_BY_HOP | _REPLACED | _connection_listed(headers)
-    if decision.hide_credentials:
-        drop = drop | {b"authorization"}
+    drop = _REQUEST_DROP_CREDENTIALS if decision.hide_credentials else _REQUEST_DROP
     kept: list[Header] = []
     forwarded_for: list[bytes] = []
+    listed: set[bytes] | None = None
     client_host: bytes | None = None
     content_length: int | None = None
     chunked = False
-    for name, value in headers:
-        if name == b"host":
-            client_host = value
-        elif name == b"x-forwarded-for":
-            forwarded_for.append(value)
-        elif name == b"transfer-encoding":
-            chunked = chunked or value.strip().lower().endswith(b"chunked")
-        elif name == b"content-length" and value.strip().isdigit():
-            content_length = int(value)
+    for name, value in client.headers:
+        if name in _READ:
+            if name == b"host":
+                client_host = value
+            elif name == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif name == b"transfer-encoding":
+                chunked = chunked or value.strip().lower().endswith(b"chunked")
+            elif name == b"content-length":
+                if value.strip().isdigit():
+                    content_length = int(value)
+            else:
+                listed = _listed(value, listed)
         if name not in drop:
             kept.append((name, value))
+    if listed:
+        kept = [header for header in kept if header[0] not in listed]
     if chunked:  # Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); the body is re-framed
-        kept = [(name, value) for name, value in kept if name != b"content-length"]
+        kept = [header for header in kept if header[0] != b"content-length"]
         content_length = None
-    kept.extend((name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers)
-    if client.peer is not None:
-        forwarded_for.append(client.peer.encode("latin-1"))
+    kept += [(name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers]
+    peer = client.peer.encode("latin-1") if client.peer is not None else None
+    if peer is not None:
+        forwarded_for.append(peer)
     if forwarded_for:
         kept.append((b"x-forwarded-for", b", ".join(forwarded_for)))
-    kept.append((b"x-forwarded-proto", client.scheme.encode("latin-1")))
+    kept.append((b"x-forwarded-proto", _SCHEMES.get(client.scheme) or client.scheme.encode("latin-1")))
     host_name = normalize_host(client_host.decode("latin-1")) if client_host is not None else None
     if host_name:
         kept.append((b"x-forwarded-host", host_name.encode("latin-1")))
     port = client.server_port or _DEFAULT_PORTS.get(client.scheme)
     if port:
-        kept.append((b"x-forwarded-port", str(port).encode()))
-    if client.peer is not None:
-        kept.append((b"x-real-ip", client.peer.encode("latin-1")))
+        kept.append((b"x-forwarded-port", b"%d" % port))
+    if peer is not None:
+        kept.append((b"x-real-ip", peer))
     return UpstreamRequest(
         method=facts.method,
         target=forward_target(facts.path, client.raw_path, decision.strip_prefix, client.query),
