@@ -2,7 +2,8 @@
 ``consumers`` and ``admin`` (``docs/cli.md``, ``docs/deployment.md``, ``docs/admin-api.md``).
 
 Exit status: 0 on success, 1 when the configuration (or the password given) is refused, 2 for a usage
-mistake. ``serve`` and ``demo`` need the ``server`` extra (uvicorn with uvloop and httptools, aiohttp).
+mistake. ``serve`` and ``demo`` need the ``server`` extra (uvicorn with uvloop and httptools; aiohttp for
+the demo's upstream).
 """
 
 from __future__ import annotations

@@ -560,7 +560,7 @@ class Gateway:
     def asgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> ASGIProxy:
         """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
 
-        Needs aiohttp (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
+        Needs httptools (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
         ``uvicorn.run(gateway.asgi_proxy())``, or use ``consumer-auth serve``.
 
         Args:
@@ -570,13 +570,13 @@ class Gateway:
         Raises:
             ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
                 ``unmatched`` is ``pass`` without a default upstream.
-            ImportError: aiohttp is not installed.
+            ImportError: httptools is not installed.
         """
         try:
             from .proxy.asgi import ASGIProxy
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise ImportError(
-                "the ASGI proxy needs aiohttp: pip install 'consumer-auth[proxy]'", name=error.name
+                "the ASGI proxy needs httptools: pip install 'consumer-auth[proxy]'", name=error.name
             ) from error
 
         return ASGIProxy(self, upstream=upstream)

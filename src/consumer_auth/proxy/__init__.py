@@ -1,7 +1,7 @@
 """Forwarding proxies: the gateway in front of an upstream (SPEC §5).
 
 :class:`~consumer_auth.proxy.asgi.ASGIProxy` (``gateway.asgi_proxy()``, needs the ``proxy`` or ``server``
-extra for aiohttp) and :class:`~consumer_auth.proxy.wsgi.WSGIProxy` (``gateway.wsgi_proxy()``, standard
+extra for httptools) and :class:`~consumer_auth.proxy.wsgi.WSGIProxy` (``gateway.wsgi_proxy()``, standard
 library only) share the sans-IO rules exported here, so they forward identically. The rules are written
 out in ``docs/proxy.md``.
 """
@@ -42,7 +42,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The forwarders are imported on first use: the ASGI one needs aiohttp, an optional dependency.
+    # The forwarders are imported on first use: the ASGI one needs httptools, an optional dependency.
     if name == "ASGIProxy":
         from .asgi import ASGIProxy
 

@@ -79,7 +79,7 @@ class Exchange:
 
     __slots__ = ("decision", "method", "node", "path", "peer", "sent", "started", "status")
 
-    def __init__(self, peer: str | None, method: str, path: str) -> None:
+    def __init__(self, peer: str | None, method: str, path: str | bytes) -> None:
         self.started = time.perf_counter()
         self.peer = peer
         self.method = method
@@ -98,11 +98,12 @@ class Exchange:
         if isinstance(decision, Allow):
             route = decision.route.id if decision.route is not None else None
             consumer = decision.consumer.username if decision.consumer is not None else None
+        path = self.path if isinstance(self.path, str) else self.path.decode("ascii", "backslashreplace")
         ACCESS_LOGGER.info(
             '%s "%s %s" %d %d %.1fms route=%s consumer=%s upstream=%s',
             self.peer or "-",
             self.method,
-            self.path,
+            path,
             self.status,
             self.sent,
             (time.perf_counter() - self.started) * 1000,

@@ -1,7 +1,9 @@
-"""The ASGI forwarding proxy (``gateway.asgi_proxy()``), on aiohttp's client.
+"""The ASGI forwarding proxy (``gateway.asgi_proxy()``), on its own small HTTP/1.1 client.
 
-aiohttp was chosen by measurement: under 32 concurrent connections on two cores it forwarded about ten
-times as many requests per second as an httpx-based forwarder (numbers and command in ``docs/proxy.md``).
+The client (``_client.py``: asyncio protocols, responses parsed by httptools) was chosen by measurement:
+under 32 concurrent connections on two cores it forwards about twice as many requests per second as the
+same proxy on aiohttp's client, itself about ten times an httpx-based one (numbers and command in
+``docs/proxy.md``).
 """
 
 from __future__ import annotations
@@ -10,19 +12,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import aiohttp
-from yarl import URL
-
 from consumer_auth.asgi import VerificationPool, facts_from_scope, resolve, send_reject
 from consumer_auth.decision import Allow, Pending, Reject
 from consumer_auth.errors import UpstreamAbortedError
-from consumer_auth.upstream import Upstream
+from consumer_auth.upstream import Upstream, UpstreamNode
 
 from ._balance import Balancers
+from ._client import Connection, UpstreamPool
 from ._common import Exchange, check_upstreams, default_upstream, log_fault, upstream_for
 from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
+    IDEMPOTENT,
     NOT_IMPLEMENTED,
     ClientRequest,
     UpstreamRequest,
@@ -37,20 +38,25 @@ if TYPE_CHECKING:
 
 __all__ = ["ASGIProxy"]
 
-# aiohttp adds these unless told not to; a proxy sends only what the client sent.
-_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# HTTP/1.x requests without Content-Length or Transfer-Encoding have no body (RFC 9112 §6.3): for them
+# the proxy does not wait for the (empty) first http.request message.
+_HTTP1 = frozenset({"1.0", "1.1"})
+_LAST_CHUNK = b"0\r\n\r\n"
+# Responses that never have a body: a Content-Length there describes another response, and the server in
+# front would wait for those bytes.
+_NO_BODY_STATUS = frozenset({204, 304})
 
 
 class ClientDisconnectedError(ConnectionError):
     """The client went away while its request body was being forwarded."""
 
 
-def _text(value: bytes) -> str:
-    """A header value as aiohttp wants it (it writes headers as UTF-8, so UTF-8 round-trips exactly)."""
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+class _Failed(Exception):
+    """An upstream exchange failed before the response started; ``answer`` is what the client gets."""
+
+    def __init__(self, answer: Reject) -> None:
+        super().__init__()
+        self.answer = answer
 
 
 def _client(scope: HTTPScope) -> ClientRequest:
@@ -68,35 +74,43 @@ def _client(scope: HTTPScope) -> ClientRequest:
     )
 
 
+def _head(request: UpstreamRequest, host: bytes, chunked: bool) -> bytes:
+    """The request line and header block (names lower case, ``host`` first).
+
+    Raises:
+        ValueError: a value added from the configuration (``upstream_host``, a consumer's label)
+            holds a line break or NUL, which would change the request's meaning; the server in front
+            has already refused such bytes in the client's own headers.
+    """
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.target), b"host: " + host]
+    lines += map(b": ".join, request.headers)
+    if chunked:
+        lines.append(b"transfer-encoding: chunked")
+    lines += (b"", b"")
+    head = b"\r\n".join(lines)
+    breaks = len(lines) - 1
+    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or b"\x00" in head:
+        raise ValueError("a header value would break the request head")
+    return head
+
+
 class _RequestBody:
-    """The client's request body, handed to aiohttp as it arrives, under the upstream's send timeout.
+    """The client's request body, read from ASGI ``receive`` as it is forwarded.
 
     The first ``http.request`` message is read before connecting, to know whether there is a body at all
     (HTTP/2 clients may send one without ``Content-Length``).
     """
 
-    __slots__ = (
-        "_first",
-        "_more",
-        "_receive",
-        "_send_timeout",
-        "deadline",
-        "disconnected",
-        "done",
-        "present",
-        "started",
-    )
+    __slots__ = ("_first", "_more", "_receive", "disconnected", "done", "present", "started")
 
-    def __init__(self, receive: ASGIReceiveCallable, send_timeout: float) -> None:
+    def __init__(self, receive: ASGIReceiveCallable) -> None:
         self._receive = receive
-        self._send_timeout = send_timeout
         self._first = b""
         self._more = False
         self.present = False
         self.started = False
-        self.done = False
+        self.done = True
         self.disconnected = False
-        self.deadline: asyncio.Timeout | None = None
 
     async def start(self) -> bool:
         """Read the first message; false when the client is already gone."""
@@ -110,20 +124,12 @@ class _RequestBody:
         return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, chunk by chunk; each hand-over to the upstream must finish within the send timeout."""
-        self.started = True
-        loop = asyncio.get_running_loop()
+        """The body's non-empty chunks, as the client sends them."""
         chunk, more = self._first, self._more
         self._first = b""
         while True:
             if chunk:
-                deadline = self.deadline
-                if deadline is not None:
-                    deadline.reschedule(loop.time() + self._send_timeout)
                 yield chunk
-                # Time spent waiting for the client's next chunk is not the upstream's fault.
-                if deadline is not None and self.deadline is deadline:
-                    deadline.reschedule(None)
             if not more:
                 break
             message = await self._receive()
@@ -141,8 +147,9 @@ class ASGIProxy:
     byte as in the middleware modes. An allowed request goes to its route's upstream (or the service's,
     or ``upstream``), changed as ``docs/proxy.md`` describes: service prefix stripped from the raw path,
     ``Host`` per ``pass_host``, ``X-Forwarded-*`` and ``X-Real-IP`` set, identity headers set,
-    hop-by-hop headers removed both ways. Bodies stream both ways; upstream connections are pooled
-    (one aiohttp session per event loop, closed at lifespan shutdown or by :meth:`aclose`).
+    hop-by-hop headers removed both ways. Bodies stream both ways with backpressure; upstream
+    connections are HTTP/1.1 keep-alive, pooled per event loop (closed at lifespan shutdown or by
+    :meth:`aclose`).
 
     Upstream faults before the response starts are answers, never exceptions: connection refused or
     reset → 502, a connect/send/read timeout → 504 (``{"error_msg": ...}`` and a newline). A connection
@@ -176,31 +183,22 @@ class ASGIProxy:
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._pools: dict[asyncio.AbstractEventLoop, UpstreamPool] = {}
 
     # -- the pool ----------------------------------------------------------------------------------
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _pool(self) -> UpstreamPool:
         loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
-            session = aiohttp.ClientSession(
-                # No cap on connections, like nginx: the upstream's own limits apply.
-                connector=aiohttp.TCPConnector(limit=0),
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=aiohttp.ClientTimeout(total=None),
-                trust_env=False,
-            )
-            self._sessions[loop] = session
-        return session
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = UpstreamPool(loop)
+        return pool
 
     async def aclose(self) -> None:
         """Close the upstream connections of the running event loop (lifespan shutdown does this)."""
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            pool.close()
 
     # -- ASGI --------------------------------------------------------------------------------------
 
@@ -210,12 +208,11 @@ class ASGIProxy:
             return
         if scope["type"] not in ("http", "websocket"):
             return
-        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         client = scope.get("client")
         exchange = Exchange(
             client[0] if client else None,
             str(scope.get("method", "GET")),
-            raw_path.decode("ascii", "backslashreplace"),
+            scope.get("raw_path") or scope["path"],
         )
         try:
             await self._handle(scope, receive, send, exchange)
@@ -264,124 +261,185 @@ class ASGIProxy:
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
         request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
-        body = _RequestBody(receive, upstream.timeout.send)
-        if not await body.start():
+        body = _RequestBody(receive)
+        if (request.has_body or scope.get("http_version") not in _HTTP1) and not await body.start():
             exchange.status = 499  # the client left before anything was forwarded (nginx's convention)
             return
-        response = await self._open(upstream, request, body, decision, exchange)
-        if isinstance(response, Reject):
-            await self._reject(scope, receive, send, response, exchange)
+        pool = self._pool()
+        try:
+            connection = await self._exchange(pool, upstream, request, body, decision, exchange)
+        except _Failed as failed:
+            await self._reject(scope, receive, send, failed.answer, exchange)
             return
-        await self._relay(response, body, receive, send, decision, exchange)
+        await self._relay(pool, connection, receive, send, decision, exchange, upstream.timeout.read)
 
-    async def _open(
+    async def _exchange(
         self,
+        pool: UpstreamPool,
         upstream: Upstream,
         request: UpstreamRequest,
         body: _RequestBody,
         decision: Allow,
         exchange: Exchange,
-    ) -> aiohttp.ClientResponse | Reject:
-        """Send the request to the first node that takes a connection; the response, or the fault's answer."""
-        session = self._session()
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=upstream.timeout.connect, sock_read=upstream.timeout.read
-        )
-        headers = [(_text(name), _text(value)) for name, value in request.headers]
-        target = request.target.decode("ascii")
-        # A pooled connection that the upstream closed just as it was reused fails before any answer:
-        # aiohttp itself then sends an idempotent request once more (IDEMPOTENT_METHODS, as below for WSGI).
+    ) -> Connection:
+        """Send the request to the first node that takes a connection; the connection, its response head
+        received.
+
+        A reused keep-alive connection that the upstream closed just as the request went out fails before
+        any answer: an idempotent request none of whose body went out is then sent once more, on a new
+        connection (the rule aiohttp and the WSGI proxy follow).
+
+        Raises:
+            _Failed: with the client's answer (502, 504) when no node answered.
+        """
+        timeout = upstream.timeout
         fault = BAD_GATEWAY
         for node in self._balancers.order(upstream):
-            url = URL(f"{upstream.scheme}://{node.authority}{target}", encoded=True)
-            sending = session.request(
-                request.method,
-                url,
-                headers=[*headers, ("Host", _text(request.host(upstream, node)))],
-                data=body.chunks() if body.present else None,
-                allow_redirects=False,
-                timeout=timeout,
-            )
-            try:
-                if not body.present:
-                    return await sending
-                async with asyncio.timeout(None) as deadline:  # the body's send timeout (see chunks())
-                    body.deadline = deadline
-                    return await sending
-            except aiohttp.ConnectionTimeoutError as error:
-                fault = GATEWAY_TIMEOUT
-                log_fault("upstream connect timeout", decision, node, error)
-            except aiohttp.ClientConnectorError as error:
-                fault = BAD_GATEWAY
-                log_fault("upstream connection failed", decision, node, error)
-            except TimeoutError as error:  # aiohttp's read timeout, or our send timeout
-                log_fault("upstream timeout", decision, node, error)
-                return GATEWAY_TIMEOUT
-            except (aiohttp.ClientError, OSError) as error:
-                if not body.disconnected:  # else the client left mid-upload: nothing wrong upstream
+            exchange.node = node
+            key = (upstream.scheme, node.host, node.port)
+            connection = pool.pooled(key)
+            replay = connection is not None and request.method in IDEMPOTENT
+            while True:
+                if connection is None:
+                    try:
+                        connection = await pool.connect(key, timeout.connect)
+                    except TimeoutError as error:
+                        fault = GATEWAY_TIMEOUT
+                        log_fault("upstream connect timeout", decision, node, error)
+                        break
+                    except OSError as error:
+                        fault = BAD_GATEWAY
+                        log_fault("upstream connection failed", decision, node, error)
+                        break
+                try:
+                    await self._send(connection, upstream, node, request, body, timeout.send)
+                    await connection.response_head(timeout.read)
+                except ValueError as error:
+                    connection.abort()
+                    log_fault("invalid header value for the upstream", decision, node, error)
+                    raise _Failed(BAD_GATEWAY) from None
+                except TimeoutError as error:
+                    connection.abort()
+                    log_fault("upstream timeout", decision, node, error)
+                    raise _Failed(GATEWAY_TIMEOUT) from None
+                except ConnectionError as error:
+                    connection.abort()
+                    if body.disconnected:  # the client left mid-upload: nothing wrong upstream
+                        raise _Failed(BAD_GATEWAY) from None
+                    if replay and not connection.received and not body.started:
+                        replay = False
+                        connection = None
+                        continue
                     log_fault("upstream failed", decision, node, error)
-                return BAD_GATEWAY
-            finally:
-                body.deadline = None
-                exchange.node = node
-            if body.started:  # part of the body went out: it cannot be sent to another node
-                break
-        return fault
+                    raise _Failed(BAD_GATEWAY) from None
+                except BaseException:
+                    connection.abort()  # cancelled: the connection is in an unknown state
+                    raise
+                return connection
+        raise _Failed(fault)
+
+    async def _send(
+        self,
+        connection: Connection,
+        upstream: Upstream,
+        node: UpstreamNode,
+        request: UpstreamRequest,
+        body: _RequestBody,
+        timeout: float,
+    ) -> None:
+        """Write the request: head, then the body as it arrives (re-framed chunked when its length is
+        unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
+        host = request.host(upstream, node)
+        connection.begin(head_request=request.method == "HEAD")
+        if not body.present:
+            connection.write(_head(request, host, False))
+            return
+        chunked = request.content_length is None
+        pending: list[bytes] = [_head(request, host, chunked)]
+        async for chunk in body.chunks():
+            if connection.head_done:
+                # The upstream answered before taking the whole body: stop sending, and never reuse
+                # a connection whose request was cut short.
+                connection.keep_alive = False
+                return
+            if chunked:
+                pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+            else:
+                pending.append(chunk)
+            connection.write(pending)
+            pending = []
+            body.started = True
+            if connection.write_paused or connection.error is not None:
+                await connection.drain(timeout)
+        if chunked:
+            pending.append(_LAST_CHUNK)
+        if pending:
+            connection.write(pending)
 
     async def _relay(
         self,
-        response: aiohttp.ClientResponse,
-        body: _RequestBody,
+        pool: UpstreamPool,
+        connection: Connection,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         decision: Allow,
         exchange: Exchange,
+        timeout: float,
     ) -> None:
         """Stream the upstream's response to the client; stop (and drop the upstream connection) if the
         client goes away."""
-        gone = False
+        status = connection.status
+        exchange.status = status
+        headers = response_headers(connection.headers)
+        if status in _NO_BODY_STATUS:
+            headers = [(name, value) for name, value in headers if name != b"content-length"]
+        start = {"type": "http.response.start", "status": status, "headers": headers, "trailers": False}
+        if connection.done:  # the usual case: the whole response came in one read
+            data = connection.take()
+            pool.release(connection)
+            exchange.sent = len(data)
+            await send(start)  # type: ignore[arg-type]
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+            return
+
+        gone = finished = False
 
         async def watch() -> None:
             nonlocal gone
-            message = await receive()
-            if message["type"] == "http.disconnect":
+            while (await receive())["type"] == "http.request":
+                pass  # what is left of a body the upstream did not wait for
+            if not finished:
                 gone = True
-                response.close()  # wakes the relay below
+                connection.interrupt()
 
         watcher: asyncio.Future[None] | None = None
-        exchange.status = response.status
-        finished = False
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": response.status,
-                    "headers": response_headers(response.raw_headers),
-                    "trailers": False,
-                }
-            )
-            content = response.content
-            try:
-                async for chunk in content.iter_any():
-                    exchange.sent += len(chunk)
-                    finished = content.at_eof()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": not finished})
-                    if not finished and watcher is None and body.done:
-                        # More is coming: watch for the client leaving (once the request body is in, the
-                        # next message can only be its disconnect). Most answers fit one read and skip this.
-                        watcher = asyncio.ensure_future(watch())
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            await send(start)  # type: ignore[arg-type]
+            while True:
+                data = connection.take()
+                if connection.done:
+                    finished = True
+                    pool.release(connection)
+                    exchange.sent += len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": False})
+                    return
+                if data:
+                    exchange.sent += len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
                 if gone:
                     return
-                log_fault("upstream broke off the response", decision, exchange.node, error)
-                raise UpstreamAbortedError("upstream broke off the response") from None
-            if not finished and not gone:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                finished = True
+                if watcher is None:
+                    # More is coming: watch for the client leaving. Most answers fit one read and skip this.
+                    watcher = asyncio.ensure_future(watch())
+                try:
+                    await connection.more(timeout)
+                except (ConnectionError, TimeoutError) as error:
+                    log_fault("upstream broke off the response", decision, exchange.node, error)
+                    raise UpstreamAbortedError("upstream broke off the response") from None
+                if gone:
+                    return
         finally:
             if watcher is not None:
                 watcher.cancel()
-            if finished:
-                response.release()
-            else:
-                response.close()
+            if not finished:
+                connection.abort()
