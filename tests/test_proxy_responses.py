@@ -164,6 +164,8 @@ def test_head_then_get_on_one_upstream_connection(kind: str) -> None:
     "answer",
     [
         pytest.param(b"NOT HTTP AT ALL\r\n\r\n", id="garbage"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", id="head-too-large"),
+        pytest.param(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 5000, id="endless-interim"),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", id="two-lengths"
         ),

@@ -27,6 +27,7 @@ import httptools
 __all__ = [
     "HIGH_WATER",
     "IDLE_SECONDS",
+    "MAX_HEAD",
     "Connection",
     "PoolKey",
     "UpstreamClosedError",
@@ -36,6 +37,10 @@ __all__ = [
 
 HIGH_WATER: Final = 256 * 1024
 """Response bytes held for the client before reading from the upstream pauses."""
+
+MAX_HEAD: Final = 64 * 1024
+"""The most bytes a response head (with any interim answers before it) may take: beyond, the answer is
+refused, as nginx refuses an upstream header larger than its buffer. llhttp itself sets no limit."""
 
 IDLE_SECONDS: Final = 15.0
 """An idle keep-alive connection is closed after this long (upstreams time idle ones out too)."""
@@ -79,6 +84,8 @@ class Connection(asyncio.Protocol):
         "error",
         "head_done",
         "head_request",
+        "head_size",
+        "head_unfinished",
         "headers",
         "idle_since",
         "keep_alive",
@@ -109,6 +116,8 @@ class Connection(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self._interim = False
         self.head_done = False
+        self.head_size = 0
+        self.head_unfinished = 0
         self.done = False
         self.keep_alive = False
         self.error: ConnectionError | None = None
@@ -203,6 +212,13 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _refuse(self, why: str) -> None:
+        """The upstream's answer cannot be used: stop reading it, and never reuse the connection."""
+        self.keep_alive = False
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._fail(UpstreamProtocolError(why))
+
     def _fail(self, error: ConnectionError) -> None:
         if self.error is None:
             self.error = error
@@ -220,14 +236,22 @@ class Connection(asyncio.Protocol):
             if not self.busy and self.transport is not None:
                 self.transport.abort()
             return
+        if self.error is not None:
+            return  # the exchange failed: nothing more is read (the task waiting will drop the connection)
         self.received = True
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self.keep_alive = False
-            self._fail(UpstreamProtocolError("the upstream's answer is not HTTP/1.x"))
+            self._refuse("the upstream's answer is not HTTP/1.x")
             return
-        if self.buffered > HIGH_WATER and not self.done and not self._reading_paused:
+        if not self.head_done:
+            # Reads that leave the head unfinished hold only head bytes (the parser buffers a header
+            # cut between reads): they count against the limit as well as the fields parsed.
+            self.head_unfinished += len(data)
+            if self.head_unfinished > MAX_HEAD and self.error is None:
+                self._refuse("the upstream's response head is too large")
+                return
+        elif self.buffered > HIGH_WATER and not self.done and not self._reading_paused:
             self._reading_paused = True
             if self.transport is not None:
                 self.transport.pause_reading()
@@ -267,9 +291,16 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # not the trailers of a chunked body: they are not passed on
+            self.head_size += len(name) + len(value) + 4
+            if self.head_size <= MAX_HEAD:
+                self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_size += 32  # the status line: an endless series of interim answers is refused too
+        if self.head_size > MAX_HEAD:
+            self._refuse("the upstream's response head is too large")
+            return
         status = self._parser.get_status_code()
         if status < 200:
             # An interim answer (100 Continue, 103 Early Hints): the final one follows on this stream.
@@ -277,8 +308,7 @@ class Connection(asyncio.Protocol):
             self._interim = True
             return
         if self.head_done:  # a second response to one request
-            self.keep_alive = False
-            self._fail(UpstreamProtocolError("the upstream answered twice"))
+            self._refuse("the upstream answered twice")
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
