@@ -77,6 +77,8 @@ _FORWARDED = (
 _REPLACED = frozenset({*(n.encode() for n in IDENTITY_HEADERS), *_FORWARDED, b"host", b"expect"})
 # The server that answers the client sets its own Date and Server, as nginx (and so APISIX) does.
 _RESPONSE_REPLACED = frozenset({b"date", b"server"})
+# The usual Connection values name only headers that are dropped anyway.
+_NAMES_NOTHING_MORE = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
 _REQUEST_DROP = HOP_BY_HOP | _REPLACED
 _REQUEST_DROP_CREDENTIALS = _REQUEST_DROP | {b"authorization"}
 _RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_REPLACED
@@ -152,8 +154,10 @@ def node_authority(upstream: Upstream, node: UpstreamNode) -> str:
     return node.authority
 
 
-def _listed(value: bytes, into: set[bytes] | None) -> set[bytes]:
+def _listed(value: bytes, into: set[bytes] | None) -> set[bytes] | None:
     """Add the header names a ``Connection`` value lists to ``into``."""
+    if value in _NAMES_NOTHING_MORE:
+        return into
     listed = into if into is not None else set()
     listed.update(token.strip().lower() for token in value.split(b",") if token.strip())
     return listed
