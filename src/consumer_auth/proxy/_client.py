@@ -13,7 +13,8 @@ Flow control both ways keeps memory bounded whatever the body size:
   upstream pauses until :meth:`Connection.take` hands them over.
 
 Timeouts are the upstream's ``send`` (for each wait in :meth:`Connection.drain`) and ``read`` (for each
-wait for response bytes: the longest between two reads); ``connect`` is applied by :meth:`UpstreamPool.connect`.
+wait for response bytes: the longest between two reads); :meth:`UpstreamPool.connect` applies
+``connect``.
 """
 
 from __future__ import annotations
