@@ -165,6 +165,11 @@ def test_head_then_get_on_one_upstream_connection(kind: str) -> None:
     [
         pytest.param(b"NOT HTTP AT ALL\r\n\r\n", id="garbage"),
         pytest.param(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", id="head-too-large"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", id="field-too-long"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(129)) + b"\r\n",
+            id="too-many-headers",
+        ),
         pytest.param(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 5000, id="endless-interim"),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", id="two-lengths"
@@ -181,6 +186,24 @@ def test_answers_that_are_not_http_are_502(answer: bytes, caplog: pytest.LogCapt
         reply = request(port, "GET", "/a", [ALEX])
     assert (reply.status, reply.body) == (502, BAD_GATEWAY)
     assert any("upstream failed" in record.getMessage() for record in caplog.records)
+
+
+def test_largest_head_allowed_passes() -> None:
+    fields = [(b"X-%d" % i, b"v") for i in range(126)] + [(b"X-Big", b"a" * 8000)]
+    answer = b"HTTP/1.1 200 OK\r\n" + b"".join(b"%s: %s\r\n" % field for field in fields)
+    port = serve("asgi", start_upstream(raw(answer + b"Content-Length: 2\r\n\r\nok"), "big-head").url)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # http.client stops at 100
+        sock.sendall(
+            f"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: {ALEX[1]}\r\nConnection: close\r\n\r\n".encode()
+        )
+        received = b""
+        while data := sock.recv(65536):
+            received += data
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert head.count(b"\r\nx-") == 127
+    assert b"\r\nx-big: " + b"a" * 8000 + b"\r\n" in head
+    assert body == b"ok"
 
 
 def test_early_answer_stops_the_upload() -> None:

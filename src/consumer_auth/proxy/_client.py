@@ -28,7 +28,9 @@ import httptools
 __all__ = [
     "HIGH_WATER",
     "IDLE_SECONDS",
+    "MAX_FIELD",
     "MAX_HEAD",
+    "MAX_HEADERS",
     "Connection",
     "PoolKey",
     "UpstreamClosedError",
@@ -42,6 +44,12 @@ HIGH_WATER: Final = 256 * 1024
 MAX_HEAD: Final = 64 * 1024
 """The most bytes a response head (with any interim answers before it) may take: beyond, the answer is
 refused, as nginx refuses an upstream header larger than its buffer. llhttp itself sets no limit."""
+
+MAX_FIELD: Final = 8190
+"""The longest header field (name and value) of a response, as in aiohttp and uvicorn's own limits."""
+
+MAX_HEADERS: Final = 128
+"""The most header fields one response head may have."""
 
 IDLE_SECONDS: Final = 15.0
 """An idle keep-alive connection is closed after this long (upstreams time idle ones out too)."""
@@ -292,15 +300,19 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.head_done:  # not the trailers of a chunked body: they are not passed on
-            self.head_size += len(name) + len(value) + 4
-            if self.head_size <= MAX_HEAD:
-                self.headers.append((name, value))
+        if self.head_done:  # the trailers of a chunked body: they are not passed on
+            return
+        size = len(name) + len(value)
+        self.head_size += size + 4
+        if size > MAX_FIELD or len(self.headers) >= MAX_HEADERS:
+            self.head_size = MAX_HEAD + 1  # refused when the head is complete (or too long to wait for)
+        elif self.head_size <= MAX_HEAD:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.head_size += 32  # the status line: an endless series of interim answers is refused too
         if self.head_size > MAX_HEAD:
-            self._refuse("the upstream's response head is too large")
+            self._refuse("the upstream's response head is too large (or a field too long, or too many)")
             return
         status = self._parser.get_status_code()
         if status < 200:
