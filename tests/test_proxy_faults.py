@@ -227,9 +227,12 @@ def test_closed_keep_alive_connection_is_retried_for_idempotent_requests(
 ) -> None:
     # The upstream answers the first request of each connection and drops any later one unanswered,
     # as an upstream closing an idle keep-alive connection just as a request arrives does.
+    posts: list[bytes] = []
+
     def once_per_connection(handler: Handler) -> None:
-        for _ in handler.body_chunks():
-            pass
+        body = b"".join(handler.body_chunks())
+        if handler.command == "POST":
+            posts.append(body)
         if getattr(handler, "answered", False):
             handler.reset()
             return
@@ -238,11 +241,15 @@ def test_closed_keep_alive_connection_is_retried_for_idempotent_requests(
 
     upstream = start_upstream(once_per_connection, "once")
     port = serve(kind, upstream.url, echo.url)
-    for _ in range(3):
+    for _ in range(4):
         assert request(port, "GET", "/x", [ALEX]).status == 200
-    # A POST is not replayed (the upstream may have acted on it): its failure is reported.
-    assert request(port, "GET", "/x", [ALEX]).status == 200
-    assert_fault(request(port, "POST", "/x", [ALEX], body=b"data"), 502, BAD_GATEWAY)
+    # A POST is never replayed (the upstream may have acted on it). Sent on the pooled connection the
+    # upstream drops, its failure is reported as a 502; if the pool had judged that connection unusable
+    # first, it went out once on a fresh connection instead. Either way the upstream saw it once.
+    reply = request(port, "POST", "/x", [ALEX], body=b"data")
+    assert posts == [b"data"]
+    if reply.status != 200:
+        assert_fault(reply, 502, BAD_GATEWAY)
     assert_alive(port)
 
 
