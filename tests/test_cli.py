@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import http.client
 import io
 import re
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+import configs
 from consumer_auth import cli
 from consumer_auth.passwords import verifier_from_hash
 from proxy_servers import CONSUMER_AUTH, Handler, Process, UpstreamServer, request, start_upstream
@@ -43,32 +45,8 @@ def upstream() -> UpstreamServer:
 
 def guide_config(tmp_path: Path, upstream: str | None, **changes: Any) -> Path:
     """The SPEC §6 YAML of the guide, with its upstream at ``upstream`` (removed when ``None``)."""
-    document: dict[str, Any] = {
-        "profile": "classic",
-        "consumers": [
-            {"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password": "123456"}}}
-        ],
-        "services": [
-            {
-                "id": "basic-auth-app",
-                "name": "basic-auth-app",
-                "path_prefix": "/v1",
-                "hosts": ["example.com"],
-                "upstream": upstream,
-            }
-        ],
-        "routes": [
-            {
-                "id": "json",
-                "name": "json",
-                "service_id": "basic-auth-app",
-                "uri": "/json",
-                "methods": ["GET"],
-                "plugins": {"basic-auth": {"hide_credentials": False}},
-            }
-        ],
-        **changes,
-    }
+    document: dict[str, Any] = {**copy.deepcopy(configs.GUIDE), **changes}
+    document["services"][0]["upstream"] = upstream
     if upstream is None:
         del document["services"][0]["upstream"]
     path = tmp_path / "gateway.yaml"
