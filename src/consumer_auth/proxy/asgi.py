@@ -1,8 +1,8 @@
 """The ASGI forwarding proxy (``gateway.asgi_proxy()``), on its own small HTTP/1.1 client.
 
 The client (``_client.py``: asyncio protocols, responses parsed by httptools) was chosen by measurement:
-under 32 concurrent connections on two cores the proxy forwards about two and a half times as many
-requests per second on it as it did on aiohttp's client, itself about ten times an httpx-based one
+under 32 concurrent connections on two cores the proxy forwards more than twice as many requests per
+second on it as it did on aiohttp's client, itself about ten times an httpx-based one
 (numbers and command in ``docs/proxy.md``).
 """
 
