@@ -550,7 +550,7 @@ def test_redis_store_counts_atomically_and_expires_its_keys(redis_prefix: str) -
         assert not any("alex" in key for key in keys)  # usernames are hashed
         assert all(0 < client.pttl(key) <= 30_000 for key in keys)
         attempt(built, "bob", "wrong", client="192.0.2.50")
-        counter = f"{redis_prefix}{built.routes[0].plugins[0].brute_force.compile().tag}:c:192.0.2.50:n"  # type: ignore[union-attr]
+        counter = f"{redis_prefix}{built.routes[0].plugins[0].brute_force.compile().tag}:c:192.0.2.50:n"  # type: ignore[attr-defined]
         assert client.get(counter) == b"1"
         assert 0 < client.pttl(counter) <= 60_000
         client.close()

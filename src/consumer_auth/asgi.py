@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         WebSocketScope,
     )
 
-    from .gateway import Gateway
+    from .sansio.gateway import Gateway
 
 __all__ = [
     "ASGIGatewayMiddleware",

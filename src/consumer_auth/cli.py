@@ -181,7 +181,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(proxy, **options)
     else:
-        proxy.gateway.close()  # each worker follows the store itself
+        if isinstance(proxy.gateway, Gateway):
+            proxy.gateway.close()  # each worker follows the store itself
         os.environ[_WORKER_ENV] = json.dumps(
             {"config": config, "upstream": args.upstream, "store": args.store}
         )

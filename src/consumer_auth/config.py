@@ -30,10 +30,10 @@ from ._validate import (
 from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
 from .failures import FailureStore, store_from_config
-from .plugins import Profile, plugins_from_config
+from .plugins import Plugin, Profile, plugins_from_config
 from .routing import Route, Service
 
-__all__ = ["GatewayConfig", "load_file", "parse_config"]
+__all__ = ["GatewayConfig", "gateway_options", "load_file", "parse_config"]
 
 T = TypeVar("T")
 
@@ -95,6 +95,20 @@ class GatewayConfig:
     """Limits of ``consumer-auth serve`` (the ``server:`` section); the gateway itself ignores them."""
 
 
+def gateway_options(config: GatewayConfig) -> dict[str, Any]:
+    """The gateway's keyword arguments a configuration gives, its consumers aside."""
+    return {
+        "routes": config.routes,
+        "services": config.services,
+        "profile": config.profile,
+        "unmatched": config.unmatched,
+        "cache_size": config.cache_size,
+        "cache_ttl": config.cache_ttl,
+        "trusted_proxies": config.trusted_proxies,
+        "brute_force_store": config.brute_force_store,
+    }
+
+
 def _at(path: str, build: Callable[[], T]) -> T:
     try:
         return build()
@@ -123,11 +137,9 @@ def _basic_auth_credential(value: object, path: str, *, ident: str | None = None
     )
 
 
-def _consumer_plugins(value: object, path: str, *, ident: str | None = None) -> list[BasicAuthCredential]:
+def _credential_plugins(value: object, path: str, *, ident: str | None = None) -> list[BasicAuthCredential]:
     plugins = expect_mapping(value, path)
-    for name in plugins:
-        if name != "basic-auth":
-            reject_unknown(plugins, ("basic-auth",), path)
+    reject_unknown(plugins, ("basic-auth",), path)
     if "basic-auth" not in plugins:
         return []
     return [_basic_auth_credential(plugins["basic-auth"], f"{path}.basic-auth", ident=ident)]
@@ -137,14 +149,19 @@ def _consumer(value: object, path: str) -> Consumer:
     config = expect_mapping(value, path)
     reject_unknown(config, _CONSUMER, path)
     credentials: list[BasicAuthCredential] = []
+    others: tuple[Plugin, ...] = ()
     if config.get("plugins") is not None:
-        credentials += _consumer_plugins(config["plugins"], f"{path}.plugins")
+        where = f"{path}.plugins"
+        plugins = dict(expect_mapping(config["plugins"], where))
+        if "basic-auth" in plugins:
+            credentials.append(_basic_auth_credential(plugins.pop("basic-auth"), f"{where}.basic-auth"))
+        others = _at(where, lambda: plugins_from_config(plugins))
     for index, item in enumerate(expect_list(config.get("credentials") or [], f"{path}.credentials")):
         where = f"{path}.credentials[{index}]"
         entry = expect_mapping(item, where)
         reject_unknown(entry, _CREDENTIAL, where)
         ident = entry.get("id")
-        found = _consumer_plugins(entry.get("plugins") or {}, f"{where}.plugins", ident=ident)
+        found = _credential_plugins(entry.get("plugins") or {}, f"{where}.plugins", ident=ident)
         if not found:
             raise ConfigError(f"{where}.plugins", "expected a 'basic-auth' credential")
         credentials += found
@@ -155,6 +172,7 @@ def _consumer(value: object, path: str) -> Consumer:
             credentials=credentials,
             labels=config.get("labels"),
             desc=config.get("desc"),
+            plugins=others,
         ),
     )
 

@@ -6,13 +6,25 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from ._validate import describe, expect_mapping, expect_str, fail
 from .errors import ConfigError
 from .passwords import PasswordVerifier, PlaintextPassword, verifier_from_hash
 
-__all__ = ["BasicAuthCredential", "Consumer", "ConsumerIndex"]
+__all__ = ["BasicAuthCredential", "Consumer", "ConsumerIndex", "ConsumerPlugin"]
+
+
+class ConsumerPlugin(Protocol):
+    """A plugin a consumer carries (a :class:`~consumer_auth.Plugin`; seen here only by its shape)."""
+
+    @property
+    def name(self) -> str:
+        """The plugin's name: it replaces the route's plugin of that name for this consumer."""
+
+    def phases(self) -> tuple[str, ...]:
+        """The phases it takes part in."""
+
 
 _CONSUMER_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
@@ -70,6 +82,9 @@ class Consumer:
         credentials: Further :class:`BasicAuthCredential` objects (several allow rotation without downtime).
         labels: Free labels; ``custom_id`` is forwarded as ``X-Consumer-Custom-ID``.
         desc: A description, for people.
+        plugins: Plugins for this consumer's requests (not ``basic-auth``: its credentials are that). One
+            of the same name as a route's replaces it for this consumer (SPEC §9); they take part from the
+            ``access`` phase on, the consumer being known only after authentication.
 
     Example:
         >>> alex = Consumer("alex", password="123456")
@@ -80,7 +95,7 @@ class Consumer:
     ``identity``), so it can sit in ``request.user``.
     """
 
-    __slots__ = ("credentials", "desc", "labels", "username")
+    __slots__ = ("credentials", "desc", "labels", "plugins", "username")
 
     is_authenticated = True
 
@@ -94,6 +109,7 @@ class Consumer:
         credentials: Iterable[BasicAuthCredential] = (),
         labels: Mapping[str, str] | None = None,
         desc: str | None = None,
+        plugins: Iterable[ConsumerPlugin] = (),
     ) -> None:
         expect_str(username, "username")
         if not _CONSUMER_NAME.fullmatch(username):
@@ -116,6 +132,7 @@ class Consumer:
             clean[key] = expect_str(value, f"labels.{key}", nonempty=False)
         self.labels: Mapping[str, str] = MappingProxyType(clean)
         self.desc = None if desc is None else expect_str(desc, "desc", nonempty=False)
+        self.plugins: tuple[ConsumerPlugin, ...] = _consumer_plugins(plugins)
 
     @property
     def custom_id(self) -> str | None:
@@ -134,6 +151,25 @@ class Consumer:
 
     def __repr__(self) -> str:
         return f"Consumer({self.username!r}, credentials={len(self.credentials)})"
+
+
+def _consumer_plugins(value: Iterable[ConsumerPlugin]) -> tuple[ConsumerPlugin, ...]:
+    plugins = tuple(value)
+    seen: set[str] = set()
+    for index, plugin in enumerate(plugins):
+        name = getattr(plugin, "name", None)
+        phases = getattr(plugin, "phases", None)
+        if not isinstance(name, str) or not name or not callable(phases):
+            fail(f"plugins[{index}]", f"expected a plugin object, got {describe(plugin)}")
+        if name in seen:
+            fail(f"plugins[{index}]", f"plugin {name!r} given twice")
+        if name == "basic-auth" or {"rewrite", "authenticate"} & set(phases()):
+            fail(
+                f"plugins[{index}]",
+                f"plugin {name!r} runs before authentication: a consumer's plugins run from the access phase",
+            )
+        seen.add(name)
+    return plugins
 
 
 def _decoy_for(verifiers: list[PasswordVerifier]) -> PasswordVerifier | None:

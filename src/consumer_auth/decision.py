@@ -6,16 +6,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .consumers import BasicAuthCredential, Consumer
-    from .routing import CompiledRoute
+    from .upstream import Upstream
 
 __all__ = [
     "IDENTITY_HEADERS",
     "Allow",
     "Decision",
+    "HeaderReader",
+    "MatchedRoute",
     "Pending",
     "Reject",
     "RequestFacts",
@@ -26,6 +28,29 @@ IDENTITY_HEADERS = ("x-consumer-username", "x-credential-identifier", "x-consume
 """Header names the gateway sets after authentication; client-sent copies are always removed."""
 
 _TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")
+
+HeaderReader = Callable[[str], "str | None"]
+"""Reads a request header: a lower-case name in, its first value (or ``None``) out."""
+
+
+class MatchedRoute(Protocol):
+    """What a decision says about the route it was made on (a :class:`~consumer_auth.routing.CompiledRoute`)."""
+
+    @property
+    def id(self) -> str | None:
+        """The route's id (or name)."""
+
+    @property
+    def order(self) -> int:
+        """Its place in the configuration (``-1`` for a per-view guard)."""
+
+    @property
+    def upstream(self) -> Upstream | None:
+        """Where it forwards to (proxy mode), if anywhere."""
+
+    @property
+    def strip_prefix(self) -> str:
+        """The service prefix removed before the app or upstream sees the path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +66,8 @@ class RequestFacts:
             ``None`` if unknown. ``X-Forwarded-For`` only counts when this peer is a trusted proxy (see
             :meth:`consumer_auth.Gateway.client_address`).
         forwarded_for: Every ``X-Forwarded-For`` header value, in order.
+        headers: Reads any other request header, for plugins (see :meth:`header`); the adapters give
+            one that looks the header up only when asked.
     """
 
     method: str
@@ -49,6 +76,12 @@ class RequestFacts:
     authorization: tuple[str, ...] = field(default=(), repr=False)
     client: str | None = None
     forwarded_for: tuple[str, ...] = ()
+    headers: HeaderReader | None = field(default=None, repr=False, compare=False)
+
+    def header(self, name: str) -> str | None:
+        """The first value of a request header (any case), or ``None`` when absent or unknown."""
+        reader = self.headers
+        return reader(name.lower()) if reader is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +135,16 @@ class Allow:
         identity_headers: Headers to add (client copies of :data:`IDENTITY_HEADERS` are removed first).
         hide_credentials: Remove every ``Authorization`` header before passing the request on.
         strip_prefix: The service path prefix to mount the app under ("" when nothing is stripped).
+        response_headers: Headers the plugins' ``response`` phase adds to the answer of the app or upstream.
     """
 
-    route: CompiledRoute | None
+    route: MatchedRoute | None
     consumer: Consumer | None = None
     credential: BasicAuthCredential | None = None
     identity_headers: tuple[tuple[str, str], ...] = ()
     hide_credentials: bool = False
     strip_prefix: str = ""
+    response_headers: tuple[tuple[str, str], ...] = ()
 
 
 Decision = Allow | Reject

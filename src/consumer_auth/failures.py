@@ -21,13 +21,22 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ._validate import expect_choice, expect_int, expect_mapping, expect_number, expect_str, reject_unknown
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .plugins.brute_force import BruteForce
+
+class BruteForce(Protocol):
+    """The limits a store counts against (a :class:`~consumer_auth.BruteForce`)."""
+
+    @property
+    def max_failures(self) -> int: ...
+    @property
+    def window(self) -> float: ...
+    @property
+    def lockout(self) -> float: ...
+
 
 __all__ = ["FailureStore", "MemoryFailureStore", "RedisFailureStore", "store_from_config"]
 

@@ -1,37 +1,25 @@
-"""The gateway: match a route, run its plugins, and say what to do with the request.
+"""The public :class:`Gateway`: the sans-IO core plus configuration files, stores and the adapters.
 
-This module is the sans-IO heart of the library: request facts in (:class:`RequestFacts`), a
-:class:`Decision` out. The WSGI and ASGI adapters and both proxies call it the same way, which is
-how every mode gives the same answers.
+Deciding lives in :mod:`consumer_auth.sansio` (request facts in, a decision out) and knows nothing of
+what is here; this class adds what a user reaches for around it: ``from_file`` / ``from_store``, keeping
+current with a store, and ``.wsgi()`` / ``.asgi()`` / ``.asgi_proxy()`` / ``.wsgi_proxy()``. The
+adapters import the core only, so nothing imports back into this module.
 
-Each decision is logged, when enabled, as one record on the ``consumer_auth.auth`` logger (level
-INFO) with the attributes ``outcome``, ``reason``, ``status``, ``route``, ``consumer``, ``client``
-and ``failure``; never a password, an ``Authorization`` value, a hash or a username a client typed
-(see ``docs/security.md``).
+Each decision is logged, when enabled, as one record on the ``consumer_auth.auth`` logger (see
+:mod:`consumer_auth.sansio.log`).
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._trust import TrustedProxies
-from .config import GatewayConfig, load_file, parse_config
-from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
-from .credentials import BasicCredentials
-from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
+from .config import GatewayConfig, gateway_options, load_file, parse_config
 from .errors import ConfigError
-from .failures import LOGGER as BRUTE_FORCE_LOGGER
-from .failures import FailureStore, MemoryFailureStore
-from .passwords import VerificationCache
-from .plugins import Plugin, Profile
-from .plugins.basic_auth import Authenticated, BasicAuthCheck, RehashHook, SlowCheck
-from .plugins.brute_force import BruteForceCheck, client_subject
-from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
+from .sansio import gateway as core
+from .sansio.gateway import NOT_FOUND, Guard, compile_routes
+from .sansio.log import LOGGER
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -39,58 +27,14 @@ if TYPE_CHECKING:
 
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
+    from .sansio.plugin import Profile
     from .store import Store, StoreWatcher
     from .upstream import Upstream
 
 __all__ = ["LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
-LOGGER = logging.getLogger("consumer_auth.auth")
-"""One INFO record per decision (see the module docstring for its attributes)."""
 
-NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
-"""The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _State:
-    consumers: ConsumerIndex
-    routes: RouteIndex
-
-
-def compile_routes(
-    routes: Iterable[Route], services: Iterable[Service], profile: Profile, *, head_with_get: bool = False
-) -> RouteIndex:
-    """Join routes with their services and index them (``head_with_get``: a GET route also takes HEAD).
-
-    Raises:
-        ConfigError: a duplicate service id, or a route's ``service_id`` naming no service.
-    """
-    by_id = routes_by_service(services)
-    compiled = []
-    for index, route in enumerate(routes):
-        if not isinstance(route, Route):
-            raise ConfigError(f"routes[{index}]", "expected a Route")
-        service = None
-        if route.service_id is not None:
-            service = by_id.get(route.service_id)
-            if service is None:
-                raise ConfigError(f"routes[{index}].service_id", f"no service with id {route.service_id!r}")
-        compiled.append(compile_route(route, service, index, profile, head_with_get=head_with_get))
-    return RouteIndex(compiled)
-
-
-def _check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
-    for route in routes.routes:
-        name = route.auth.anonymous_consumer if route.auth is not None else None
-        if name is not None and consumers.consumer(name) is None:
-            own = any(p.name == "basic-auth" for p in route.route.plugins)
-            where = (
-                f"routes[{route.order}]" if own or route.service is None else f"service {route.service.id!r}"
-            )
-            raise ConfigError(f"{where}.plugins.basic-auth.anonymous_consumer", f"no consumer named {name!r}")
-
-
-class Gateway:
+class Gateway(core.Gateway):
     """Consumers, services and routes, compiled once; decides what happens to each request.
 
     Args:
@@ -130,50 +74,7 @@ class Gateway:
         401
     """
 
-    def __init__(
-        self,
-        *,
-        consumers: Iterable[Consumer] = (),
-        routes: Iterable[Route] = (),
-        services: Iterable[Service] = (),
-        profile: Profile | str = Profile.CLASSIC,
-        unmatched: str = "reject",
-        cache_size: int = 10_000,
-        cache_ttl: float = 60.0,
-        on_rehash: RehashHook | None = None,
-        trusted_proxies: Iterable[str] = (),
-        brute_force_store: FailureStore | None = None,
-    ) -> None:
-        try:
-            self.profile = Profile(profile)
-        except ValueError:
-            raise ConfigError("profile", f"expected 'classic' or 'apisix-3', got {profile!r}") from None
-        if unmatched not in ("reject", "pass"):
-            raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
-        self.unmatched = unmatched
-        try:
-            self.verification_cache = VerificationCache(cache_size, cache_ttl)
-        except ConfigError as error:
-            raise ConfigError(
-                "verification_cache." + ("max_entries" if error.path == "max_entries" else "ttl"),
-                error.reason,
-            ) from None
-        self.on_rehash = on_rehash
-        self.trusted_proxies = TrustedProxies(trusted_proxies)
-        self.brute_force_store: FailureStore = (
-            brute_force_store if brute_force_store is not None else MemoryFailureStore()
-        )
-        self._pass = Allow(None)
-        self._lock = threading.Lock()
-        self._services = tuple(services)
-        self._routes = tuple(routes)
-        state = _State(
-            ConsumerIndex(consumers),
-            compile_routes(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
-        )
-        _check_anonymous(state.routes, state.consumers)
-        self._state = state
-        self._watcher: StoreWatcher | None = None
+    _watcher: StoreWatcher | None = None
 
     # -- construction -------------------------------------------------------------------------------
 
@@ -191,16 +92,7 @@ class Gateway:
                 consumers) breaks a rule such as an ``anonymous_consumer`` naming no consumer.
             StoreError: the store cannot be read.
         """
-        options: dict[str, Any] = {
-            "routes": config.routes,
-            "services": config.services,
-            "profile": config.profile,
-            "unmatched": config.unmatched,
-            "cache_size": config.cache_size,
-            "cache_ttl": config.cache_ttl,
-            "trusted_proxies": config.trusted_proxies,
-            "brute_force_store": config.brute_force_store,
-        }
+        options = gateway_options(config)
         if store is None:
             return cls(consumers=config.consumers, **options)
         if config.consumers:
@@ -304,59 +196,6 @@ class Gateway:
         gateway._watcher = watcher
         return gateway
 
-    # -- run-time changes -----------------------------------------------------------------------------
-
-    def replace(
-        self,
-        *,
-        consumers: Iterable[Consumer] | None = None,
-        routes: Iterable[Route] | None = None,
-        services: Iterable[Service] | None = None,
-    ) -> None:
-        """Swap in new consumers and/or routes and services, all in one atomic step.
-
-        Requests in flight finish with what they started with; the next request sees the new set.
-        Whatever is not given stays as it is (giving ``routes`` without ``services`` keeps the
-        services, and the other way round). A route's ``anonymous_consumer`` that no longer exists
-        then answers 401 ``Invalid user authorization``.
-
-        Raises:
-            ConfigError: what was given is invalid (everything in force stays as it was).
-        """
-        index = ConsumerIndex(consumers) if consumers is not None else None
-        new_routes = tuple(routes) if routes is not None else None
-        new_services = tuple(services) if services is not None else None
-        with self._lock:
-            state = self._state
-            compiled = state.routes
-            if new_routes is not None or new_services is not None:
-                new_routes = self._routes if new_routes is None else new_routes
-                new_services = self._services if new_services is None else new_services
-                compiled = compile_routes(
-                    new_routes, new_services, self.profile, head_with_get=self.unmatched == "pass"
-                )
-                self._routes, self._services = new_routes, new_services
-            self._state = _State(index if index is not None else state.consumers, compiled)
-
-    def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
-        """Swap in a new set of consumers atomically; requests in flight finish with the old set.
-
-        A route's ``anonymous_consumer`` that no longer exists then answers 401
-        ``Invalid user authorization``.
-
-        Raises:
-            ConfigError: the new set is invalid (the current set stays in force).
-        """
-        self.replace(consumers=consumers)
-
-    def replace_routes(self, routes: Iterable[Route], services: Iterable[Service] = ()) -> None:
-        """Swap in new routes and services atomically.
-
-        Raises:
-            ConfigError: they are invalid (the current ones stay in force).
-        """
-        self.replace(routes=routes, services=services)
-
     def attach(
         self,
         store: Store | str,
@@ -410,129 +249,6 @@ class Gateway:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
-
-    @property
-    def consumers(self) -> tuple[Consumer, ...]:
-        """The consumers in force now."""
-        return tuple(self._state.consumers)
-
-    @property
-    def routes(self) -> tuple[Route, ...]:
-        """The routes in force now."""
-        return self._routes
-
-    @property
-    def services(self) -> tuple[Service, ...]:
-        """The services in force now."""
-        return self._services
-
-    @property
-    def compiled_routes(self) -> tuple[CompiledRoute, ...]:
-        """The routes in force now, each joined with its service (effective upstream, prefix, plugins)."""
-        return self._state.routes.routes
-
-    # -- deciding ---------------------------------------------------------------------------------
-
-    def match(self, facts: RequestFacts) -> CompiledRoute | None:
-        """The route a request matches, if any."""
-        return self._state.routes.match(facts.method, facts.path, facts.host)
-
-    def client_address(self, facts: RequestFacts) -> str | None:
-        """The address a request comes from, as brute-force limits and logs see it.
-
-        It is the peer (``facts.client``), unless the peer is one of ``trusted_proxies``: then
-        ``X-Forwarded-For`` is read from the right, and the first address that is not a trusted proxy
-        is the client. A client can therefore never choose its own address by sending the header.
-        """
-        return self.trusted_proxies.client(facts.client, facts.forwarded_for)
-
-    def decide(self, facts: RequestFacts) -> Decision | Pending:
-        """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
-
-        Everything cheap happens here: routing, parsing the header, finding the credential, and checking
-        a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
-        (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
-        event loop can run it elsewhere; ``Pending.login`` says whose it is.
-
-        On a route with ``brute_force`` limits, every attempt with credentials is a ``Pending``: its
-        ``run()`` first asks the failure store whether the username or the client is locked out (429,
-        without checking the password), then checks the password and counts a failure. It is ``slow``
-        when the check may run a slow hash or the store talks to a server.
-        """
-        log = LOGGER.isEnabledFor(logging.INFO)
-        state = self._state
-        route = state.routes.match(facts.method, facts.path, facts.host)
-        if route is None:
-            decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
-            if log:
-                _log(None, decision, self.client_address(facts))
-            return decision
-        return self._decide_route(route, state.consumers, facts, log)
-
-    def _decide_route(
-        self, route: CompiledRoute, consumers: ConsumerIndex, facts: RequestFacts, log: bool
-    ) -> Decision | Pending:
-        """Run a matched route's plugins on a request (for :meth:`decide` and :class:`Guard`)."""
-        auth = route.auth
-        if auth is None:
-            decision = _finish(route, None, facts.method)
-            if log:
-                _log(route, decision, self.client_address(facts))
-            return decision
-        parsed = auth.parse(facts.authorization, consumers)
-        if isinstance(parsed, Reject):
-            outcome = auth.fallback(parsed, consumers)
-            decision = _finish(route, outcome, facts.method)
-            if log:
-                _log(route, decision, self.client_address(facts), outcome, parsed.reason)
-            return decision
-        guard = auth.brute_force
-        if guard is None and not log:
-            return _check(
-                route, auth, consumers, parsed, facts.method, self.verification_cache, self.on_rehash
-            )
-        client = self.client_address(facts)
-        attempt = _Attempt(route, auth, consumers, parsed, facts.method, client, log)
-        keys = guard.keys(parsed.username, client) if guard is not None else ()
-        if guard is not None and keys:
-            store = self.brute_force_store
-            cache, on_rehash = self.verification_cache, self.on_rehash
-            return Pending(
-                store.blocking or auth.may_be_slow(parsed, consumers),
-                lambda: attempt.run_guarded(guard, keys, store, cache, on_rehash),
-                parsed.username,
-            )
-        checked = auth.check(parsed, consumers, self.verification_cache, self.on_rehash)
-        if isinstance(checked, SlowCheck):
-            slow = checked.run
-            return Pending(True, lambda: attempt.conclude(slow()), checked.login)
-        return attempt.conclude(checked)
-
-    def decide_now(self, facts: RequestFacts) -> Decision:
-        """Decide a request, verifying any password in the calling thread."""
-        decision = self.decide(facts)
-        return decision.run() if isinstance(decision, Pending) else decision
-
-    def guard(self, *plugins: Plugin) -> Guard:
-        """Compile plugins into a :class:`Guard` for one part of an app, such as a view.
-
-        The guard decides with this gateway's profile and the consumers in force at each request; the
-        framework integrations build their per-view protection on it.
-
-        Raises:
-            ConfigError: a plugin is invalid or duplicated, or ``anonymous_consumer`` names no consumer.
-
-        Example:
-            >>> gateway = Gateway(consumers=[Consumer("alex", password="123456")])
-            >>> guard = gateway.guard(BasicAuthPlugin(), ConsumerRestrictionPlugin(whitelist=["alex"]))
-            >>> guard.decide_now(RequestFacts("GET", "/")).status
-            401
-        """
-        compiled, _ = compile_route(Route("/*", plugins=plugins), None, -1, self.profile)
-        anonymous = compiled.auth.anonymous_consumer if compiled.auth is not None else None
-        if anonymous is not None and self._state.consumers.consumer(anonymous) is None:
-            raise ConfigError("basic-auth.anonymous_consumer", f"no consumer named {anonymous!r}")
-        return Guard(self, compiled)
 
     # -- adapters ---------------------------------------------------------------------------------
 
@@ -596,265 +312,3 @@ class Gateway:
         from .proxy.wsgi import WSGIProxy
 
         return WSGIProxy(self, upstream=upstream)
-
-
-class Guard:
-    """Plugins guarding one part of an app (a view, a dependency), decided like a matched route.
-
-    Made by :meth:`Gateway.guard`. Its answers are the gateway's: the same 401 messages for the same
-    profile, the same ``consumer-restriction`` rejections.
-    """
-
-    __slots__ = ("_gateway", "_route")
-
-    def __init__(self, gateway: Gateway, route: CompiledRoute) -> None:
-        self._gateway = gateway
-        self._route = route
-
-    def decide(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision | Pending:
-        """Decide a request that reached the app; a :class:`Pending` result still needs ``run()``.
-
-        Args:
-            facts: The request.
-            consumer: The consumer the request was already authenticated as (by a gateway route), if any.
-                Then only ``consumer-restriction`` runs: the request is not authenticated again, so a
-                route's ``hide_credentials`` does not get in the way.
-        """
-        gateway = self._gateway
-        log = LOGGER.isEnabledFor(logging.INFO)
-        if consumer is None:
-            return gateway._decide_route(self._route, gateway._state.consumers, facts, log)
-        restriction = self._route.restriction
-        rejected = restriction.check(consumer, facts.method) if restriction is not None else None
-        decision = rejected if rejected is not None else Allow(self._route, consumer)
-        if log:
-            client = gateway.client_address(facts)
-            _log(self._route, decision, client, target=consumer.username, allowed="already_authenticated")
-        return decision
-
-    def decide_now(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision:
-        """Like :meth:`decide`, verifying any password in the calling thread."""
-        decision = self.decide(facts, consumer)
-        return decision.run() if isinstance(decision, Pending) else decision
-
-
-def _check(
-    route: CompiledRoute,
-    auth: BasicAuthCheck,
-    consumers: ConsumerIndex,
-    parsed: BasicCredentials,
-    method: str,
-    cache: VerificationCache | None,
-    on_rehash: RehashHook | None,
-) -> Decision | Pending:
-    """Check the password of a route without limits or logs; only a slow hash that must really run is
-    ``Pending``."""
-    checked = auth.check(parsed, consumers, cache, on_rehash)
-    if isinstance(checked, SlowCheck):
-        slow = checked.run
-
-        def run() -> Decision:
-            outcome = slow()
-            if isinstance(outcome, Reject):
-                outcome = auth.fallback(outcome, consumers)
-            return _finish(route, outcome, method)
-
-        return Pending(True, run, checked.login)
-    if isinstance(checked, Reject):
-        return _finish(route, auth.fallback(checked, consumers), method)
-    return _finish(route, checked, method)
-
-
-class _Attempt:
-    """One credential check that is logged and/or counted by brute-force limits."""
-
-    __slots__ = ("auth", "client", "consumers", "credentials", "log", "method", "route")
-
-    def __init__(
-        self,
-        route: CompiledRoute,
-        auth: BasicAuthCheck,
-        consumers: ConsumerIndex,
-        credentials: BasicCredentials,
-        method: str,
-        client: str | None,
-        log: bool,
-    ) -> None:
-        self.route, self.auth, self.consumers, self.credentials = route, auth, consumers, credentials
-        self.method, self.client, self.log = method, client, log
-
-    def conclude(self, checked: Reject | Authenticated) -> Decision:
-        """Finish the attempt from the password check's outcome (``anonymous_consumer``, restriction)."""
-        failure = checked.reason if isinstance(checked, Reject) else None
-        outcome = self.auth.fallback(checked, self.consumers) if isinstance(checked, Reject) else checked
-        decision = _finish(self.route, outcome, self.method)
-        if self.log:
-            _log(self.route, decision, self.client, outcome, failure, self._target())
-        return decision
-
-    def run_guarded(
-        self,
-        guard: BruteForceCheck,
-        keys: tuple[str, ...],
-        store: FailureStore,
-        cache: VerificationCache | None,
-        on_rehash: RehashHook | None,
-    ) -> Decision:
-        """Ask the store first (a lock answers 429 before any check, cached or not), then check and count."""
-        retry_after = store.retry_after(keys)
-        if retry_after > 0:
-            decision: Decision = guard.reject(retry_after)
-            if self.log:
-                _log(self.route, decision, self.client, None, None, self._target())
-            return decision
-        checked = self.auth.check(self.credentials, self.consumers, cache, on_rehash)
-        if isinstance(checked, SlowCheck):
-            checked = checked.run()
-        if isinstance(checked, Reject):
-            locked = store.add_failure(keys, guard.limits)
-            if locked:
-                self._log_lockout(guard, locked)
-        return self.conclude(checked)
-
-    def _target(self) -> str | None:
-        """The consumer whose credential username was tried, if it exists (a name from the config)."""
-        found = self.consumers.credential(self.credentials.username)
-        return found[0].username if found is not None else None
-
-    def _log_lockout(self, guard: BruteForceCheck, locked: tuple[str, ...]) -> None:
-        if not BRUTE_FORCE_LOGGER.isEnabledFor(logging.WARNING):
-            return
-        limits = guard.limits
-        for key in locked:
-            by_username = ":u:" in key
-            target = self._target() if by_username else None
-            subject = (
-                ("consumer " + target if target else "an unknown username")
-                if by_username
-                else "client " + (client_subject(self.client) if self.client is not None else "?")
-            )
-            BRUTE_FORCE_LOGGER.warning(
-                "locked out %s for %gs after %d failed attempts within %gs",
-                subject,
-                limits.lockout,
-                limits.max_failures,
-                limits.window,
-                extra={
-                    "subject": "username" if by_username else "client",
-                    "route": _route_name(self.route),
-                    "consumer": target,
-                    "client": self.client,
-                },
-            )
-
-
-def _route_name(route: CompiledRoute | None) -> str | None:
-    if route is None:
-        return None
-    if route.id:
-        return route.id
-    return f"routes[{route.order}]" if route.order >= 0 else "guard"
-
-
-def _log(
-    route: CompiledRoute | None,
-    decision: Decision,
-    client: str | None,
-    outcome: Reject | Authenticated | None = None,
-    failure: str | None = None,
-    target: str | None = None,
-    allowed: str | None = None,
-) -> None:
-    """Write the one record of a decision. Every value comes from the configuration or is a code.
-
-    ``target`` is the consumer a rejected attempt was for, ``allowed`` the reason of an allowed
-    decision when it cannot be told from the decision itself.
-    """
-    if isinstance(decision, Reject):
-        verdict, reason, status = "reject", decision.reason, decision.status
-        consumer = outcome.consumer.username if isinstance(outcome, Authenticated) else target
-    else:
-        verdict, status = "allow", None
-        consumer = decision.consumer.username if decision.consumer is not None else None
-        if allowed is not None:
-            reason = allowed
-        elif decision.route is None:
-            reason = "unmatched"
-        elif decision.consumer is None:
-            reason = "no_auth"
-        elif decision.credential is None:
-            reason = "anonymous"
-        else:
-            reason = "authenticated"
-    name = _route_name(route)
-    LOGGER.info(
-        "%s %s route=%s consumer=%s client=%s",
-        verdict,
-        reason,
-        name,
-        consumer,
-        client,
-        extra={
-            "outcome": verdict,
-            "reason": reason,
-            "status": status,
-            "route": name,
-            "consumer": consumer,
-            "client": client,
-            "failure": failure,
-        },
-    )
-
-
-def _finish(route: CompiledRoute, outcome: Reject | Authenticated | None, method: str) -> Decision:
-    if isinstance(outcome, Reject):
-        return outcome
-    consumer = outcome.consumer if outcome is not None else None
-    credential = outcome.credential if outcome is not None else None
-    if route.restriction is not None:
-        rejected = route.restriction.check(consumer, method)
-        if rejected is not None:
-            return rejected
-    return _allow(route, consumer, credential)
-
-
-_ALLOWS: dict[
-    tuple[int, int, int], tuple[CompiledRoute, Consumer | None, BasicAuthCredential | None, Allow]
-] = {}
-_ALLOWS_LIMIT = 4096
-
-
-def _allow(route: CompiledRoute, consumer: Consumer | None, credential: BasicAuthCredential | None) -> Allow:
-    """The (immutable) ``Allow`` of a route and consumer, built once and reused while both are in force.
-
-    Keyed by identity; the entry keeps the objects it was built from and is used only if they are the
-    very same, so an id reused by a new object never finds an old decision.
-    """
-    key = (id(route), id(consumer), id(credential))
-    found = _ALLOWS.get(key)
-    if found is not None and found[0] is route and found[1] is consumer and found[2] is credential:
-        return found[3]
-    allow = Allow(
-        route,
-        consumer,
-        credential,
-        _identity_headers(consumer, credential) if consumer is not None else (),
-        hide_credentials=route.auth is not None and route.auth.hide_credentials,
-        strip_prefix=route.strip_prefix,
-    )
-    if len(_ALLOWS) >= _ALLOWS_LIMIT:
-        _ALLOWS.clear()  # bounded: replaced routes and consumers do not accumulate
-    _ALLOWS[key] = (route, consumer, credential, allow)
-    return allow
-
-
-def _identity_headers(
-    consumer: Consumer, credential: BasicAuthCredential | None
-) -> tuple[tuple[str, str], ...]:
-    """The identity headers of a consumer (and credential)."""
-    headers = [("x-consumer-username", consumer.username)]
-    if credential is not None and credential.id is not None:
-        headers.append(("x-credential-identifier", credential.id))
-    if consumer.custom_id is not None:
-        headers.append(("x-consumer-custom-id", consumer.custom_id))
-    return tuple(headers)

@@ -10,9 +10,8 @@ from typing import Any
 from ._methods import HTTP_METHODS
 from ._validate import describe, expect_bool, expect_int, expect_str, expect_str_list, fail
 from .errors import ConfigError
-from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
-from .plugins.basic_auth import BasicAuthCheck, Profile
-from .plugins.consumer_restriction import RestrictionCheck
+from .sansio.pipeline import Pipeline, effective_plugins
+from .sansio.plugin import Environment, Plugin, Profile, check_plugins
 from .upstream import Upstream
 
 __all__ = [
@@ -37,15 +36,7 @@ def _hosts(value: object, path: str) -> tuple[str, ...]:
 
 
 def _plugins(value: Iterable[Plugin], path: str = "plugins") -> tuple[Plugin, ...]:
-    plugins = tuple(value)
-    seen: set[str] = set()
-    for index, plugin in enumerate(plugins):
-        if not isinstance(plugin, BasicAuthPlugin | ConsumerRestrictionPlugin):
-            fail(f"{path}[{index}]", f"expected a plugin object, got {describe(plugin)}")
-        if plugin.name in seen:
-            fail(f"{path}[{index}]", f"plugin {plugin.name!r} given twice")
-        seen.add(plugin.name)
-    return plugins
+    return check_plugins(tuple(value), path)
 
 
 def _upstream(value: object, path: str = "upstream") -> Upstream | None:
@@ -218,18 +209,25 @@ def normalize_path(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
-    """A route joined with its service and compiled for one gateway: what a match yields."""
+    """A route joined with its service and compiled for one gateway: what a match yields.
+
+    ``plugins`` are the plugins in force (the service's, with the route's replacing those of the same
+    name); ``pipeline`` is them compiled and ordered (:class:`~consumer_auth.sansio.pipeline.Pipeline`).
+    """
 
     route: Route
     service: Service | None
     order: int
-    auth: BasicAuthCheck | None
-    restriction: RestrictionCheck | None
+    plugins: Mapping[str, Plugin]
+    pipeline: Pipeline
     upstream: Upstream | None
     strip_prefix: str
     methods: frozenset[str] | None
     exact_hosts: frozenset[str] | None
     wildcard_hosts: tuple[str, ...] = field(default=())
+    label: str = field(default="", compare=False)
+    """How logs name the route: its id, else ``routes[i]`` (``guard`` for a per-view guard)."""
+    service_id: str | None = field(default=None, compare=False)
 
     @property
     def id(self) -> str | None:
@@ -248,18 +246,25 @@ class CompiledRoute:
 
 
 def compile_route(
-    route: Route, service: Service | None, order: int, profile: Profile, *, head_with_get: bool = False
+    route: Route,
+    service: Service | None,
+    order: int,
+    environment: Environment | Profile,
+    *,
+    head_with_get: bool = False,
 ) -> tuple[CompiledRoute, tuple[str, ...]]:
     """Join a route with its service; return it with the full paths it is matched on.
+
+    The plugins in force are compiled into the route's pipeline with ``environment`` (the gateway's
+    settings; a bare :class:`Profile` for a route compiled outside a gateway).
 
     With ``head_with_get`` a route accepting ``GET`` also accepts ``HEAD``. A gateway that passes unmatched
     requests to the app sets it: frameworks answer ``HEAD`` with the ``GET`` view, so a ``HEAD`` that
     matched no route would reach that view unauthenticated.
     """
-    merged: dict[str, Plugin] = {p.name: p for p in (service.plugins if service else ())}
-    merged.update({p.name: p for p in route.plugins})
-    auth = merged.get(BasicAuthPlugin.name)
-    restriction = merged.get(ConsumerRestrictionPlugin.name)
+    if isinstance(environment, Profile):
+        environment = Environment(environment)
+    merged = effective_plugins(service.plugins if service else (), route.plugins)
     prefix = service.path_prefix if service is not None else None
     paths = tuple(f"{prefix}/{uri.lstrip('/')}" if prefix else uri for uri in route.all_uris)
     hosts = route.hosts if route.hosts is not None else (service.hosts if service else None)
@@ -268,13 +273,15 @@ def compile_route(
         route=route,
         service=service,
         order=order,
-        auth=auth.compile(profile) if isinstance(auth, BasicAuthPlugin) else None,
-        restriction=restriction.compile() if isinstance(restriction, ConsumerRestrictionPlugin) else None,
+        plugins=merged,
+        pipeline=Pipeline(merged, environment),
         upstream=upstream,
         strip_prefix=prefix if prefix and service is not None and service.strip_path_prefix else "",
         methods=_methods(route.methods, head_with_get),
         exact_hosts=frozenset(h for h in hosts if not h.startswith("*.")) if hosts is not None else None,
         wildcard_hosts=tuple(h[1:] for h in hosts if h.startswith("*.")) if hosts is not None else (),
+        label=route.id or route.name or (f"routes[{order}]" if order >= 0 else "guard"),
+        service_id=service.id if service is not None else None,
     )
     return compiled, paths
 

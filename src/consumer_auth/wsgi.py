@@ -12,7 +12,7 @@ from .routing import normalize_path
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from .gateway import Gateway
+    from .sansio.gateway import Gateway
 
 __all__ = ["CONSUMER_KEY", "GatewayMiddleware", "apply_allow", "apply_identity", "facts_from_environ"]
 

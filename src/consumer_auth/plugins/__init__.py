@@ -1,21 +1,18 @@
-"""The plugins a route or service can carry: ``basic-auth`` and ``consumer-restriction``.
+"""The built-in plugins: ``basic-auth`` and ``consumer-restriction``, ordinary plugins of the pipeline.
 
 Each plugin is an immutable configuration object (what the user wrote) that compiles, once per gateway,
-into a check (precomputed responses, request facts in, an outcome out).
+into the object whose phase methods run (see :mod:`consumer_auth.sansio.plugin`). Both are registered
+under their names here, as a user plugin is with :func:`~consumer_auth.register_plugin`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from consumer_auth.sansio.plugin import Plugin, Profile, plugins_from_config, register_plugin
 
-from consumer_auth.errors import ConfigError
-
-from .basic_auth import BasicAuthPlugin, Profile
+from .basic_auth import BasicAuthPlugin
 from .consumer_restriction import ConsumerRestrictionPlugin
 
 __all__ = [
-    "PLUGINS",
     "BasicAuthPlugin",
     "ConsumerRestrictionPlugin",
     "Plugin",
@@ -23,23 +20,5 @@ __all__ = [
     "plugins_from_config",
 ]
 
-Plugin = BasicAuthPlugin | ConsumerRestrictionPlugin
-
-PLUGINS: Mapping[str, type[BasicAuthPlugin] | type[ConsumerRestrictionPlugin]] = {
-    BasicAuthPlugin.name: BasicAuthPlugin,
-    ConsumerRestrictionPlugin.name: ConsumerRestrictionPlugin,
-}
-
-
-def plugins_from_config(value: Mapping[str, Any]) -> tuple[Plugin, ...]:
-    """Build plugin objects from a ``plugins:`` mapping of a route or service (paths relative to it)."""
-    built: list[Plugin] = []
-    for name, config in value.items():
-        kind = PLUGINS.get(name)
-        if kind is None:
-            raise ConfigError(name, f"unknown plugin (expected one of: {', '.join(sorted(PLUGINS))})")
-        try:
-            built.append(kind.from_config({} if config is None else config))
-        except ConfigError as error:
-            raise error.within(name) from None
-    return tuple(built)
+register_plugin(BasicAuthPlugin)
+register_plugin(ConsumerRestrictionPlugin)

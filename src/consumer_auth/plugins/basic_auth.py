@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from consumer_auth._validate import describe, expect_bool, expect_mapping, expect_str, fail, reject_unknown
 from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
 from consumer_auth.decision import Reject, json_reject
 from consumer_auth.errors import ConfigError
+from consumer_auth.failures import LOGGER as BRUTE_FORCE_LOGGER
 from consumer_auth.passwords import PasswordVerifier, VerificationCache, hash_password
+from consumer_auth.sansio.plugin import Environment, Plugin, PluginRequest, Profile, RehashHook, Suspend
 
-from .brute_force import BruteForce, BruteForceCheck
+from .brute_force import BruteForce, BruteForceCheck, client_subject
 
 __all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile", "RehashHook", "SlowCheck"]
+
+if TYPE_CHECKING:
+    from consumer_auth.failures import FailureStore
 
 _log = logging.getLogger("consumer_auth")
 
 _REALM = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,128}")
 
 
-class Profile(enum.Enum):
-    """Which APISIX generation's answers to give.
-
-    ``CLASSIC`` (the default) gives exactly the messages of APISIX 2.x and the API7 Cloud guide; it tells
-    a client whether a username exists. ``APISIX_3`` answers every credential failure with
-    ``Invalid user authorization`` and a ``WWW-Authenticate`` header, revealing nothing.
-    """
-
-    CLASSIC = "classic"
-    APISIX_3 = "apisix-3"
-
-
 @dataclass(frozen=True, slots=True)
-class BasicAuthPlugin:
+class BasicAuthPlugin(Plugin):
     """Require HTTP Basic credentials of a consumer on a route or service.
 
     Args:
@@ -55,6 +47,7 @@ class BasicAuthPlugin:
     """
 
     name: ClassVar[str] = "basic-auth"
+    priority: ClassVar[int] = 2520
 
     hide_credentials: bool = False
     realm: str | None = None
@@ -87,9 +80,19 @@ class BasicAuthPlugin:
         reject_unknown(config, ("hide_credentials", "realm", "anonymous_consumer", "brute_force"), "")
         return cls(**config)
 
-    def compile(self, profile: Profile) -> BasicAuthCheck:
-        """Precompute this plugin's responses for a gateway's profile."""
-        return BasicAuthCheck(self, profile)
+    def compile(self, environment: Environment) -> BasicAuthCheck:
+        """Precompute this plugin's responses for a gateway (its profile, cache and failure store)."""
+        return BasicAuthCheck(self, environment)
+
+    def check_consumers(self, consumers: ConsumerIndex) -> None:
+        """``anonymous_consumer`` must name a consumer.
+
+        Raises:
+            ConfigError: at ``anonymous_consumer``.
+        """
+        name = self.anonymous_consumer
+        if name is not None and consumers.consumer(name) is None:
+            raise ConfigError("anonymous_consumer", f"no consumer named {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +101,6 @@ class Authenticated:
 
     consumer: Consumer
     credential: BasicAuthCredential | None
-
-
-RehashHook = Callable[[Consumer, BasicAuthCredential, str], None]
-"""``on_rehash(consumer, credential, new_hash)``: a credential's stored form is outdated; ``new_hash`` is a
-fresh argon2id hash of the password that just verified, for a store to save."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +140,13 @@ def _message(text: str, reason: str, *headers: tuple[str, str]) -> Reject:
     return json_reject(401, "message", text, *headers, reason=reason)
 
 
-class BasicAuthCheck:
-    """A compiled ``basic-auth`` plugin: every possible 401 is built once, here."""
+class BasicAuthCheck(Plugin):
+    """A compiled ``basic-auth`` plugin (its ``authenticate`` phase): every possible 401 is built once, here."""
 
     __slots__ = (
         "_anonymous",
         "_anonymous_missing",
+        "_environment",
         "_invalid",
         "_missing",
         "_no_consumers",
@@ -157,7 +156,14 @@ class BasicAuthCheck:
         "hide_credentials",
     )
 
-    def __init__(self, plugin: BasicAuthPlugin, profile: Profile) -> None:
+    name: ClassVar[str] = BasicAuthPlugin.name
+    priority: ClassVar[int] = BasicAuthPlugin.priority
+
+    def __init__(self, plugin: BasicAuthPlugin, environment: Environment | Profile) -> None:
+        if isinstance(environment, Profile):
+            environment = Environment(environment)
+        profile = environment.profile
+        self._environment = environment
         self.hide_credentials = plugin.hide_credentials
         self._anonymous = plugin.anonymous_consumer
         limits = plugin.brute_force
@@ -181,6 +187,117 @@ class BasicAuthCheck:
             self._unknown = _message(same, "unknown_username", challenge)
             self._wrong = _message(same, "wrong_password", challenge)
             self._anonymous_missing = _message(same, "anonymous_consumer_missing", challenge)
+
+    def authenticate(self, request: PluginRequest) -> Reject | Suspend | None:
+        """Read the credentials, verify them, and set the request's consumer (or fall back, or reject)."""
+        request.hide_credentials = self.hide_credentials
+        consumers = request.consumers
+        parsed = self.parse(request.facts.authorization, consumers)
+        if isinstance(parsed, Reject):
+            request.failure = parsed.reason
+            return self._fallback(parsed, request)
+        credentials: BasicCredentials = parsed
+        guard = self.brute_force
+        environment = self._environment
+        store = environment.failure_store
+        if guard is not None and store is not None:
+            keys = guard.keys(credentials.username, request.client)
+            if keys:
+                return Suspend(
+                    store.blocking or self.may_be_slow(credentials, consumers),
+                    lambda: self._guarded(request, credentials, guard, keys, store),
+                    credentials.username,
+                )
+        checked = self.check(credentials, consumers, environment.verification_cache, environment.on_rehash)
+        if isinstance(checked, SlowCheck):
+            slow = checked.run
+            return Suspend(True, lambda: self._conclude(request, credentials, slow()), credentials.username)
+        return self._conclude(request, credentials, checked)
+
+    def _conclude(
+        self, request: PluginRequest, credentials: BasicCredentials, checked: Reject | Authenticated
+    ) -> Reject | None:
+        if isinstance(checked, Authenticated):
+            request.consumer = checked.consumer
+            request.credential = checked.credential
+            return None
+        request.failure = checked.reason
+        if request.log:
+            request.target = self._target(credentials, request.consumers)
+        return self._fallback(checked, request)
+
+    def _fallback(self, rejection: Reject, request: PluginRequest) -> Reject | None:
+        outcome = self.fallback(rejection, request.consumers)
+        if isinstance(outcome, Reject):
+            return outcome
+        request.consumer = outcome.consumer
+        request.credential = None
+        return None
+
+    def _guarded(
+        self,
+        request: PluginRequest,
+        credentials: BasicCredentials,
+        guard: BruteForceCheck,
+        keys: tuple[str, ...],
+        store: FailureStore,
+    ) -> Reject | None:
+        """Ask the store first (a lock answers 429 before any check, cached or not), then check and count."""
+        retry_after = store.retry_after(keys)
+        if retry_after > 0:
+            if request.log:
+                request.target = self._target(credentials, request.consumers)
+            return guard.reject(retry_after)
+        environment = self._environment
+        checked = self.check(
+            credentials, request.consumers, environment.verification_cache, environment.on_rehash
+        )
+        if isinstance(checked, SlowCheck):
+            checked = checked.run()
+        if isinstance(checked, Reject):
+            locked = store.add_failure(keys, guard.limits)
+            if locked:
+                self._log_lockout(request, credentials, guard, locked)
+        return self._conclude(request, credentials, checked)
+
+    @staticmethod
+    def _target(credentials: BasicCredentials, consumers: ConsumerIndex) -> str | None:
+        """The consumer whose credential username was tried, if it exists (a name from the config)."""
+        found = consumers.credential(credentials.username)
+        return found[0].username if found is not None else None
+
+    def _log_lockout(
+        self,
+        request: PluginRequest,
+        credentials: BasicCredentials,
+        guard: BruteForceCheck,
+        locked: tuple[str, ...],
+    ) -> None:
+        if not BRUTE_FORCE_LOGGER.isEnabledFor(logging.WARNING):
+            return
+        limits = guard.limits
+        client = request.client
+        for key in locked:
+            by_username = ":u:" in key
+            target = self._target(credentials, request.consumers) if by_username else None
+            subject = (
+                ("consumer " + target if target else "an unknown username")
+                if by_username
+                else "client " + (client_subject(client) if client is not None else "?")
+            )
+            BRUTE_FORCE_LOGGER.warning(
+                "locked out %s for %gs after %d failed attempts within %gs",
+                subject,
+                limits.lockout,
+                limits.max_failures,
+                limits.window,
+                extra={
+                    "subject": "username" if by_username else "client",
+                    "route": request.route_id,
+                    "consumer": target,
+                    "client": client,
+                },
+            )
 
     def parse(self, authorization: tuple[str, ...], consumers: ConsumerIndex) -> Reject | BasicCredentials:
         """The cheap half: read the header. A :class:`Reject` here needs no password check."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from consumer_auth._methods import HTTP_METHODS
 from consumer_auth._validate import (
@@ -18,12 +18,16 @@ from consumer_auth._validate import (
 )
 from consumer_auth.consumers import Consumer
 from consumer_auth.decision import Reject, json_reject
+from consumer_auth.sansio.plugin import Environment, Plugin
+
+if TYPE_CHECKING:
+    from consumer_auth.sansio.plugin import PluginRequest
 
 __all__ = ["ConsumerRestrictionPlugin", "RestrictionCheck"]
 
 
 @dataclass(frozen=True, slots=True)
-class ConsumerRestrictionPlugin:
+class ConsumerRestrictionPlugin(Plugin):
     """Restrict a route or service to some consumers (``whitelist``) or exclude some (``blacklist``).
 
     Runs after authentication. A request without a consumer (no auth plugin on the route) gets 401
@@ -47,6 +51,7 @@ class ConsumerRestrictionPlugin:
     """
 
     name: ClassVar[str] = "consumer-restriction"
+    priority: ClassVar[int] = 2400
 
     whitelist: tuple[str, ...] | None = None
     blacklist: tuple[str, ...] | None = None
@@ -86,7 +91,7 @@ class ConsumerRestrictionPlugin:
         )
         return cls(**config)
 
-    def compile(self) -> RestrictionCheck:
+    def compile(self, environment: Environment | None = None) -> RestrictionCheck:
         """Precompute this plugin's responses."""
         return RestrictionCheck(self)
 
@@ -107,10 +112,13 @@ def _methods_by_user(value: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(entries)
 
 
-class RestrictionCheck:
-    """A compiled ``consumer-restriction`` plugin."""
+class RestrictionCheck(Plugin):
+    """A compiled ``consumer-restriction`` plugin (its ``access`` phase)."""
 
     __slots__ = ("_allowed", "_denied", "_methods", "_no_consumer", "_rejected")
+
+    name: ClassVar[str] = ConsumerRestrictionPlugin.name
+    priority: ClassVar[int] = ConsumerRestrictionPlugin.priority
 
     def __init__(self, plugin: ConsumerRestrictionPlugin) -> None:
         self._allowed = frozenset(plugin.whitelist) if plugin.whitelist is not None else None
@@ -124,6 +132,10 @@ class RestrictionCheck:
         self._no_consumer = json_reject(
             401, "message", "Missing authentication or identity verification.", reason="no_consumer"
         )
+
+    def access(self, request: PluginRequest) -> Reject | None:
+        """Reject a request whose consumer (or lack of one) the lists do not allow."""
+        return self.check(request.consumer, request.facts.method)
 
     def check(self, consumer: Consumer | None, method: str) -> Reject | None:
         """The rejection for this consumer and method, or ``None`` to let it through."""

@@ -11,7 +11,7 @@ from consumer_auth.errors import ConfigError
 from consumer_auth.upstream import Upstream, UpstreamNode
 
 if TYPE_CHECKING:
-    from consumer_auth.gateway import Gateway
+    from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["ACCESS_LOGGER", "Exchange", "check_upstreams", "default_upstream", "upstream_for"]
 

@@ -34,7 +34,7 @@ from ._plan import (
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
-    from consumer_auth.gateway import Gateway
+    from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["ASGIProxy"]
 

@@ -29,7 +29,7 @@ from ._pool import ConnectionPool, NodePool
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-    from consumer_auth.gateway import Gateway
+    from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["WSGIProxy"]
 

@@ -6,9 +6,9 @@ import os
 import threading
 from pathlib import Path
 
-from consumer_auth.config import load_file, parse_config
+from consumer_auth.config import gateway_options, load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreUnavailableError
-from consumer_auth.gateway import Gateway
+from consumer_auth.sansio.gateway import Gateway
 
 from .base import Snapshot
 
@@ -72,7 +72,9 @@ class FileStore:
         else:
             raise ConfigError(str(self.path), "the file keeps changing while it is read; will read it again")
         config = parse_config(document)
-        Gateway.from_config(config)  # every rule of a static configuration holds for a watched one
+        Gateway(
+            consumers=config.consumers, **gateway_options(config)
+        )  # every rule of a static configuration holds for a watched one
         return Snapshot(
             revision=before,
             consumers=config.consumers,

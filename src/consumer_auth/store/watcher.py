@@ -14,7 +14,7 @@ from consumer_auth.errors import ConfigError, StoreError
 from .base import Snapshot, Store
 
 if TYPE_CHECKING:
-    from consumer_auth.gateway import Gateway
+    from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["StoreWatcher", "logger"]
 

@@ -1,0 +1,349 @@
+"""The sans-IO gateway: consumers, services and routes compiled once; request facts in, a decision out.
+
+Routing finds the route; the route's compiled pipeline (:mod:`consumer_auth.sansio.pipeline`) runs its
+plugins; nothing here names a plugin. The WSGI and ASGI adapters and both proxies call :meth:`decide`
+the same way, which is how every mode gives the same answers. This module imports no adapter, proxy,
+store, server or CLI: the public :class:`consumer_auth.Gateway` adds those conveniences on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from consumer_auth._trust import TrustedProxies
+from consumer_auth.consumers import Consumer, ConsumerIndex
+from consumer_auth.decision import Allow, Decision, Pending, RequestFacts, json_reject
+from consumer_auth.errors import ConfigError
+from consumer_auth.failures import FailureStore, MemoryFailureStore
+from consumer_auth.passwords import VerificationCache
+from consumer_auth.routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
+
+from .log import LOGGER, log_decision
+from .pipeline import run_pipeline
+from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
+
+__all__ = ["NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+
+NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
+"""The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    consumers: ConsumerIndex
+    routes: RouteIndex
+
+
+def compile_routes(
+    routes: Iterable[Route],
+    services: Iterable[Service],
+    environment: Environment | Profile,
+    *,
+    head_with_get: bool = False,
+) -> RouteIndex:
+    """Join routes with their services, compile their pipelines and index them (``head_with_get``: a GET
+    route also takes HEAD).
+
+    Raises:
+        ConfigError: a duplicate service id, or a route's ``service_id`` naming no service.
+    """
+    by_id = routes_by_service(services)
+    compiled = []
+    for index, route in enumerate(routes):
+        if not isinstance(route, Route):
+            raise ConfigError(f"routes[{index}]", "expected a Route")
+        service = None
+        if route.service_id is not None:
+            service = by_id.get(route.service_id)
+            if service is None:
+                raise ConfigError(f"routes[{index}].service_id", f"no service with id {route.service_id!r}")
+        compiled.append(compile_route(route, service, index, environment, head_with_get=head_with_get))
+    return RouteIndex(compiled)
+
+
+def _check_consumers(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+    """Let every plugin check the consumers it names; an error is placed where the plugin was written."""
+    for route in routes.routes:
+        for name, plugin in route.plugins.items():
+            try:
+                plugin.check_consumers(consumers)
+            except ConfigError as error:
+                own = any(p is plugin for p in route.route.plugins)
+                where = (
+                    f"routes[{route.order}]"
+                    if own or route.service is None
+                    else f"service {route.service.id!r}"
+                )
+                raise error.within(f"{where}.plugins.{name}") from None
+
+
+def _consumer_index(consumers: Iterable[Consumer]) -> ConsumerIndex:
+    """Index the consumers; their plugins must be :class:`Plugin` objects (``Consumer`` checks only
+    their shape)."""
+    index = ConsumerIndex(consumers)
+    for position, consumer in enumerate(index):
+        for place, plugin in enumerate(consumer.plugins):
+            if not isinstance(plugin, Plugin):
+                raise ConfigError(
+                    f"consumers[{position}].plugins[{place}]", f"expected a plugin object, got {plugin!r}"
+                )
+    return index
+
+
+class Gateway:
+    """Consumers, services and routes, compiled once; decides what happens to each request (sans-IO).
+
+    The arguments are those of :class:`consumer_auth.Gateway`, which adds configuration files, stores and
+    the adapters to this class.
+
+    Raises:
+        ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
+            a duplicate credential username, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        consumers: Iterable[Consumer] = (),
+        routes: Iterable[Route] = (),
+        services: Iterable[Service] = (),
+        profile: Profile | str = Profile.CLASSIC,
+        unmatched: str = "reject",
+        cache_size: int = 10_000,
+        cache_ttl: float = 60.0,
+        on_rehash: RehashHook | None = None,
+        trusted_proxies: Iterable[str] = (),
+        brute_force_store: FailureStore | None = None,
+    ) -> None:
+        try:
+            self.profile = Profile(profile)
+        except ValueError:
+            raise ConfigError("profile", f"expected 'classic' or 'apisix-3', got {profile!r}") from None
+        if unmatched not in ("reject", "pass"):
+            raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
+        self.unmatched = unmatched
+        try:
+            self.verification_cache = VerificationCache(cache_size, cache_ttl)
+        except ConfigError as error:
+            raise ConfigError(
+                "verification_cache." + ("max_entries" if error.path == "max_entries" else "ttl"),
+                error.reason,
+            ) from None
+        self.trusted_proxies = TrustedProxies(trusted_proxies)
+        self.environment = Environment(
+            self.profile,
+            self.verification_cache,
+            on_rehash,
+            brute_force_store if brute_force_store is not None else MemoryFailureStore(),
+            self.client_address,
+        )
+        """What the plugins are compiled with (see :class:`~consumer_auth.sansio.plugin.Environment`)."""
+        self._pass = Allow(None)
+        self._lock = threading.Lock()
+        self._services = tuple(services)
+        self._routes = tuple(routes)
+        state = _State(_consumer_index(consumers), self._compile(self._routes, self._services))
+        _check_consumers(state.routes, state.consumers)
+        self._state = state
+
+    @property
+    def brute_force_store(self) -> FailureStore:
+        """Where brute-force failure counts live (settable: every route uses the new store at once)."""
+        store = self.environment.failure_store
+        assert store is not None  # noqa: S101 - always set by __init__
+        return store
+
+    @brute_force_store.setter
+    def brute_force_store(self, store: FailureStore) -> None:
+        self.environment.failure_store = store
+
+    @property
+    def on_rehash(self) -> RehashHook | None:
+        """The rehash hook (settable), see :class:`consumer_auth.Gateway`."""
+        return self.environment.on_rehash
+
+    @on_rehash.setter
+    def on_rehash(self, hook: RehashHook | None) -> None:
+        self.environment.on_rehash = hook
+
+    def _compile(self, routes: tuple[Route, ...], services: tuple[Service, ...]) -> RouteIndex:
+        return compile_routes(routes, services, self.environment, head_with_get=self.unmatched == "pass")
+
+    # -- run-time changes -----------------------------------------------------------------------------
+
+    def replace(
+        self,
+        *,
+        consumers: Iterable[Consumer] | None = None,
+        routes: Iterable[Route] | None = None,
+        services: Iterable[Service] | None = None,
+    ) -> None:
+        """Swap in new consumers and/or routes and services, all in one atomic step.
+
+        Requests in flight finish with what they started with; the next request sees the new set.
+        Whatever is not given stays as it is (giving ``routes`` without ``services`` keeps the
+        services, and the other way round). A route's ``anonymous_consumer`` that no longer exists
+        then answers 401 ``Invalid user authorization``.
+
+        Raises:
+            ConfigError: what was given is invalid (everything in force stays as it was).
+        """
+        index = _consumer_index(consumers) if consumers is not None else None
+        new_routes = tuple(routes) if routes is not None else None
+        new_services = tuple(services) if services is not None else None
+        with self._lock:
+            state = self._state
+            compiled = state.routes
+            if new_routes is not None or new_services is not None:
+                new_routes = self._routes if new_routes is None else new_routes
+                new_services = self._services if new_services is None else new_services
+                compiled = self._compile(new_routes, new_services)
+                self._routes, self._services = new_routes, new_services
+            self._state = _State(index if index is not None else state.consumers, compiled)
+
+    def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
+        """Swap in a new set of consumers atomically; requests in flight finish with the old set.
+
+        A route's ``anonymous_consumer`` that no longer exists then answers 401
+        ``Invalid user authorization``.
+
+        Raises:
+            ConfigError: the new set is invalid (the current set stays in force).
+        """
+        self.replace(consumers=consumers)
+
+    def replace_routes(self, routes: Iterable[Route], services: Iterable[Service] = ()) -> None:
+        """Swap in new routes and services atomically.
+
+        Raises:
+            ConfigError: they are invalid (the current ones stay in force).
+        """
+        self.replace(routes=routes, services=services)
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        """The consumers in force now."""
+        return tuple(self._state.consumers)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """The routes in force now."""
+        return self._routes
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The services in force now."""
+        return self._services
+
+    @property
+    def compiled_routes(self) -> tuple[CompiledRoute, ...]:
+        """The routes in force now, each joined with its service (effective upstream, prefix, plugins)."""
+        return self._state.routes.routes
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    def match(self, facts: RequestFacts) -> CompiledRoute | None:
+        """The route a request matches, if any."""
+        return self._state.routes.match(facts.method, facts.path, facts.host)
+
+    def client_address(self, facts: RequestFacts) -> str | None:
+        """The address a request comes from, as brute-force limits and logs see it.
+
+        It is the peer (``facts.client``), unless the peer is one of ``trusted_proxies``: then
+        ``X-Forwarded-For`` is read from the right, and the first address that is not a trusted proxy
+        is the client. A client can therefore never choose its own address by sending the header.
+        """
+        return self.trusted_proxies.client(facts.client, facts.forwarded_for)
+
+    def decide(self, facts: RequestFacts) -> Decision | Pending:
+        """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
+
+        Everything cheap happens here: routing, parsing the header, finding the credential, and checking
+        a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
+        (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
+        event loop can run it elsewhere; ``Pending.login`` says whose it is.
+
+        On a route with ``brute_force`` limits, every attempt with credentials is a ``Pending``: its
+        ``run()`` first asks the failure store whether the username or the client is locked out (429,
+        without checking the password), then checks the password and counts a failure. It is ``slow``
+        when the check may run a slow hash or the store talks to a server.
+        """
+        log = LOGGER.isEnabledFor(logging.INFO)
+        state = self._state
+        route = state.routes.match(facts.method, facts.path, facts.host)
+        if route is None:
+            decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
+            if log:
+                log_decision(None, decision, self.client_address(facts))
+            return decision
+        request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
+        return run_pipeline(route, route.pipeline, request)
+
+    def decide_now(self, facts: RequestFacts) -> Decision:
+        """Decide a request, verifying any password in the calling thread."""
+        decision = self.decide(facts)
+        return decision.run() if isinstance(decision, Pending) else decision
+
+    def guard(self, *plugins: Plugin) -> Guard:
+        """Compile plugins into a :class:`Guard` for one part of an app, such as a view.
+
+        The guard decides with this gateway's profile and the consumers in force at each request; the
+        framework integrations build their per-view protection on it.
+
+        Raises:
+            ConfigError: a plugin is invalid or duplicated, or ``anonymous_consumer`` names no consumer.
+
+        Example:
+            >>> from consumer_auth import BasicAuthPlugin, ConsumerRestrictionPlugin
+            >>> gateway = Gateway(consumers=[Consumer("alex", password="123456")])
+            >>> guard = gateway.guard(BasicAuthPlugin(), ConsumerRestrictionPlugin(whitelist=["alex"]))
+            >>> guard.decide_now(RequestFacts("GET", "/")).status
+            401
+        """
+        compiled, _ = compile_route(Route("/*", plugins=plugins), None, -1, self.environment)
+        for name, plugin in compiled.plugins.items():
+            try:
+                plugin.check_consumers(self._state.consumers)
+            except ConfigError as error:
+                raise error.within(name) from None
+        return Guard(self, compiled)
+
+
+class Guard:
+    """Plugins guarding one part of an app (a view, a dependency), decided like a matched route.
+
+    Made by :meth:`Gateway.guard`. Its answers are the gateway's: the same 401 messages for the same
+    profile, the same ``consumer-restriction`` rejections.
+    """
+
+    __slots__ = ("_gateway", "_route")
+
+    def __init__(self, gateway: Gateway, route: CompiledRoute) -> None:
+        self._gateway = gateway
+        self._route = route
+
+    def decide(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision | Pending:
+        """Decide a request that reached the app; a :class:`Pending` result still needs ``run()``.
+
+        Args:
+            facts: The request.
+            consumer: The consumer the request was already authenticated as (by a gateway route), if any.
+                Then only the ``access`` phase runs (``consumer-restriction``): the request is not
+                authenticated again, so a route's ``hide_credentials`` does not get in the way.
+        """
+        gateway = self._gateway
+        route = self._route
+        log = LOGGER.isEnabledFor(logging.INFO)
+        request = PluginRequest(facts, gateway._state.consumers, gateway.environment, route.label, None, log)
+        if consumer is None:
+            return run_pipeline(route, route.pipeline, request)
+        request.consumer = consumer
+        return run_pipeline(route, route.pipeline, request, authenticated=True)
+
+    def decide_now(self, facts: RequestFacts, consumer: Consumer | None = None) -> Decision:
+        """Like :meth:`decide`, verifying any password in the calling thread."""
+        decision = self.decide(facts, consumer)
+        return decision.run() if isinstance(decision, Pending) else decision

@@ -1,0 +1,246 @@
+"""A route's plugins compiled into one ordered pipeline, and the run of it on a request.
+
+Built once per route when the gateway loads (and once per route and consumer that carries plugins of
+its own). Where plugins come from, lowest first: the route's service, the route, the consumer's group,
+the consumer (SPEC §9): a plugin of a name replaces the one of the same name from a lower level,
+wholesale. The compiled plugins are sorted by priority (higher first, then as configured) and split by
+phase, so a request walks tuples of bound methods::
+
+    request facts ─▶ rewrite ─▶ authenticate ─▶ (consumer's plugins merged in) ─▶ access ─▶ response ─▶ Allow
+                        │            │                                              │
+                        └────────────┴──────────── Reject (answered now) ◀──────────┘
+
+A phase returning :class:`~consumer_auth.sansio.plugin.Suspend` turns the rest of the run into a
+:class:`~consumer_auth.Pending` that an adapter finishes off its event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from consumer_auth.decision import Allow, Decision, MatchedRoute, Pending, Reject
+
+from .log import log_decision
+from .plugin import Environment, Plugin, PluginRequest, Suspend
+
+if TYPE_CHECKING:
+    from consumer_auth.consumers import BasicAuthCredential, Consumer
+
+__all__ = ["Pipeline", "effective_plugins", "run_pipeline"]
+
+_CONSUMER_CACHE_LIMIT = 4096
+
+
+def effective_plugins(*levels: Iterable[Plugin]) -> dict[str, Plugin]:
+    """The plugins in force, by name, from levels given lowest first (service, route, group, consumer):
+    a plugin replaces the one of the same name from a lower level wholesale."""
+    merged: dict[str, Plugin] = {}
+    for level in levels:
+        for plugin in level:
+            merged[plugin.name] = plugin
+    return merged
+
+
+class Pipeline:
+    """The compiled plugins of one route (or guard), sorted by priority and split into phases.
+
+    Attributes:
+        plugins: The compiled plugins in the order they run (priority, higher first).
+        before: The ``rewrite`` then ``authenticate`` methods, in order.
+        access: The ``access`` methods, in order.
+        response: The ``response`` methods, in order.
+    """
+
+    __slots__ = ("_by_consumer", "_compiled", "_environment", "access", "before", "plugins", "response")
+
+    def __init__(self, plugins: Mapping[str, Plugin], environment: Environment) -> None:
+        self._environment = environment
+        self._compiled = {name: plugin.compile(environment) for name, plugin in plugins.items()}
+        self._by_consumer: dict[int, tuple[Consumer, Pipeline]] = {}
+        self._arrange(self._compiled)
+
+    def _arrange(self, compiled: Mapping[str, Plugin]) -> None:
+        ordered = sorted(compiled.values(), key=lambda plugin: -plugin.priority)  # stable: config order
+        phases = [(plugin, plugin.phases()) for plugin in ordered]
+        self.plugins = tuple(ordered)
+        self.before = tuple(p.rewrite for p, ph in phases if "rewrite" in ph) + tuple(
+            p.authenticate for p, ph in phases if "authenticate" in ph
+        )
+        self.access = tuple(p.access for p, ph in phases if "access" in ph)
+        self.response = tuple(p.response for p, ph in phases if "response" in ph)
+
+    def for_consumer(self, consumer: Consumer) -> Pipeline:
+        """This pipeline with the plugins of a consumer (and, later, its group) merged in, built once.
+
+        Only the ``access`` and ``response`` phases of the result run: the consumer is known only after
+        authentication.
+        """
+        if not consumer.plugins:
+            return self
+        key = id(consumer)
+        found = self._by_consumer.get(key)
+        if found is not None and found[0] is consumer:
+            return found[1]
+        own = [p for p in consumer.plugins if isinstance(p, Plugin)]  # all of them: checked at load
+        merged = {**self._compiled, **{p.name: p.compile(self._environment) for p in own}}
+        pipeline = Pipeline.__new__(Pipeline)
+        pipeline._environment = self._environment
+        pipeline._compiled = merged
+        pipeline._by_consumer = {}
+        pipeline._arrange(merged)
+        if len(self._by_consumer) >= _CONSUMER_CACHE_LIMIT:
+            self._by_consumer.clear()  # bounded: replaced consumers do not accumulate
+        self._by_consumer[key] = (consumer, pipeline)
+        return pipeline
+
+
+def run_pipeline(
+    route: MatchedRoute, pipeline: Pipeline, request: PluginRequest, *, authenticated: bool = False
+) -> Decision | Pending:
+    """Run a route's pipeline on a request: a decision, or a :class:`~consumer_auth.Pending` to finish.
+
+    ``authenticated``: the request already carries its consumer (a per-view guard behind a gateway
+    route); only the ``access`` phase runs, and the ``Allow`` adds nothing to the request.
+    """
+    if not authenticated:
+        steps = pipeline.before
+        for index in range(len(steps)):
+            out = steps[index](request)
+            if out is not None:
+                if isinstance(out, Suspend):
+                    return _pending(route, pipeline, request, out, index + 1, before=True)
+                return _reject(route, request, out)
+    return _after(route, pipeline, request, 0, authenticated)
+
+
+def _after(
+    route: MatchedRoute, pipeline: Pipeline, request: PluginRequest, start: int, authenticated: bool
+) -> Decision | Pending:
+    consumer = request.consumer
+    if consumer is not None and consumer.plugins:
+        pipeline = pipeline.for_consumer(consumer)
+    steps = pipeline.access
+    for index in range(start, len(steps)):
+        out = steps[index](request)
+        if out is not None:
+            if isinstance(out, Suspend):
+                return _pending(
+                    route, pipeline, request, out, index + 1, before=False, authenticated=authenticated
+                )
+            return _reject(route, request, out)
+    if authenticated:
+        decision = Allow(route, consumer)
+        if request.log:
+            log_decision(
+                route,
+                decision,
+                request.client,
+                consumer=consumer.username if consumer else None,
+                allowed="already_authenticated",
+            )
+        return decision
+    for respond in pipeline.response:
+        respond(request)
+    decision = _allow(route, request)
+    if request.log:
+        log_decision(route, decision, request.client, failure=request.failure)
+    return decision
+
+
+def _pending(
+    route: MatchedRoute,
+    pipeline: Pipeline,
+    request: PluginRequest,
+    suspended: Suspend,
+    resume_at: int,
+    *,
+    before: bool,
+    authenticated: bool = False,
+) -> Pending:
+    def run() -> Decision:
+        out = suspended.run()
+        if out is not None:
+            return _reject(route, request, out)
+        if before:
+            steps = pipeline.before
+            for index in range(resume_at, len(steps)):
+                found = steps[index](request)
+                if found is not None:
+                    if isinstance(found, Suspend):
+                        return _finish(_pending(route, pipeline, request, found, index + 1, before=True))
+                    return _reject(route, request, found)
+            return _finish(_after(route, pipeline, request, 0, authenticated))
+        return _finish(_after(route, pipeline, request, resume_at, authenticated))
+
+    return Pending(suspended.slow, run, suspended.login)
+
+
+def _finish(decision: Decision | Pending) -> Decision:
+    """Already off the event loop: a further suspension simply runs here."""
+    return decision.run() if isinstance(decision, Pending) else decision
+
+
+def _reject(route: MatchedRoute, request: PluginRequest, rejection: Reject) -> Reject:
+    if request.log:
+        consumer = request.consumer.username if request.consumer is not None else request.target
+        log_decision(route, rejection, request.client, consumer=consumer, failure=request.failure)
+    return rejection
+
+
+_ALLOWS: dict[
+    tuple[int, int, int, bool],
+    tuple[MatchedRoute, Consumer | None, BasicAuthCredential | None, Allow],
+] = {}
+_ALLOWS_LIMIT = 4096
+
+
+def _allow(route: MatchedRoute, request: PluginRequest) -> Allow:
+    """The ``Allow`` of a request: immutable, so built once per route, consumer and credential and reused
+    while they are in force (unless the ``response`` phase added headers to this one).
+
+    Keyed by identity; the entry keeps the objects it was built from and is used only if they are the
+    very same, so an id reused by a new object never finds an old decision.
+    """
+    consumer, credential, hide = request.consumer, request.credential, request.hide_credentials
+    if request.response_headers:
+        return _build_allow(route, consumer, credential, hide, tuple(request.response_headers))
+    key = (id(route), id(consumer), id(credential), hide)
+    found = _ALLOWS.get(key)
+    if found is not None and found[0] is route and found[1] is consumer and found[2] is credential:
+        return found[3]
+    allow = _build_allow(route, consumer, credential, hide, ())
+    if len(_ALLOWS) >= _ALLOWS_LIMIT:
+        _ALLOWS.clear()  # bounded: replaced routes and consumers do not accumulate
+    _ALLOWS[key] = (route, consumer, credential, allow)
+    return allow
+
+
+def _build_allow(
+    route: MatchedRoute,
+    consumer: Consumer | None,
+    credential: BasicAuthCredential | None,
+    hide: bool,
+    response_headers: tuple[tuple[str, str], ...],
+) -> Allow:
+    return Allow(
+        route,
+        consumer,
+        credential,
+        identity_headers(consumer, credential) if consumer is not None else (),
+        hide_credentials=hide,
+        strip_prefix=route.strip_prefix,
+        response_headers=response_headers,
+    )
+
+
+def identity_headers(
+    consumer: Consumer, credential: BasicAuthCredential | None
+) -> tuple[tuple[str, str], ...]:
+    """The identity headers of a consumer (and credential)."""
+    headers = [("x-consumer-username", consumer.username)]
+    if credential is not None and credential.id is not None:
+        headers.append(("x-credential-identifier", credential.id))
+    if consumer.custom_id is not None:
+        headers.append(("x-consumer-custom-id", consumer.custom_id))
+    return tuple(headers)
