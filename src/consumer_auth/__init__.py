@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._protect import protect
 from .consumers import BasicAuthCredential, Consumer
-from .decision import Allow, Decision, Pending, Reject, RequestFacts
+from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import (
     ConfigError,
     ConsumerAuthError,
@@ -29,6 +29,7 @@ from .passwords import hash_password
 from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
 from .plugins.brute_force import BruteForce
 from .routing import Route, Service
+from .sansio.plugin import Plugin, PluginRequest, Suspend, register_plugin
 from .upstream import Upstream
 from .wsgi import CONSUMER_KEY
 
@@ -47,6 +48,8 @@ __all__ = [
     "Gateway",
     "MemoryFailureStore",
     "Pending",
+    "Plugin",
+    "PluginRequest",
     "Profile",
     "RedisFailureStore",
     "Reject",
@@ -55,12 +58,15 @@ __all__ = [
     "Service",
     "StoreError",
     "StoreUnavailableError",
+    "Suspend",
     "UnsupportedAppError",
     "Upstream",
     "UpstreamAbortedError",
     "__version__",
     "hash_password",
+    "json_reject",
     "protect",
+    "register_plugin",
 ]
 
 __version__ = "0.1.0"

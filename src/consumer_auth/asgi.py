@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,7 +162,19 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
         tuple(authorization),
         peer[0] if peer else None,
         tuple(forwarded_for),
+        _header_reader(scope["headers"]),
     )
+
+
+def _header_reader(headers: Iterable[tuple[bytes, bytes]]) -> Callable[[str], str | None]:
+    def header(name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    return header
 
 
 def _route_path(scope: HTTPScope | WebSocketScope) -> str:
@@ -232,6 +245,18 @@ async def send_reject(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def with_headers(send: ASGISendCallable, headers: tuple[tuple[str, str], ...]) -> ASGISendCallable:
+    """A ``send`` that adds the plugins' response headers to the app's response start."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+    async def sending(message: Any) -> None:
+        if message["type"] in ("http.response.start", "websocket.http.response.start"):
+            message = {**message, "headers": [*message.get("headers", ()), *raw]}
+        await send(message)
+
+    return sending
+
+
 class ASGIGatewayMiddleware:
     """ASGI middleware that lets a request reach ``app`` only when the gateway allows it.
 
@@ -257,6 +282,8 @@ class ASGIGatewayMiddleware:
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return
+        if decision.response_headers:
+            send = with_headers(send, decision.response_headers)
         await self.app(self.allowed_scope(scope, facts, decision), receive, send)  # type: ignore[arg-type]
 
     def allowed_scope(

@@ -83,8 +83,8 @@ class Consumer:
         labels: Free labels; ``custom_id`` is forwarded as ``X-Consumer-Custom-ID``.
         desc: A description, for people.
         plugins: Plugins for this consumer's requests (not ``basic-auth``: its credentials are that). One
-            of the same name as a route's replaces it for this consumer (SPEC §9); they take part from the
-            ``access`` phase on, the consumer being known only after authentication.
+            of the same name as a route's replaces it for this consumer (SPEC §9). Only their ``access``
+            and ``response`` phases run: the consumer is known only after authentication.
 
     Example:
         >>> alex = Consumer("alex", password="123456")
@@ -163,10 +163,10 @@ def _consumer_plugins(value: Iterable[ConsumerPlugin]) -> tuple[ConsumerPlugin, 
             fail(f"plugins[{index}]", f"expected a plugin object, got {describe(plugin)}")
         if name in seen:
             fail(f"plugins[{index}]", f"plugin {name!r} given twice")
-        if name == "basic-auth" or {"rewrite", "authenticate"} & set(phases()):
+        if name == "basic-auth" or "authenticate" in phases():
             fail(
                 f"plugins[{index}]",
-                f"plugin {name!r} runs before authentication: a consumer's plugins run from the access phase",
+                f"plugin {name!r} authenticates: a consumer's plugins run after authentication",
             )
         seen.add(name)
     return plugins

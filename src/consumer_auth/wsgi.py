@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ._verify import threaded_verifier
 from .decision import IDENTITY_HEADERS, Allow, Pending, Reject, RequestFacts
@@ -35,6 +35,15 @@ def _native(text: str) -> str:
     return text.encode("utf-8").decode("latin-1")
 
 
+def _header_reader(environ: WSGIEnvironment) -> Callable[[str], str | None]:
+    def header(name: str) -> str | None:
+        key = name.upper().replace("-", "_")
+        value = environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key)
+        return None if value is None else _text(value)
+
+    return header
+
+
 def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
     """The request facts of a WSGI request (the path is ``PATH_INFO``, below any ``SCRIPT_NAME``)."""
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
@@ -47,6 +56,7 @@ def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
         (authorization,) if authorization is not None else (),
         environ.get("REMOTE_ADDR") or None,
         (forwarded_for,) if forwarded_for is not None else (),
+        _header_reader(environ),
     )
 
 
@@ -104,4 +114,15 @@ class GatewayMiddleware:
             start_response(decision.status_line, list(decision.wsgi_headers))
             return [] if facts.method == "HEAD" else [decision.body]
         apply_allow(environ, facts, decision)
+        if decision.response_headers:
+            return self.app(environ, with_headers(start_response, decision.response_headers))
         return self.app(environ, start_response)
+
+
+def with_headers(start_response: StartResponse, headers: tuple[tuple[str, str], ...]) -> StartResponse:
+    """A ``start_response`` that adds the plugins' response headers to the app's."""
+
+    def start(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*response_headers, *headers], exc_info)
+
+    return start

@@ -253,7 +253,10 @@ class WSGIProxy:
         )
         start_response(
             f"{response.status} {phrase}",
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers],
+            [
+                *((name.decode("latin-1"), value.decode("latin-1")) for name, value in headers),
+                *decision.response_headers,  # the plugins' response phase
+            ],
         )
         return _ResponseBody(response, connection, pool, decision, exchange)
 

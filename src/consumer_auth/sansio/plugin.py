@@ -210,9 +210,12 @@ class Plugin:
         config = {} if value is None else value
         if not isinstance(config, Mapping):
             raise ConfigError("", f"expected a mapping, got {type(config).__name__}")
-        allowed = _parameters(cls)
+        allowed, required = _parameters(cls)
         if allowed is not None:
             reject_unknown(config, allowed, "")
+        for name in required:
+            if name not in config:
+                raise ConfigError(name, "required")
         try:
             return cls(**config)
         except TypeError as error:  # a required field is missing, or an argument is refused
@@ -254,18 +257,23 @@ class Plugin:
         return tuple(phase for phase in PHASES if getattr(kind, phase) is not getattr(Plugin, phase))
 
 
-def _parameters(cls: type[Plugin]) -> frozenset[str] | None:
+def _parameters(cls: type[Plugin]) -> tuple[frozenset[str] | None, tuple[str, ...]]:
+    """The keyword arguments a plugin's constructor takes (``None``: any), and those it requires."""
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # pragma: no cover - a builtin-like constructor
-        return None
-    names = set()
+        return None, ()
+    names: set[str] = set()
+    required: list[str] = []
+    open_ended = False
     for parameter in signature.parameters.values():
         if parameter.kind is parameter.VAR_KEYWORD:
-            return None
-        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            open_ended = True
+        elif parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
             names.add(parameter.name)
-    return frozenset(names)
+            if parameter.default is parameter.empty:
+                required.append(parameter.name)
+    return (None if open_ended else frozenset(names)), tuple(required)
 
 
 _REGISTRY: dict[str, type[Plugin]] = {}

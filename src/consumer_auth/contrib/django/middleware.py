@@ -57,7 +57,8 @@ class ConsumerAuthMiddleware:
         if isinstance(decision, Reject):
             return response_from_reject(request, decision)
         with script_prefix(apply_to_request(request, facts, decision)):
-            return self.get_response(request)
+            response = cast(GetResponse, self.get_response)(request)
+        return _with_headers(response, decision.response_headers)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         facts = facts_from_request(request)
@@ -65,4 +66,12 @@ class ConsumerAuthMiddleware:
         if isinstance(decision, Reject):
             return response_from_reject(request, decision)
         with script_prefix(apply_to_request(request, facts, decision)):
-            return await cast(AsyncGetResponse, self.get_response)(request)
+            response = await cast(AsyncGetResponse, self.get_response)(request)
+        return _with_headers(response, decision.response_headers)
+
+
+def _with_headers(response: HttpResponseBase, headers: tuple[tuple[str, str], ...]) -> HttpResponseBase:
+    """Add the plugins' response headers (their ``response`` phase) to the view's response."""
+    for name, value in headers:
+        response.headers[name] = value
+    return response

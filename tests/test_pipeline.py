@@ -1,0 +1,215 @@
+"""The plugin pipeline (SPEC §9): order by priority, and which level's plugin of a name is in force."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+
+from consumer_auth import (
+    Allow,
+    BasicAuthPlugin,
+    ConfigError,
+    Consumer,
+    ConsumerRestrictionPlugin,
+    Gateway,
+    Plugin,
+    PluginRequest,
+    Reject,
+    RequestFacts,
+    Route,
+    Service,
+    json_reject,
+)
+from consumer_auth.sansio.pipeline import effective_plugins
+from support import basic
+
+ALEX = basic("alex", "123456")
+
+
+def get(path: str, *authorization: str) -> RequestFacts:
+    return RequestFacts("GET", path, "localhost", authorization, "127.0.0.1")
+
+
+calls: list[str] = []
+
+
+def _recorder(plugin_name: str, plugin_priority: int) -> type[Plugin]:
+    @dataclass(frozen=True)
+    class Recorder(Plugin):
+        name: ClassVar[str] = plugin_name
+        priority: ClassVar[int] = plugin_priority
+        tag: str = ""
+
+        def rewrite(self, request: PluginRequest) -> None:
+            calls.append(f"rewrite {self.name}{self.tag}")
+
+        def access(self, request: PluginRequest) -> None:
+            who = request.consumer.username if request.consumer is not None else None
+            calls.append(f"access {self.name}{self.tag} consumer={who}")
+
+        def response(self, request: PluginRequest) -> None:
+            calls.append(f"response {self.name}{self.tag}")
+
+    return Recorder
+
+
+Low, Middle, High = _recorder("low", 10), _recorder("middle", 2500), _recorder("high", 9000)
+
+
+@dataclass(frozen=True)
+class Deny(Plugin):
+    """Rejects in the access phase with its own message (to see which level's copy ran)."""
+
+    name: ClassVar[str] = "deny"
+    priority: ClassVar[int] = 500
+    message: str = "denied"
+
+    def access(self, request: PluginRequest) -> Reject | None:
+        return json_reject(403, "message", self.message)
+
+
+def test_phases_run_in_order_and_plugins_by_priority_within_a_phase() -> None:
+    calls.clear()
+    gateway = Gateway(
+        consumers=[Consumer("alex", password="123456")],
+        routes=[Route("/p", plugins=[Low(), BasicAuthPlugin(), High(), Middle()])],
+    )
+    pipeline = gateway.compiled_routes[0].pipeline
+    assert [p.name for p in pipeline.plugins] == ["high", "basic-auth", "middle", "low"]
+    assert isinstance(gateway.decide_now(get("/p", ALEX)), Allow)
+    assert calls == [
+        "rewrite high",
+        "rewrite middle",
+        "rewrite low",
+        "access high consumer=alex",
+        "access middle consumer=alex",
+        "access low consumer=alex",
+        "response high",
+        "response middle",
+        "response low",
+    ]
+
+
+def test_a_rejection_stops_the_pipeline() -> None:
+    calls.clear()
+    gateway = Gateway(routes=[Route("/p", plugins=[Low(), BasicAuthPlugin(), High()])])
+    decision = gateway.decide_now(get("/p"))
+    assert isinstance(decision, Reject)
+    assert decision.body == b'{"message":"Missing authorization in request"}\n'
+    assert calls == ["rewrite high", "rewrite low"]  # rewrite runs before authentication, access never
+
+
+def test_consumer_restriction_runs_after_basic_auth_by_priority() -> None:
+    plugins = effective_plugins([ConsumerRestrictionPlugin(whitelist=["alex"]), BasicAuthPlugin()])
+    gateway = Gateway(routes=[Route("/p", plugins=list(plugins.values()))])
+    assert [p.name for p in gateway.compiled_routes[0].pipeline.plugins] == [
+        "basic-auth",
+        "consumer-restriction",
+    ]
+
+
+def test_route_plugin_replaces_the_service_plugin_of_the_same_name() -> None:
+    gateway = Gateway(
+        consumers=[Consumer("alex", password="123456"), Consumer("bob", password="654321")],
+        services=[
+            Service(
+                "svc",
+                plugins=[
+                    BasicAuthPlugin(),
+                    ConsumerRestrictionPlugin(whitelist=["bob"]),
+                    Deny("from service"),
+                ],
+            )
+        ],
+        routes=[
+            Route("/own", service_id="svc", plugins=[ConsumerRestrictionPlugin(whitelist=["alex"])]),
+            Route("/inherited", service_id="svc"),
+        ],
+    )
+    own = gateway.compiled_routes[0]
+    assert own.plugins["consumer-restriction"] == ConsumerRestrictionPlugin(whitelist=["alex"])
+    assert own.plugins["basic-auth"] == BasicAuthPlugin()  # still the service's: other names stay
+    # The route's whitelist (alex) is in force, not the service's (bob); the service's deny still runs.
+    decision = gateway.decide_now(get("/own", ALEX))
+    assert isinstance(decision, Reject)
+    assert decision.body == b'{"message":"from service"}\n'
+    bob = gateway.decide_now(get("/own", basic("bob", "654321")))
+    assert isinstance(bob, Reject)
+    assert bob.body == b'{"message":"The consumer_name is forbidden."}\n'
+    inherited = gateway.decide_now(get("/inherited", ALEX))
+    assert isinstance(inherited, Reject)
+    assert inherited.body == b'{"message":"The consumer_name is forbidden."}\n'
+
+
+def test_consumer_plugin_replaces_the_route_plugin_of_the_same_name() -> None:
+    gateway = Gateway(
+        consumers=[
+            Consumer("alex", password="123456", plugins=[Deny("alex's own")]),
+            Consumer("bob", password="654321"),
+            Consumer("carol", password="carol", plugins=[ConsumerRestrictionPlugin(whitelist=["carol"])]),
+        ],
+        routes=[
+            Route(
+                "/p",
+                plugins=[
+                    BasicAuthPlugin(),
+                    Deny("the route's"),
+                    ConsumerRestrictionPlugin(blacklist=["carol"]),
+                ],
+            )
+        ],
+    )
+    alex = gateway.decide_now(get("/p", ALEX))
+    assert isinstance(alex, Reject)
+    assert alex.body == b'{"message":"alex\'s own"}\n'
+    bob = gateway.decide_now(get("/p", basic("bob", "654321")))
+    assert isinstance(bob, Reject)
+    assert bob.body == b'{"message":"the route\'s"}\n'
+    # carol's consumer-restriction (a whitelist of herself) replaces the route's blacklist of her; the
+    # route's deny still applies to her.
+    carol = gateway.decide_now(get("/p", basic("carol", "carol")))
+    assert isinstance(carol, Reject)
+    assert carol.body == b'{"message":"the route\'s"}\n'
+
+
+def test_a_consumer_plugin_joins_the_pipeline_at_its_priority() -> None:
+    calls.clear()
+    gateway = Gateway(
+        consumers=[Consumer("alex", password="123456", plugins=[Middle(tag="@alex")])],
+        routes=[Route("/p", plugins=[BasicAuthPlugin(), High(), Low(), Middle(tag="@route")])],
+    )
+    assert isinstance(gateway.decide_now(get("/p", ALEX)), Allow)
+    assert calls == [
+        "rewrite high",
+        "rewrite middle@route",  # before authentication the consumer is not known yet
+        "rewrite low",
+        "access high consumer=alex",
+        "access middle@alex consumer=alex",
+        "access low consumer=alex",
+        "response high",
+        "response middle@alex",
+        "response low",
+    ]
+
+
+def test_precedence_is_consumer_then_group_then_route_then_service() -> None:
+    service, route, group, consumer = (Deny(level) for level in ("service", "route", "group", "consumer"))
+    assert effective_plugins([service], [route], [group], [consumer])["deny"] is consumer
+    assert effective_plugins([service], [route], [group], [])["deny"] is group
+    assert effective_plugins([service], [route], [], [])["deny"] is route
+    assert effective_plugins([service], [], [], [])["deny"] is service
+
+
+@pytest.mark.parametrize(
+    ("plugins", "message"),
+    [
+        pytest.param([BasicAuthPlugin()], "plugins[0]: plugin 'basic-auth' authenticates", id="auth"),
+        pytest.param([Deny(), Deny()], "plugins[1]: plugin 'deny' given twice", id="twice"),
+        pytest.param(["deny"], "plugins[0]: expected a plugin object, got 'deny'", id="not-a-plugin"),
+    ],
+)
+def test_consumer_plugins_are_checked(plugins: list[object], message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")):
+        Consumer("alex", password="123456", plugins=plugins)  # type: ignore[arg-type]
