@@ -35,27 +35,36 @@ def get(path: str, *authorization: str) -> RequestFacts:
 calls: list[str] = []
 
 
-def _recorder(plugin_name: str, plugin_priority: int) -> type[Plugin]:
-    @dataclass(frozen=True)
-    class Recorder(Plugin):
-        name: ClassVar[str] = plugin_name
-        priority: ClassVar[int] = plugin_priority
-        tag: str = ""
+@dataclass(frozen=True)
+class Recorder(Plugin):
+    """Writes down each phase it runs in."""
 
-        def rewrite(self, request: PluginRequest) -> None:
-            calls.append(f"rewrite {self.name}{self.tag}")
+    tag: str = ""
 
-        def access(self, request: PluginRequest) -> None:
-            who = request.consumer.username if request.consumer is not None else None
-            calls.append(f"access {self.name}{self.tag} consumer={who}")
+    def rewrite(self, request: PluginRequest) -> None:
+        calls.append(f"rewrite {self.name}{self.tag}")
 
-        def response(self, request: PluginRequest) -> None:
-            calls.append(f"response {self.name}{self.tag}")
+    def access(self, request: PluginRequest) -> None:
+        who = request.consumer.username if request.consumer is not None else None
+        calls.append(f"access {self.name}{self.tag} consumer={who}")
 
-    return Recorder
+    def response(self, request: PluginRequest) -> None:
+        calls.append(f"response {self.name}{self.tag}")
 
 
-Low, Middle, High = _recorder("low", 10), _recorder("middle", 2500), _recorder("high", 9000)
+class Low(Recorder):
+    name: ClassVar[str] = "low"
+    priority: ClassVar[int] = 10
+
+
+class Middle(Recorder):
+    name: ClassVar[str] = "middle"
+    priority: ClassVar[int] = 2500
+
+
+class High(Recorder):
+    name: ClassVar[str] = "high"
+    priority: ClassVar[int] = 9000
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def test_a_rejection_stops_the_pipeline() -> None:
 
 
 def test_consumer_restriction_runs_after_basic_auth_by_priority() -> None:
-    plugins = effective_plugins([ConsumerRestrictionPlugin(whitelist=["alex"]), BasicAuthPlugin()])
+    plugins = effective_plugins([ConsumerRestrictionPlugin(whitelist=("alex",)), BasicAuthPlugin()])
     gateway = Gateway(routes=[Route("/p", plugins=list(plugins.values()))])
     assert [p.name for p in gateway.compiled_routes[0].pipeline.plugins] == [
         "basic-auth",
@@ -118,18 +127,18 @@ def test_route_plugin_replaces_the_service_plugin_of_the_same_name() -> None:
                 "svc",
                 plugins=[
                     BasicAuthPlugin(),
-                    ConsumerRestrictionPlugin(whitelist=["bob"]),
+                    ConsumerRestrictionPlugin(whitelist=("bob",)),
                     Deny("from service"),
                 ],
             )
         ],
         routes=[
-            Route("/own", service_id="svc", plugins=[ConsumerRestrictionPlugin(whitelist=["alex"])]),
+            Route("/own", service_id="svc", plugins=[ConsumerRestrictionPlugin(whitelist=("alex",))]),
             Route("/inherited", service_id="svc"),
         ],
     )
     own = gateway.compiled_routes[0]
-    assert own.plugins["consumer-restriction"] == ConsumerRestrictionPlugin(whitelist=["alex"])
+    assert own.plugins["consumer-restriction"] == ConsumerRestrictionPlugin(whitelist=("alex",))
     assert own.plugins["basic-auth"] == BasicAuthPlugin()  # still the service's: other names stay
     # The route's whitelist (alex) is in force, not the service's (bob); the service's deny still runs.
     decision = gateway.decide_now(get("/own", ALEX))
@@ -148,7 +157,7 @@ def test_consumer_plugin_replaces_the_route_plugin_of_the_same_name() -> None:
         consumers=[
             Consumer("alex", password="123456", plugins=[Deny("alex's own")]),
             Consumer("bob", password="654321"),
-            Consumer("carol", password="carol", plugins=[ConsumerRestrictionPlugin(whitelist=["carol"])]),
+            Consumer("carol", password="carol", plugins=[ConsumerRestrictionPlugin(whitelist=("carol",))]),
         ],
         routes=[
             Route(
@@ -156,7 +165,7 @@ def test_consumer_plugin_replaces_the_route_plugin_of_the_same_name() -> None:
                 plugins=[
                     BasicAuthPlugin(),
                     Deny("the route's"),
-                    ConsumerRestrictionPlugin(blacklist=["carol"]),
+                    ConsumerRestrictionPlugin(blacklist=("carol",)),
                 ],
             )
         ],
