@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 from typing import Any
 
 from consumer_auth import Gateway
+
+# The user plugins of docs/plugins.md, importable by their dotted path as a user's own module would be.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "plugins"))
 
 GUIDE: dict[str, Any] = {
     "profile": "classic",
@@ -220,6 +225,38 @@ HASHES: dict[str, Any] = {
         )
     ],
     "routes": [{"uri": "/hashed", "plugins": {"basic-auth": {}}}],
+}
+
+# docs/plugins.md: a plugin by dotted path on a route, a registered one on a consumer and on a service.
+# Not in CONFIGS (its 400 is no SPEC answer): tests/test_user_plugins.py adds it while it runs.
+USER_PLUGINS: dict[str, Any] = {
+    "consumers": [
+        {
+            "username": "alex",
+            "plugins": {
+                "basic-auth": {"username": "alex", "password": "123456"},
+                "add-response-header": {"header": "X-Plan", "value": "gold"},
+            },
+        },
+        {"username": "bob", "plugins": {"basic-auth": {"username": "bob", "password": "654321"}}},
+    ],
+    "services": [
+        {
+            "id": "tenants",
+            "upstream": "http://127.0.0.1:1",
+            "plugins": {"add-response-header": {"header": "X-Plan", "value": "free"}},
+        }
+    ],
+    "routes": [
+        {
+            "uri": "/tenant",
+            "service_id": "tenants",
+            "plugins": {
+                "basic-auth": {},
+                "example_plugins:RequireHeader": {"header": "X-Tenant", "values": ["acme"]},
+            },
+        }
+    ],
 }
 
 CONFIGS: dict[str, dict[str, Any]] = {

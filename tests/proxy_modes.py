@@ -30,7 +30,12 @@ def echo_upstream() -> proxy_servers.UpstreamServer:
 
 def proxied(name: str, upstream: str) -> dict[str, Any]:
     """Configuration ``name`` with every upstream replaced by ``upstream``."""
-    document = copy.deepcopy(configs.CONFIGS[name])
+    return proxied_document(configs.CONFIGS[name], upstream)
+
+
+def proxied_document(config: dict[str, Any], upstream: str) -> dict[str, Any]:
+    """A configuration with every upstream replaced by ``upstream``."""
+    document = copy.deepcopy(config)
     for key in ("services", "routes"):
         for item in document.get(key) or []:
             if "upstream" in item:
