@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 import configs
 from consumer_auth import BasicAuthPlugin, Consumer, Gateway, Route, Service, hash_password
-from consumer_auth.passwords import Argon2Password, PlaintextPassword
+from consumer_auth.sansio.passwords import Argon2Password, PlaintextPassword
 from support import basic, call_asgi, echo_asgi
 
 

@@ -19,8 +19,8 @@ from consumer_auth import (
     RequestFacts,
 )
 from consumer_auth.config import parse_config
-from consumer_auth.credentials import parse_authorization
-from consumer_auth.passwords import hash_password
+from consumer_auth.sansio.credentials import parse_authorization
+from consumer_auth.sansio.passwords import hash_password
 from support import basic, call_asgi, echo_asgi, echo_wsgi, wsgi_call
 
 SECRET = "Tr0ub4dor&3-zebra-9f2c"

@@ -24,8 +24,8 @@ from consumer_auth import (
     Reject,
     RequestFacts,
 )
-from consumer_auth.passwords import Argon2Password, hash_password
-from consumer_auth.plugins.brute_force import client_subject
+from consumer_auth.sansio.passwords import Argon2Password, hash_password
+from consumer_auth.sansio.plugins.brute_force import client_subject
 from proxy_servers import CONSUMER_AUTH, Process, echo, request, start_upstream
 from support import Mode, basic, service_unavailable
 

@@ -18,7 +18,7 @@ import yaml
 
 import configs
 from consumer_auth import cli
-from consumer_auth.passwords import verifier_from_hash
+from consumer_auth.sansio.passwords import verifier_from_hash
 from proxy_servers import CONSUMER_AUTH, Handler, Process, UpstreamServer, request, start_upstream
 from support import basic
 

@@ -12,7 +12,7 @@ import yaml
 
 from configs import GUIDE
 from consumer_auth import ConfigError, Gateway, hash_password
-from consumer_auth.decision import RequestFacts
+from consumer_auth.sansio.decision import RequestFacts
 from support import basic
 
 SECRET = "s3cr3t-Pa55"

@@ -24,7 +24,7 @@ from consumer_auth.contrib.django.checks import check_settings
 from consumer_auth.contrib.django.conf import conf
 from consumer_auth.contrib.django.decorators import consumer_required
 from consumer_auth.contrib.django.middleware import ConsumerAuthMiddleware, get_consumer
-from consumer_auth.passwords import Argon2Password
+from consumer_auth.sansio.passwords import Argon2Password
 from support import basic, cheap_argon2
 
 ALEX = basic("alex", "123456")

@@ -25,7 +25,7 @@ from consumer_auth.contrib.fastapi import (
     require_consumer,
 )
 from consumer_auth.contrib.starlette import install as install_starlette
-from consumer_auth.passwords import Argon2Password
+from consumer_auth.sansio.passwords import Argon2Password
 from support import basic, call_asgi, cheap_argon2
 
 ALEX = basic("alex", "123456")

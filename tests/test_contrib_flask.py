@@ -13,7 +13,7 @@ from flask import Flask, render_template_string
 import configs
 from consumer_auth import ConfigError, Consumer, Gateway
 from consumer_auth.contrib.flask import ConsumerAuth, current_consumer, get_consumer
-from consumer_auth.passwords import Argon2Password
+from consumer_auth.sansio.passwords import Argon2Password
 from support import basic, cheap_argon2
 
 ALEX = basic("alex", "123456")

@@ -8,12 +8,12 @@ import threading
 import pytest
 
 from consumer_auth import Allow, BasicAuthPlugin, Consumer, Gateway, Pending, Route
-from consumer_auth.consumers import BasicAuthCredential, ConsumerIndex
-from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
-from consumer_auth.decision import RequestFacts
-from consumer_auth.passwords import Argon2Password, PlaintextPassword, hash_password
-from consumer_auth.plugins import Profile
-from consumer_auth.routing import RouteIndex, compile_route, normalize_host, normalize_path
+from consumer_auth.sansio.consumers import BasicAuthCredential, ConsumerIndex
+from consumer_auth.sansio.credentials import BasicCredentials, ParseFailure, parse_authorization
+from consumer_auth.sansio.decision import RequestFacts
+from consumer_auth.sansio.passwords import Argon2Password, PlaintextPassword, hash_password
+from consumer_auth.sansio.plugins import Profile
+from consumer_auth.sansio.routing import RouteIndex, compile_route, normalize_host, normalize_path
 from support import basic
 
 

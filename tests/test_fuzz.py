@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 import configs
 from consumer_auth import Gateway, Pending, RequestFacts
-from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
-from consumer_auth.decision import Allow, Reject
+from consumer_auth.sansio.credentials import BasicCredentials, ParseFailure, parse_authorization
+from consumer_auth.sansio.decision import Allow, Reject
 from support import MODES, Mode, Reply, basic
 
 T = TypeVar("T")

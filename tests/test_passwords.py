@@ -11,7 +11,7 @@ import argon2
 import pytest
 
 from consumer_auth import ConfigError, Gateway
-from consumer_auth.passwords import (
+from consumer_auth.sansio.passwords import (
     Apr1Password,
     Argon2Password,
     BcryptPassword,

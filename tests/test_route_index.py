@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer_auth import Route
-from consumer_auth.plugins import Profile
-from consumer_auth.routing import CompiledRoute, RouteIndex, compile_route, normalize_path
+from consumer_auth.sansio.plugins import Profile
+from consumer_auth.sansio.routing import CompiledRoute, RouteIndex, compile_route, normalize_path
 
 SEGMENTS = st.sampled_from(["a", "ab", "b", "json", "js", "v1", ""])
 PATHS = st.lists(SEGMENTS, min_size=0, max_size=4).map(lambda parts: "/" + "/".join(parts))

@@ -18,9 +18,9 @@ import configs
 from consumer_auth import Allow, BasicAuthPlugin, Consumer, Gateway, Pending, Reject, RequestFacts, Route
 from consumer_auth._verify import LANES, ThreadedVerifier, lane_of
 from consumer_auth.asgi import VerificationPool
-from consumer_auth.consumers import BasicAuthCredential
-from consumer_auth.decision import Decision
-from consumer_auth.passwords import Apr1Password, PasswordVerifier, apr1_hash, verifier_from_hash
+from consumer_auth.sansio.consumers import BasicAuthCredential
+from consumer_auth.sansio.decision import Decision
+from consumer_auth.sansio.passwords import Apr1Password, PasswordVerifier, apr1_hash, verifier_from_hash
 from support import basic, call_asgi, echo_asgi, echo_wsgi, wsgi_call
 
 APR1_123456 = "$apr1$70iJyua7$gMCnDoXYSPfM9sURRcgI3."

@@ -13,8 +13,6 @@ front of an upstream with ``gateway.asgi_proxy()`` / ``gateway.wsgi_proxy()`` or
 from __future__ import annotations
 
 from ._protect import protect
-from .consumers import BasicAuthCredential, Consumer
-from .decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .errors import (
     ConfigError,
     ConsumerAuthError,
@@ -25,12 +23,14 @@ from .errors import (
 )
 from .failures import FailureStore, MemoryFailureStore, RedisFailureStore
 from .gateway import Gateway
-from .passwords import hash_password
-from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
-from .plugins.brute_force import BruteForce
-from .routing import Route, Service
+from .sansio.consumers import BasicAuthCredential, Consumer
+from .sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
+from .sansio.passwords import hash_password
 from .sansio.plugin import Plugin, PluginRequest, Suspend, register_plugin
-from .upstream import Upstream
+from .sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
+from .sansio.plugins.brute_force import BruteForce
+from .sansio.routing import Route, Service
+from .sansio.upstream import Upstream
 from .wsgi import CONSUMER_KEY
 
 __all__ = [

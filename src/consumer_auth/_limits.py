@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ._validate import expect_int, expect_mapping, expect_number, reject_unknown
+from .sansio._validate import expect_int, expect_mapping, expect_number, reject_unknown
 
 __all__ = ["ServerLimits"]
 

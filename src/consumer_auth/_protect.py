@@ -6,13 +6,13 @@ import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypeVar, cast
 
-from .consumers import Consumer
 from .errors import UnsupportedAppError
 from .failures import FailureStore
 from .gateway import Gateway
-from .plugins import BasicAuthPlugin, Profile
-from .plugins.brute_force import BruteForce
-from .routing import Route
+from .sansio.consumers import Consumer
+from .sansio.plugins import BasicAuthPlugin, Profile
+from .sansio.plugins.brute_force import BruteForce
+from .sansio.routing import Route
 
 __all__ = ["detect_interface", "protect"]
 

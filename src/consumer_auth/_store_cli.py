@@ -203,7 +203,7 @@ def admin(args: argparse.Namespace) -> int:
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
-    from consumer_auth.cli import logging_config
+    from consumer_auth._logging import logging_config
 
     uvicorn.run(
         AdminAPI(store, admin_key=key),

@@ -1,6 +1,6 @@
 """Where slow password verifications run: bounded, fair between logins, and below request handling.
 
-The core hands the adapters a :class:`~consumer_auth.decision.Pending` for every slow hash it must really
+The core hands the adapters a :class:`~consumer_auth.sansio.decision.Pending` for every slow hash it must really
 run (cache hits and clear passwords never get here). Both adapters run those under the same rules:
 
 - **lanes**: the presented login picks one of :data:`LANES` lanes (by a per-process randomized hash, so a
@@ -22,7 +22,7 @@ import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .decision import Decision, Pending
+    from .sansio.decision import Decision, Pending
 
 LANES = 64
 """How many lanes slow verifications are spread over (per process)."""

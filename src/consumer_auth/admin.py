@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._validate import expect_str
 from .errors import ConfigError, StoreError, StoreUnavailableError
+from .sansio._validate import expect_str
 from .store import Resource, WritableStore, redact
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
-from .decision import IDENTITY_HEADERS, Allow, Decision, Pending, Reject, RequestFacts
-from .routing import normalize_path
+from .sansio.decision import IDENTITY_HEADERS, Allow, Decision, Pending, Reject, RequestFacts
+from .sansio.routing import normalize_path
 from .wsgi import CONSUMER_KEY
 
 if TYPE_CHECKING:

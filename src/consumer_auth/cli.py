@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import socket
@@ -22,11 +21,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from consumer_auth import _store_cli, htpasswd
 from consumer_auth._limits import ServerLimits
+from consumer_auth._logging import logging_config
 from consumer_auth._prompt import read_password
 from consumer_auth.config import load_file, parse_config
-from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
+from consumer_auth.errors import ConfigError, StoreError
 from consumer_auth.gateway import Gateway
-from consumer_auth.passwords import hash_password
+from consumer_auth.sansio.passwords import hash_password
 
 if TYPE_CHECKING:
     from consumer_auth.proxy.asgi import ASGIProxy
@@ -35,51 +35,6 @@ __all__ = ["main"]
 
 _WORKER_ENV = "CONSUMER_AUTH_SERVE"
 """How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream, store)."""
-
-
-class DropUpstreamAborted(logging.Filter):
-    """Keep the server from logging a traceback for :class:`UpstreamAbortedError`: the proxy has logged
-    the fault on one line already."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        info = record.exc_info
-        return not (info and isinstance(info[1], UpstreamAbortedError))
-
-
-def logging_config(level: str, access_log: bool, auth_log: bool = False) -> dict[str, Any]:
-    """The logging setup of ``serve`` and ``demo``: events to stderr, one access line per request to stdout.
-
-    The gateway's own record of each decision (``consumer_auth.auth``) goes to stderr only with
-    ``auth_log``: the access line already has the route, consumer and status.
-    """
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"upstream_aborted": {"()": DropUpstreamAborted}},
-        "formatters": {
-            "event": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-            "access": {"format": "%(asctime)s %(message)s"},
-        },
-        "handlers": {
-            "event": {
-                "class": "logging.StreamHandler",
-                "formatter": "event",
-                "stream": "ext://sys.stderr",
-                "filters": ["upstream_aborted"],
-            },
-            "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
-        },
-        "loggers": {
-            "uvicorn": {"handlers": ["event"], "level": level.upper(), "propagate": False},
-            "consumer_auth": {"handlers": ["event"], "level": level.upper(), "propagate": False},
-            "consumer_auth.access": {
-                "handlers": ["access"],
-                "level": "INFO" if access_log else "WARNING",
-                "propagate": False,
-            },
-            "consumer_auth.auth": {"level": "INFO" if auth_log else "WARNING"},
-        },
-    }
 
 
 def _fail(message: str) -> int:

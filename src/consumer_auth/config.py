@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 import yaml
 
 from ._limits import ServerLimits
-from ._trust import TrustedProxies
-from ._validate import (
+from .errors import ConfigError
+from .failures import FailureStore, store_from_config
+from .sansio._trust import TrustedProxies
+from .sansio._validate import (
     expect_choice,
     expect_int,
     expect_list,
@@ -27,11 +29,9 @@ from ._validate import (
     expect_str_list,
     reject_unknown,
 )
-from .consumers import BasicAuthCredential, Consumer
-from .errors import ConfigError
-from .failures import FailureStore, store_from_config
-from .plugins import Plugin, Profile, plugins_from_config
-from .routing import Route, Service
+from .sansio.consumers import BasicAuthCredential, Consumer
+from .sansio.plugins import Plugin, Profile, plugins_from_config
+from .sansio.routing import Route, Service
 
 __all__ = ["GatewayConfig", "gateway_options", "load_file", "parse_config"]
 

@@ -1,7 +1,7 @@
 """Where brute-force failure counts live: in this process's memory, or in Redis (shared).
 
 A :class:`FailureStore` answers two questions for the gateway, both keyed by the subjects of one
-attempt (see :mod:`consumer_auth.plugins.brute_force`):
+attempt (see :mod:`consumer_auth.sansio.plugins.brute_force`):
 
 - :meth:`~FailureStore.retry_after`: is any of these subjects locked out, and until when? (asked before
   a password is checked);
@@ -16,17 +16,20 @@ checked, failures are not counted, and a warning is logged (at most once per out
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
-from ._validate import expect_choice, expect_int, expect_mapping, expect_number, expect_str, reject_unknown
 from .errors import ConfigError
+from .sansio._validate import (
+    expect_choice,
+    expect_mapping,
+    expect_number,
+    expect_str,
+    reject_unknown,
+)
 from .sansio.failures import LOGGER, BruteForce, FailureStore, MemoryFailureStore
-
 
 __all__ = ["LOGGER", "FailureStore", "MemoryFailureStore", "RedisFailureStore", "store_from_config"]
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
     from .sansio.plugin import Profile
+    from .sansio.upstream import Upstream
     from .store import Store, StoreWatcher
-    from .upstream import Upstream
 
 __all__ = ["LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
@@ -46,7 +46,7 @@ class Gateway(core.Gateway):
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
             ``"pass"`` hands them to the app unauthenticated (in-process modes only).
         cache_size: How many recent successful slow-hash verifications to remember (``0``: none); see
-            :class:`~consumer_auth.passwords.VerificationCache` and ``docs/passwords.md``.
+            :class:`~consumer_auth.sansio.passwords.VerificationCache` and ``docs/passwords.md``.
         cache_ttl: Seconds a remembered success stays valid.
         on_rehash: ``on_rehash(consumer, credential, new_hash)`` is called after the first successful
             verification of a credential whose stored form is outdated (clear, ``{SHA}``, ``$apr1$``,

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .passwords import verifier_from_hash
+from .sansio.passwords import verifier_from_hash
 
 __all__ = [
     "HtpasswdEntry",

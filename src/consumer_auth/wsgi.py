@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._verify import threaded_verifier
-from .decision import IDENTITY_HEADERS, Allow, Pending, Reject, RequestFacts
-from .routing import normalize_path
+from .sansio.decision import IDENTITY_HEADERS, Allow, Pending, Reject, RequestFacts
+from .sansio.routing import normalize_path
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from consumer_auth._validate import describe
 from consumer_auth.errors import ConfigError
 from consumer_auth.gateway import Gateway
+from consumer_auth.sansio._validate import describe
 
 __all__ = ["SETTING", "gateway_from_setting", "load_gateway", "setting_kind_error", "unreachable_reason"]
 

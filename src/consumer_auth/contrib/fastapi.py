@@ -29,10 +29,10 @@ from fastapi.openapi.models import HTTPBase
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from consumer_auth.consumers import Consumer
 from consumer_auth.errors import ConfigError
 from consumer_auth.gateway import Gateway, Guard
-from consumer_auth.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
 
 from .starlette import (
     GATEWAY_KEY,

@@ -32,11 +32,11 @@ from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
 from consumer_auth.asgi import resolve
-from consumer_auth.consumers import Consumer
-from consumer_auth.decision import Reject
 from consumer_auth.errors import ConfigError
 from consumer_auth.gateway import Gateway, Guard
-from consumer_auth.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.decision import Reject
+from consumer_auth.sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
 from consumer_auth.wsgi import CONSUMER_KEY, facts_from_environ
 
 from ._settings import SETTING, load_gateway

@@ -25,9 +25,9 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from consumer_auth.asgi import ASGIGatewayMiddleware, AuthScopes, facts_from_scope, resolve, send_reject
-from consumer_auth.consumers import Consumer
-from consumer_auth.decision import Allow, Reject, RequestFacts
 from consumer_auth.gateway import Gateway, Guard
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.decision import Allow, Reject, RequestFacts
 from consumer_auth.wsgi import CONSUMER_KEY
 
 from ._settings import load_gateway

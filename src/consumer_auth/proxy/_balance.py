@@ -7,7 +7,7 @@ import math
 import threading
 from functools import reduce
 
-from consumer_auth.upstream import Upstream, UpstreamNode
+from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 __all__ = ["Balancer", "Balancers"]
 

@@ -1,5 +1,8 @@
 """The ASGI forwarder's upstream client: keep-alive HTTP/1.1 connections on asyncio protocols.
 
+This module is long because a connection's states (head, body, flow control both ways, reuse) are one
+state machine, read best in one place.
+
 Responses are parsed by httptools (llhttp, the parser uvicorn uses). One :class:`Connection` carries one
 exchange at a time; :class:`UpstreamPool` keeps the idle ones of one event loop per (scheme, host, port).
 Nothing here knows about ASGI or the gateway: ``asgi.py`` writes the request head and body, waits for the

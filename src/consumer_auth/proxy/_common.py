@@ -6,9 +6,9 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from consumer_auth.decision import Allow, Decision
 from consumer_auth.errors import ConfigError
-from consumer_auth.upstream import Upstream, UpstreamNode
+from consumer_auth.sansio.decision import Allow, Decision
+from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 if TYPE_CHECKING:
     from consumer_auth.sansio.gateway import Gateway

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
-from consumer_auth.decision import IDENTITY_HEADERS, Allow, RequestFacts, json_reject
-from consumer_auth.routing import normalize_host
-from consumer_auth.upstream import Upstream, UpstreamNode
+from consumer_auth.sansio.decision import IDENTITY_HEADERS, Allow, RequestFacts, json_reject
+from consumer_auth.sansio.routing import normalize_host
+from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 __all__ = [
     "BAD_GATEWAY",

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 
-from consumer_auth.upstream import Upstream, UpstreamNode
+from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 __all__ = ["ConnectionPool", "NodePool"]
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from consumer_auth.decision import Allow, Reject
 from consumer_auth.errors import UpstreamAbortedError
-from consumer_auth.upstream import Timeout, Upstream, UpstreamNode
+from consumer_auth.sansio.decision import Allow, Reject
+from consumer_auth.sansio.upstream import Timeout, Upstream, UpstreamNode
 from consumer_auth.wsgi import facts_from_environ
 
 from ._balance import Balancers

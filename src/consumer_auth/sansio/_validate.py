@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
-from .errors import ConfigError
+from consumer_auth.errors import ConfigError
 
 _KINDS = {
     bool: "a boolean",

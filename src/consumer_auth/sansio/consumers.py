@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from consumer_auth.errors import ConfigError
+
 from ._validate import describe, expect_mapping, expect_str, fail
-from .errors import ConfigError
 from .passwords import PasswordVerifier, PlaintextPassword, verifier_from_hash
 
 __all__ = ["BasicAuthCredential", "Consumer", "ConsumerIndex", "ConsumerPlugin"]
@@ -36,7 +37,7 @@ class BasicAuthCredential:
         username: What the client logs in with. Unique across all consumers.
         password: The password in clear. Exactly one of ``password`` and ``password_hash`` is required.
         password_hash: A stored hash: argon2id (``consumer-auth hash-password`` writes one), bcrypt,
-            ``$apr1$`` or ``{SHA}`` (from an htpasswd file); see :func:`~consumer_auth.passwords.verifier_from_hash`.
+            ``$apr1$`` or ``{SHA}`` (from an htpasswd file); see :func:`~consumer_auth.sansio.passwords.verifier_from_hash`.
         id: Optional identifier, forwarded as ``X-Credential-Identifier``.
 
     Raises:

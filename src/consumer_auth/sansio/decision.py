@@ -34,7 +34,7 @@ HeaderReader = Callable[[str], "str | None"]
 
 
 class MatchedRoute(Protocol):
-    """What a decision says about the route it was made on (a :class:`~consumer_auth.routing.CompiledRoute`)."""
+    """What a decision says about the route it was made on (a :class:`~consumer_auth.sansio.routing.CompiledRoute`)."""
 
     @property
     def id(self) -> str | None:

@@ -13,13 +13,20 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from consumer_auth._trust import TrustedProxies
-from consumer_auth.consumers import Consumer, ConsumerIndex
-from consumer_auth.decision import Allow, Decision, Pending, RequestFacts, json_reject
 from consumer_auth.errors import ConfigError
-from consumer_auth.failures import FailureStore, MemoryFailureStore
-from consumer_auth.passwords import VerificationCache
-from consumer_auth.routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
+from consumer_auth.sansio._trust import TrustedProxies
+from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
+from consumer_auth.sansio.decision import Allow, Decision, Pending, RequestFacts, json_reject
+from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
+from consumer_auth.sansio.passwords import VerificationCache
+from consumer_auth.sansio.routing import (
+    CompiledRoute,
+    Route,
+    RouteIndex,
+    Service,
+    compile_route,
+    routes_by_service,
+)
 
 from .log import LOGGER, log_decision
 from .pipeline import run_pipeline

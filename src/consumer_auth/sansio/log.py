@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from consumer_auth.decision import Decision, MatchedRoute, Reject
+from consumer_auth.sansio.decision import Decision, MatchedRoute, Reject
 
 __all__ = ["LOGGER", "log_decision", "route_label"]
 

@@ -1,5 +1,8 @@
 """Password verifiers for every stored form, and the verification cache.
 
+This module is long because each stored form's verifier, decoy and rehash rule belong together with the
+table below, and the cache keys on the verifiers.
+
 Stored forms (``password_hash``, chosen by prefix in :func:`verifier_from_hash`):
 
 ======================  ==========================================  =====  ==============
@@ -42,7 +45,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from .errors import ConfigError
+from consumer_auth.errors import ConfigError
 
 if TYPE_CHECKING:
     from types import ModuleType

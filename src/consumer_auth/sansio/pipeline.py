@@ -19,13 +19,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from consumer_auth.decision import Allow, Decision, MatchedRoute, Pending, Reject
+from consumer_auth.sansio.decision import Allow, Decision, MatchedRoute, Pending, Reject
 
 from .log import log_decision
 from .plugin import Environment, Plugin, PluginRequest, Suspend
 
 if TYPE_CHECKING:
-    from consumer_auth.consumers import BasicAuthCredential, Consumer
+    from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer
 
 __all__ = ["Pipeline", "effective_plugins", "run_pipeline"]
 

@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from consumer_auth._validate import describe, reject_unknown
 from consumer_auth.errors import ConfigError
+from consumer_auth.sansio._validate import describe, reject_unknown
 
 if TYPE_CHECKING:
-    from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
-    from consumer_auth.decision import Reject, RequestFacts
-    from consumer_auth.failures import FailureStore
-    from consumer_auth.passwords import VerificationCache
+    from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerIndex
+    from consumer_auth.sansio.decision import Reject, RequestFacts
+    from consumer_auth.sansio.failures import FailureStore
+    from consumer_auth.sansio.passwords import VerificationCache
 
 __all__ = [
     "PHASES",

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from consumer_auth.errors import ConfigError
+
 from ._methods import HTTP_METHODS
 from ._validate import describe, expect_bool, expect_int, expect_str, expect_str_list, fail
-from .errors import ConfigError
-from .sansio.pipeline import Pipeline, effective_plugins
-from .sansio.plugin import Environment, Plugin, Profile, check_plugins
+from .pipeline import Pipeline, effective_plugins
+from .plugin import Environment, Plugin, Profile, check_plugins
 from .upstream import Upstream
 
 __all__ = [

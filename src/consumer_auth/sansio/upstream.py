@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from consumer_auth.errors import ConfigError
+
 from ._validate import (
     describe,
     expect_choice,
@@ -18,7 +20,6 @@ from ._validate import (
     fail,
     reject_unknown,
 )
-from .errors import ConfigError
 
 __all__ = ["Timeout", "Upstream", "UpstreamNode"]
 

@@ -14,13 +14,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from consumer_auth._validate import describe, expect_mapping, fail
 from consumer_auth.config import GatewayConfig, parse_config
-from consumer_auth.consumers import Consumer, ConsumerIndex
 from consumer_auth.errors import ConfigError
-from consumer_auth.gateway import compile_routes
-from consumer_auth.passwords import hash_password
-from consumer_auth.plugins import Profile
+from consumer_auth.sansio._validate import describe, expect_mapping, fail
+from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
+from consumer_auth.sansio.gateway import compile_routes
+from consumer_auth.sansio.passwords import hash_password
+from consumer_auth.sansio.plugins import Profile
 
 __all__ = ["ConsumerCache", "assemble", "by_kind", "prepare", "redact", "split_credential_key"]
 

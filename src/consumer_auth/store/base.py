@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from consumer_auth.config import GatewayConfig
-from consumer_auth.consumers import Consumer
-from consumer_auth.routing import Route, Service
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.routing import Route, Service
 
 __all__ = ["KINDS", "Resource", "Snapshot", "Store", "WritableStore"]
 

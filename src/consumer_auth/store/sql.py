@@ -1,5 +1,8 @@
 """A SQL store through SQLAlchemy Core: SQLite embedded (a file), PostgreSQL for many machines.
 
+This module is long because the store's writes, reads, revision counter and PostgreSQL notifications share
+one schema and one transaction discipline.
+
 Two tables hold everything: ``consumer_auth_resources`` (one JSON document per consumer, credential,
 service and route) and ``consumer_auth_revision`` (one counter, advanced by every write in the same
 transaction). Gateways compare the counter to notice changes; on PostgreSQL every write also sends a

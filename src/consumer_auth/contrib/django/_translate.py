@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix, set_script_prefix
 
 from consumer_auth.asgi import apply_allow_scope, facts_from_scope
-from consumer_auth.consumers import Consumer
-from consumer_auth.decision import Allow, Reject, RequestFacts
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.decision import Allow, Reject, RequestFacts
 from consumer_auth.wsgi import CONSUMER_KEY, apply_allow, apply_identity, facts_from_environ
 
 

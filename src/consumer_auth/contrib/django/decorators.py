@@ -10,10 +10,10 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest
 
 from consumer_auth.asgi import resolve
-from consumer_auth.decision import Reject
 from consumer_auth.errors import ConfigError
 from consumer_auth.gateway import Gateway, Guard
-from consumer_auth.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
+from consumer_auth.sansio.decision import Reject
+from consumer_auth.sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
 
 from ._translate import allow_consumer, facts_from_request, response_from_reject
 from .conf import conf

@@ -9,8 +9,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
 from consumer_auth.asgi import resolve
-from consumer_auth.consumers import Consumer
-from consumer_auth.decision import Reject
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.decision import Reject
 
 from ._translate import apply_to_request, facts_from_request, response_from_reject, script_prefix
 from .conf import conf

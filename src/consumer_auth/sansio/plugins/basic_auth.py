@@ -8,13 +8,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from consumer_auth._validate import describe, expect_bool, expect_mapping, expect_str, fail, reject_unknown
-from consumer_auth.consumers import BasicAuthCredential, Consumer, ConsumerIndex
-from consumer_auth.credentials import BasicCredentials, ParseFailure, parse_authorization
-from consumer_auth.decision import Reject, json_reject
 from consumer_auth.errors import ConfigError
-from consumer_auth.failures import LOGGER as BRUTE_FORCE_LOGGER
-from consumer_auth.passwords import PasswordVerifier, VerificationCache, hash_password
+from consumer_auth.sansio._validate import (
+    describe,
+    expect_bool,
+    expect_mapping,
+    expect_str,
+    fail,
+    reject_unknown,
+)
+from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerIndex
+from consumer_auth.sansio.credentials import BasicCredentials, ParseFailure, parse_authorization
+from consumer_auth.sansio.decision import Reject, json_reject
+from consumer_auth.sansio.failures import LOGGER as BRUTE_FORCE_LOGGER
+from consumer_auth.sansio.passwords import PasswordVerifier, VerificationCache, hash_password
 from consumer_auth.sansio.plugin import Environment, Plugin, PluginRequest, Profile, RehashHook, Suspend
 
 from .brute_force import BruteForce, BruteForceCheck, client_subject
@@ -22,7 +29,7 @@ from .brute_force import BruteForce, BruteForceCheck, client_subject
 __all__ = ["Authenticated", "BasicAuthCheck", "BasicAuthPlugin", "Profile", "RehashHook", "SlowCheck"]
 
 if TYPE_CHECKING:
-    from consumer_auth.failures import FailureStore
+    from consumer_auth.sansio.failures import FailureStore
 
 _log = logging.getLogger("consumer_auth")
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from consumer_auth._validate import (
+from consumer_auth.sansio._validate import (
     describe,
     expect_choice,
     expect_int,
@@ -36,7 +36,7 @@ from consumer_auth._validate import (
     fail,
     reject_unknown,
 )
-from consumer_auth.decision import Reject, json_reject
+from consumer_auth.sansio.decision import Reject, json_reject
 
 __all__ = ["COUNT_BY", "BruteForce", "BruteForceCheck", "client_subject", "locked_reject"]
 

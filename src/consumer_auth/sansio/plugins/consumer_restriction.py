@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from consumer_auth._methods import HTTP_METHODS
-from consumer_auth._validate import (
+from consumer_auth.sansio._methods import HTTP_METHODS
+from consumer_auth.sansio._validate import (
     expect_choice,
     expect_int,
     expect_list,
@@ -16,8 +16,8 @@ from consumer_auth._validate import (
     fail,
     reject_unknown,
 )
-from consumer_auth.consumers import Consumer
-from consumer_auth.decision import Reject, json_reject
+from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.decision import Reject, json_reject
 from consumer_auth.sansio.plugin import Environment, Plugin
 
 if TYPE_CHECKING:
