@@ -25,6 +25,8 @@ _ENVIRON_KEYS = dict(zip(IDENTITY_HEADERS, _IDENTITY_KEYS, strict=True))
 
 def _text(native: str) -> str:
     """A WSGI "native string" (bytes as latin-1) as the UTF-8 text the client meant."""
+    if native.isascii():
+        return native
     try:
         return native.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
@@ -32,7 +34,7 @@ def _text(native: str) -> str:
 
 
 def _native(text: str) -> str:
-    return text.encode("utf-8").decode("latin-1")
+    return text if text.isascii() else text.encode("utf-8").decode("latin-1")
 
 
 def _header_reader(environ: WSGIEnvironment) -> Callable[[str], str | None]:

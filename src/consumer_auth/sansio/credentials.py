@@ -17,7 +17,7 @@ import binascii
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["BasicCredentials", "ParseFailure", "parse_authorization"]
 
@@ -35,9 +35,11 @@ class ParseFailure(enum.Enum):
     """There is one, but it cannot be used (other scheme, empty, bad base64, no colon, several headers)."""
 
 
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    """A username and password read from a request. ``repr`` never shows the password."""
+class BasicCredentials(NamedTuple):
+    """A username and password read from a request. ``repr`` never shows the password.
+
+    Immutable (a named tuple: made on every request, so as cheap to build as Python allows).
+    """
 
     username: str
     password: str

@@ -52,12 +52,22 @@ class Pipeline:
         response: The ``response`` methods, in order.
     """
 
-    __slots__ = ("_by_consumer", "_compiled", "_environment", "access", "before", "plugins", "response")
+    __slots__ = (
+        "_allows",
+        "_by_consumer",
+        "_compiled",
+        "_environment",
+        "access",
+        "before",
+        "plugins",
+        "response",
+    )
 
     def __init__(self, plugins: Mapping[str, Plugin], environment: Environment) -> None:
         self._environment = environment
         self._compiled = {name: plugin.compile(environment) for name, plugin in plugins.items()}
         self._by_consumer: dict[int, tuple[Consumer, Pipeline]] = {}
+        self._allows: dict[tuple[Consumer | None, BasicAuthCredential | None, bool], Allow] = {}
         self._arrange(self._compiled)
 
     def _arrange(self, compiled: Mapping[str, Plugin]) -> None:
@@ -88,6 +98,7 @@ class Pipeline:
         pipeline._environment = self._environment
         pipeline._compiled = merged
         pipeline._by_consumer = {}
+        pipeline._allows = {}
         pipeline._arrange(merged)
         if len(self._by_consumer) >= _CONSUMER_CACHE_LIMIT:
             self._by_consumer.clear()  # bounded: replaced consumers do not accumulate
@@ -142,7 +153,7 @@ def _after(
         return decision
     for respond in pipeline.response:
         respond(request)
-    decision = _allow(route, request)
+    decision = _allow(route, pipeline, request)
     if request.log:
         log_decision(route, decision, request.client, failure=request.failure)
     return decision
@@ -188,31 +199,27 @@ def _reject(route: MatchedRoute, request: PluginRequest, rejection: Reject) -> R
     return rejection
 
 
-_ALLOWS: dict[
-    tuple[int, int, int, bool],
-    tuple[MatchedRoute, Consumer | None, BasicAuthCredential | None, Allow],
-] = {}
 _ALLOWS_LIMIT = 4096
 
 
-def _allow(route: MatchedRoute, request: PluginRequest) -> Allow:
-    """The ``Allow`` of a request: immutable, so built once per route, consumer and credential and reused
-    while they are in force (unless the ``response`` phase added headers to this one).
+def _allow(route: MatchedRoute, pipeline: Pipeline, request: PluginRequest) -> Allow:
+    """The ``Allow`` of a request: immutable, so built once per route (pipeline), consumer and credential
+    and reused while they are in force (unless the ``response`` phase added headers to this one).
 
-    Keyed by identity; the entry keeps the objects it was built from and is used only if they are the
-    very same, so an id reused by a new object never finds an old decision.
+    Keyed by the objects themselves (consumers and credentials compare by identity), in the pipeline of
+    the route: replaced routes and consumers take their entries with them.
     """
-    consumer, credential, hide = request.consumer, request.credential, request.hide_credentials
+    key = (request.consumer, request.credential, request.hide_credentials)
     if request.response_headers:
-        return _build_allow(route, consumer, credential, hide, tuple(request.response_headers))
-    key = (id(route), id(consumer), id(credential), hide)
-    found = _ALLOWS.get(key)
-    if found is not None and found[0] is route and found[1] is consumer and found[2] is credential:
-        return found[3]
-    allow = _build_allow(route, consumer, credential, hide, ())
-    if len(_ALLOWS) >= _ALLOWS_LIMIT:
-        _ALLOWS.clear()  # bounded: replaced routes and consumers do not accumulate
-    _ALLOWS[key] = (route, consumer, credential, allow)
+        return _build_allow(route, *key, tuple(request.response_headers))
+    allows = pipeline._allows
+    found = allows.get(key)
+    if found is not None:
+        return found
+    allow = _build_allow(route, *key, ())
+    if len(allows) >= _ALLOWS_LIMIT:
+        allows.clear()  # bounded: a long-running gateway's consumers come and go
+    allows[key] = allow
     return allow
 
 

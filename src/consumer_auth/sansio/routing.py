@@ -307,7 +307,7 @@ class RouteIndex:
     higher ``priority`` comes first, then configuration order.
     """
 
-    __slots__ = ("_depth", "_exact", "_prefixes", "routes")
+    __slots__ = ("_depth", "_exact", "_hosts", "_prefixes", "routes")
 
     def __init__(self, routes: Sequence[tuple[CompiledRoute, tuple[str, ...]]]) -> None:
         exact: dict[str, list[CompiledRoute]] = {}
@@ -345,6 +345,7 @@ class RouteIndex:
         # The deepest head: boundaries of a request path below it cannot start a prefix.
         self._depth = max((head.count("/") for head in (*heads, *tails)), default=0)
         self.routes = tuple(compiled for compiled, _ in routes)
+        self._hosts = any(compiled.exact_hosts is not None for compiled in self.routes)
 
     def match(self, method: str, path: str, host: str | None) -> CompiledRoute | None:
         """The best route for this request, or ``None``.
@@ -355,7 +356,7 @@ class RouteIndex:
             host: The ``Host`` header as sent (port and case do not matter).
         """
         path = normalize_path(path)
-        host = normalize_host(host)
+        host = normalize_host(host) if self._hosts else None  # no route looks at the host
         bucket = self._exact.get(path)
         if bucket is not None:
             for route in bucket:

@@ -102,12 +102,9 @@ class BasicAuthPlugin(Plugin):
             raise ConfigError("anonymous_consumer", f"no consumer named {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Authenticated:
-    """A request's consumer: from a verified credential, or the anonymous consumer."""
-
-    consumer: Consumer
-    credential: BasicAuthCredential | None
+Authenticated = tuple[Consumer, BasicAuthCredential | None]
+"""A request's consumer and the credential that verified (``None`` for the anonymous consumer): the very
+tuple the consumer index holds, so that a success allocates nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +221,8 @@ class BasicAuthCheck(Plugin):
     def _conclude(
         self, request: PluginRequest, credentials: BasicCredentials, checked: Reject | Authenticated
     ) -> Reject | None:
-        if isinstance(checked, Authenticated):
-            request.consumer = checked.consumer
-            request.credential = checked.credential
+        if not isinstance(checked, Reject):
+            request.consumer, request.credential = checked
             return None
         request.failure = checked.reason
         if request.log:
@@ -237,8 +233,7 @@ class BasicAuthCheck(Plugin):
         outcome = self.fallback(rejection, request.consumers)
         if isinstance(outcome, Reject):
             return outcome
-        request.consumer = outcome.consumer
-        request.credential = None
+        request.consumer, request.credential = outcome
         return None
 
     def _guarded(
@@ -363,20 +358,20 @@ class BasicAuthCheck(Plugin):
             if cache is not None and cache.enabled:
                 key = cache.key(credential.username, verifier, password)
                 if cache.hit(key):
-                    return Authenticated(consumer, credential)
+                    return found
         elif not rehash:
-            return Authenticated(consumer, credential) if verifier.verify(password) else self._wrong
+            return found if verifier.verify(password) else self._wrong
 
         def run() -> Reject | Authenticated:
             if key is not None and cache is not None and cache.hit(key):
-                return Authenticated(consumer, credential)  # a concurrent request verified it meanwhile
+                return found  # a concurrent request verified it meanwhile
             if not verifier.verify(password):
                 return self._wrong
             if key is not None and cache is not None:
                 cache.remember(key)
             if rehash and on_rehash is not None:
                 _report_rehash(on_rehash, consumers, consumer, credential, password)
-            return Authenticated(consumer, credential)
+            return found
 
         return SlowCheck(credentials.username, run)
 
@@ -387,7 +382,7 @@ class BasicAuthCheck(Plugin):
         consumer = consumers.consumer(self._anonymous)
         if consumer is None:
             return self._anonymous_missing
-        return Authenticated(consumer, None)
+        return (consumer, None)
 
     @property
     def anonymous_consumer(self) -> str | None:
