@@ -85,7 +85,9 @@ def handwritten_asgi(app: Any) -> Any:
         if _allowed(scope["path"], header):
             await app(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Basic")]})
+        await send(
+            {"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Basic")]}
+        )
         await send({"type": "http.response.body", "body": _DENIED})
 
     return guarded

@@ -67,6 +67,23 @@ def parse_authorization(values: Sequence[str]) -> BasicCredentials | ParseFailur
         return ParseFailure.MISSING
     if len(values) > 1:
         return ParseFailure.INVALID
+    value = values[0]
+    if value[:6] == "Basic " and value[6:7] != " ":
+        # The usual form, decoded at once: a strict decode accepts only what the rules below accept
+        # (and decodes it the same); anything it refuses takes the full way.
+        try:
+            raw = binascii.a2b_base64(value[6:], strict_mode=True)
+        except ValueError:  # binascii.Error, or a non-ASCII value
+            pass
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            username, colon, password = text.partition(":")
+            if colon:
+                return BasicCredentials(username, password)
+            return ParseFailure.INVALID
     match = _BASIC.fullmatch(values[0].strip(_WHITESPACE))
     if match is None:
         return ParseFailure.INVALID

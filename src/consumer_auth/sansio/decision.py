@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from .consumers import BasicAuthCredential, Consumer
@@ -53,9 +53,11 @@ class MatchedRoute(Protocol):
         """The service prefix removed before the app or upstream sees the path."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
     """What the core needs to know about a request, whichever protocol carried it.
+
+    Immutable; a named tuple, because every request makes one (the cheapest record Python builds).
+    ``repr`` never shows the ``Authorization`` values, and ``headers`` takes no part in comparisons.
 
     Attributes:
         method: Upper-case HTTP method (``GET``); websocket handshakes use ``GET``.
@@ -73,15 +75,30 @@ class RequestFacts:
     method: str
     path: str
     host: str | None = None
-    authorization: tuple[str, ...] = field(default=(), repr=False)
+    authorization: tuple[str, ...] = ()
     client: str | None = None
     forwarded_for: tuple[str, ...] = ()
-    headers: HeaderReader | None = field(default=None, repr=False, compare=False)
+    headers: HeaderReader | None = None
 
     def header(self, name: str) -> str | None:
         """The first value of a request header (any case), or ``None`` when absent or unknown."""
         reader = self.headers
         return reader(name.lower()) if reader is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestFacts(method={self.method!r}, path={self.path!r}, host={self.host!r}, "
+            f"client={self.client!r}, forwarded_for={self.forwarded_for!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RequestFacts) and self[:6] == other[:6]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:6])
 
 
 @dataclass(frozen=True, slots=True)

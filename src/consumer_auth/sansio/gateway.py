@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._trust import TrustedProxies
 from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
-from consumer_auth.sansio.decision import Allow, Decision, Pending, RequestFacts, json_reject
+from consumer_auth.sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
 from consumer_auth.sansio.passwords import VerificationCache
 from consumer_auth.sansio.routing import (
@@ -29,7 +29,7 @@ from consumer_auth.sansio.routing import (
 )
 
 from .log import LOGGER, log_decision
-from .pipeline import run_pipeline
+from .pipeline import cached_allow, run_pipeline
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
 
 __all__ = ["NOT_FOUND", "Gateway", "Guard", "compile_routes"]
@@ -286,8 +286,17 @@ class Gateway:
             if log:
                 log_decision(None, decision, self.client_address(facts))
             return decision
+        pipeline = route.pipeline
+        shortcut = pipeline.shortcut
+        if shortcut is not None and not log:
+            found = shortcut(facts, state.consumers)
+            if found is not None:
+                if isinstance(found, Reject):
+                    return found
+                if not found[0].plugins:
+                    return cached_allow(route, pipeline, found)
         request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
-        return run_pipeline(route, route.pipeline, request)
+        return run_pipeline(route, pipeline, request)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""

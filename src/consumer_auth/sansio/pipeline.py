@@ -27,7 +27,7 @@ from .plugin import Environment, Plugin, PluginRequest, Suspend
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer
 
-__all__ = ["Pipeline", "effective_plugins", "run_pipeline"]
+__all__ = ["Pipeline", "cached_allow", "effective_plugins", "run_pipeline"]
 
 _CONSUMER_CACHE_LIMIT = 4096
 
@@ -61,6 +61,7 @@ class Pipeline:
         "before",
         "plugins",
         "response",
+        "shortcut",
     )
 
     def __init__(self, plugins: Mapping[str, Plugin], environment: Environment) -> None:
@@ -79,6 +80,9 @@ class Pipeline:
         )
         self.access = tuple(p.access for p, ph in phases if "access" in ph)
         self.response = tuple(p.response for p, ph in phases if "response" in ph)
+        # The common case compiled down: one plugin, only an authenticate phase, and a shortcut for it.
+        only = phases[0] if len(phases) == 1 else None
+        self.shortcut = only[0].shortcut() if only is not None and only[1] == ("authenticate",) else None
 
     def for_consumer(self, consumer: Consumer) -> Pipeline:
         """This pipeline with the plugins of a consumer (and, later, its group) merged in, built once.
@@ -203,15 +207,24 @@ _ALLOWS_LIMIT = 4096
 
 
 def _allow(route: MatchedRoute, pipeline: Pipeline, request: PluginRequest) -> Allow:
-    """The ``Allow`` of a request: immutable, so built once per route (pipeline), consumer and credential
-    and reused while they are in force (unless the ``response`` phase added headers to this one).
+    """The ``Allow`` of a request (see :func:`cached_allow`), unless the ``response`` phase added headers."""
+    key = (request.consumer, request.credential, request.hide_credentials)
+    if request.response_headers:
+        return _build_allow(route, *key, tuple(request.response_headers))
+    return cached_allow(route, pipeline, key)
+
+
+def cached_allow(
+    route: MatchedRoute,
+    pipeline: Pipeline,
+    key: tuple[Consumer | None, BasicAuthCredential | None, bool],
+) -> Allow:
+    """The ``Allow`` of a consumer, credential and ``hide_credentials`` on a route: immutable, so built
+    once and reused while they are in force.
 
     Keyed by the objects themselves (consumers and credentials compare by identity), in the pipeline of
     the route: replaced routes and consumers take their entries with them.
     """
-    key = (request.consumer, request.credential, request.hide_credentials)
-    if request.response_headers:
-        return _build_allow(route, *key, tuple(request.response_headers))
     allows = pipeline._allows
     found = allows.get(key)
     if found is not None:

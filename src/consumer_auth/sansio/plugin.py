@@ -42,6 +42,7 @@ __all__ = [
     "PluginRequest",
     "Profile",
     "RehashHook",
+    "Shortcut",
     "Suspend",
     "check_plugins",
     "plugin_class",
@@ -92,6 +93,13 @@ class Environment:
     on_rehash: RehashHook | None = None
     failure_store: FailureStore | None = None
     client_address: Callable[[RequestFacts], str | None] = field(default=lambda facts: facts.client)
+
+
+Shortcut = Callable[
+    ["RequestFacts", "ConsumerIndex"],
+    "tuple[Consumer, BasicAuthCredential | None, bool] | Reject | None",
+]
+"""See :meth:`Plugin.shortcut`."""
 
 
 class PluginRequest:
@@ -250,6 +258,17 @@ class Plugin:
 
     def response(self, request: PluginRequest) -> None:
         """Add headers to the answer of an allowed request (``request.response_headers``)."""
+
+    def shortcut(self) -> Shortcut | None:
+        """A quicker form of this plugin's ``authenticate`` phase for the common case, if it has one.
+
+        When a route's pipeline is this plugin alone, with only an ``authenticate`` phase, and the decision
+        log is off, the gateway calls ``shortcut(facts, consumers)`` instead of running the phases: it
+        returns ``(consumer, credential, hide_credentials)`` for a plainly authenticated request, a
+        :class:`~consumer_auth.Reject` it is sure of, or ``None`` (having changed nothing and verified
+        nothing) to run the phases after all. It must decide exactly as the phases would.
+        """
+        return None
 
     def phases(self) -> tuple[str, ...]:
         """The phases this plugin takes part in (the phase methods its class defines)."""

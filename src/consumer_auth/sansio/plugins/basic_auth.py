@@ -19,10 +19,18 @@ from consumer_auth.sansio._validate import (
 )
 from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from consumer_auth.sansio.credentials import BasicCredentials, ParseFailure, parse_authorization
-from consumer_auth.sansio.decision import Reject, json_reject
+from consumer_auth.sansio.decision import Reject, RequestFacts, json_reject
 from consumer_auth.sansio.failures import LOGGER as BRUTE_FORCE_LOGGER
 from consumer_auth.sansio.passwords import PasswordVerifier, VerificationCache, hash_password
-from consumer_auth.sansio.plugin import Environment, Plugin, PluginRequest, Profile, RehashHook, Suspend
+from consumer_auth.sansio.plugin import (
+    Environment,
+    Plugin,
+    PluginRequest,
+    Profile,
+    RehashHook,
+    Shortcut,
+    Suspend,
+)
 
 from .brute_force import BruteForce, BruteForceCheck, client_subject
 
@@ -191,6 +199,43 @@ class BasicAuthCheck(Plugin):
             self._unknown = _message(same, "unknown_username", challenge)
             self._wrong = _message(same, "wrong_password", challenge)
             self._anonymous_missing = _message(same, "anonymous_consumer_missing", challenge)
+
+    def shortcut(self) -> Shortcut | None:
+        """The common case without a :class:`PluginRequest`: no brute-force limits, no anonymous consumer."""
+        if self.brute_force is not None or self._anonymous is not None:
+            return None
+        return self._shortcut
+
+    def _shortcut(
+        self, facts: RequestFacts, consumers: ConsumerIndex
+    ) -> tuple[Consumer, BasicAuthCredential | None, bool] | Reject | None:
+        """A clear or ``{SHA}`` password checked here, a slow hash the cache remembers: the answer.
+        Anything else (a failure to parse, an unknown username, a slow hash to run, a rehash to report):
+        ``None`` before any password is verified, so that :meth:`authenticate` does it all once."""
+        parsed = parse_authorization(facts.authorization)
+        if not isinstance(parsed, BasicCredentials):
+            return None
+        username, password = parsed
+        found = consumers.credential(username)
+        if found is None or not password:
+            return None
+        consumer, credential = found
+        verifier = credential.verifier
+        environment = self._environment
+        if (
+            environment.on_rehash is not None
+            and username not in consumers.rehashed
+            and verifier.needs_rehash()
+        ):
+            return None
+        if verifier.slow:
+            cache = environment.verification_cache
+            if cache is None or not cache.enabled or not cache.hit(cache.key(username, verifier, password)):
+                return None
+            return consumer, credential, self.hide_credentials
+        if verifier.verify(password):
+            return consumer, credential, self.hide_credentials
+        return self._wrong
 
     def authenticate(self, request: PluginRequest) -> Reject | Suspend | None:
         """Read the credentials, verify them, and set the request's consumer (or fall back, or reject)."""
