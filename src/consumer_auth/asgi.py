@@ -13,7 +13,6 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -128,14 +127,24 @@ async def resolve(decision: Decision | Pending, pool: VerificationPool | None = 
     return decision
 
 
-@dataclass(frozen=True, slots=True)
 class AuthScopes:
     """What ``scope["auth"]`` holds after authentication (Starlette's ``request.auth`` convention).
 
     ``scopes`` is ``["authenticated"]``, so Starlette's ``@requires("authenticated")`` works.
     """
 
-    scopes: list[str] = field(default_factory=lambda: ["authenticated"])
+    __slots__ = ("scopes",)
+
+    def __init__(self, scopes: list[str] | None = None) -> None:
+        self.scopes: list[str] = ["authenticated"] if scopes is None else scopes
+
+    def __repr__(self) -> str:
+        return f"AuthScopes(scopes={self.scopes!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AuthScopes) and self.scopes == other.scopes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it replaces
 
 
 def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
@@ -198,7 +207,7 @@ def apply_allow_scope(
     """
     drop = _IDENTITY_AND_AUTHORIZATION if decision.hide_credentials else _IDENTITY
     headers = [(name, value) for name, value in scope["headers"] if name not in drop]
-    headers.extend((name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers)
+    headers += decision.raw_identity_headers
     changed: dict[str, Any] = dict(scope)
     changed["headers"] = headers
     if decision.consumer is not None:
@@ -206,7 +215,7 @@ def apply_allow_scope(
         changed["user"] = decision.consumer
         changed["auth"] = AuthScopes()
     root_path = scope.get("root_path", "")
-    if _route_path(scope) != facts.path:
+    if (_route_path(scope) if root_path else scope["path"]) != facts.path:
         # The path was normalized for matching: the app sees the path that was authorized.
         changed["path"] = root_path + facts.path
         changed["raw_path"] = quote(changed["path"]).encode("ascii")

@@ -20,7 +20,6 @@ CONSUMER_KEY = "consumer_auth.consumer"
 """Where the authenticated :class:`~consumer_auth.Consumer` is put in the WSGI environ (and ASGI scope)."""
 
 _IDENTITY_KEYS = tuple("HTTP_" + name.upper().replace("-", "_") for name in IDENTITY_HEADERS)
-_ENVIRON_KEYS = dict(zip(IDENTITY_HEADERS, _IDENTITY_KEYS, strict=True))
 
 
 def _text(native: str) -> str:
@@ -71,8 +70,8 @@ def apply_identity(environ: WSGIEnvironment, decision: Allow) -> None:
     """
     for key in _IDENTITY_KEYS:
         environ.pop(key, None)
-    for name, value in decision.identity_headers:
-        environ[_ENVIRON_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")] = value
+    for key, value in decision.environ_identity:
+        environ[key] = value
     if decision.hide_credentials:
         environ.pop("HTTP_AUTHORIZATION", None)
     if decision.consumer is not None:

@@ -153,6 +153,8 @@ class Allow:
         hide_credentials: Remove every ``Authorization`` header before passing the request on.
         strip_prefix: The service path prefix to mount the app under ("" when nothing is stripped).
         response_headers: Headers the plugins' ``response`` phase adds to the answer of the app or upstream.
+        raw_identity_headers: ``identity_headers`` as lower-case latin-1 bytes (ASGI), precomputed.
+        environ_identity: ``identity_headers`` as WSGI environ keys and values, precomputed.
     """
 
     route: MatchedRoute | None
@@ -162,6 +164,15 @@ class Allow:
     hide_credentials: bool = False
     strip_prefix: str = ""
     response_headers: tuple[tuple[str, str], ...] = ()
+    raw_identity_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
+    environ_identity: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        headers = self.identity_headers
+        raw = tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
+        environ = tuple(("HTTP_" + name.upper().replace("-", "_"), value) for name, value in headers)
+        object.__setattr__(self, "raw_identity_headers", raw)
+        object.__setattr__(self, "environ_identity", environ)
 
 
 Decision = Allow | Reject

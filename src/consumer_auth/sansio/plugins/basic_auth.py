@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from consumer_auth.errors import ConfigError
@@ -111,6 +113,10 @@ class BasicAuthPlugin(Plugin):
 
 
 Authenticated = tuple[Consumer, BasicAuthCredential | None]
+Shortcut_Result = tuple[Consumer, BasicAuthCredential | None, bool]
+
+_MEMO_KEY = secrets.token_bytes(32)  # per process: a memo digest cannot be tested against a guess
+_MEMO_LIMIT = 4096
 """A request's consumer and the credential that verified (``None`` for the anonymous consumer): the very
 tuple the consumer index holds, so that a success allocates nothing."""
 
@@ -160,6 +166,8 @@ class BasicAuthCheck(Plugin):
         "_anonymous_missing",
         "_environment",
         "_invalid",
+        "_memo",
+        "_memo_of",
         "_missing",
         "_no_consumers",
         "_unknown",
@@ -176,6 +184,8 @@ class BasicAuthCheck(Plugin):
             environment = Environment(environment)
         profile = environment.profile
         self._environment = environment
+        self._memo: dict[bytes, tuple[Shortcut_Result, bytes | None, str]] = {}
+        self._memo_of: ConsumerIndex | None = None  # the consumer set the memo's entries are about
         self.hide_credentials = plugin.hide_credentials
         self._anonymous = plugin.anonymous_consumer
         limits = plugin.brute_force
@@ -206,13 +216,33 @@ class BasicAuthCheck(Plugin):
             return None
         return self._shortcut
 
-    def _shortcut(
-        self, facts: RequestFacts, consumers: ConsumerIndex
-    ) -> tuple[Consumer, BasicAuthCredential | None, bool] | Reject | None:
+    def _shortcut(self, facts: RequestFacts, consumers: ConsumerIndex) -> Shortcut_Result | Reject | None:
         """A clear or ``{SHA}`` password checked here, a slow hash the cache remembers: the answer.
         Anything else (a failure to parse, an unknown username, a slow hash to run, a rehash to report):
-        ``None`` before any password is verified, so that :meth:`authenticate` does it all once."""
-        parsed = parse_authorization(facts.authorization)
+        ``None`` before any password is verified, so that :meth:`authenticate` does it all once.
+
+        An ``Authorization`` value that verified is remembered (by its keyed BLAKE2b digest, never in
+        clear) for the consumer set in force: a client sending it again skips the parse and the
+        verification. A slow hash's entry still asks the verification cache, whose TTL holds.
+        """
+        values = facts.authorization
+        if len(values) != 1:
+            return None
+        memo = self._memo
+        if self._memo_of is not consumers:
+            memo.clear()
+            self._memo_of = consumers
+        digest = blake2b(values[0].encode("utf-8", "surrogatepass"), key=_MEMO_KEY, digest_size=16).digest()
+        remembered = memo.get(digest)
+        environment = self._environment
+        if remembered is not None:
+            result, cache_key, login = remembered
+            cache = environment.verification_cache
+            if (cache_key is None or (cache is not None and cache.hit(cache_key))) and (
+                environment.on_rehash is None or login in consumers.rehashed
+            ):
+                return result
+        parsed = parse_authorization(values)
         if not isinstance(parsed, BasicCredentials):
             return None
         username, password = parsed
@@ -221,21 +251,27 @@ class BasicAuthCheck(Plugin):
             return None
         consumer, credential = found
         verifier = credential.verifier
-        environment = self._environment
         if (
             environment.on_rehash is not None
             and username not in consumers.rehashed
             and verifier.needs_rehash()
         ):
             return None
+        cache_key = None
         if verifier.slow:
             cache = environment.verification_cache
-            if cache is None or not cache.enabled or not cache.hit(cache.key(username, verifier, password)):
+            if cache is None or not cache.enabled:
                 return None
-            return consumer, credential, self.hide_credentials
-        if verifier.verify(password):
-            return consumer, credential, self.hide_credentials
-        return self._wrong
+            cache_key = cache.key(username, verifier, password)
+            if not cache.hit(cache_key):
+                return None
+        elif not verifier.verify(password):
+            return self._wrong
+        result = (consumer, credential, self.hide_credentials)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()  # bounded: at most this many logins are remembered at once
+        memo[digest] = (result, cache_key, username)
+        return result
 
     def authenticate(self, request: PluginRequest) -> Reject | Suspend | None:
         """Read the credentials, verify them, and set the request's consumer (or fall back, or reject)."""
