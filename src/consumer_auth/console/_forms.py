@@ -441,14 +441,14 @@ PLUGIN_FORMS = {
             "basic-auth",
             "Basic Auth",
             "Authentication",
-            "require a consumer's username and password (HTTP Basic, RFC 7617)",
+            "Require a consumer's username and password (HTTP Basic, RFC 7617)",
             BASIC_AUTH,
         ),
         PluginForm(
             "consumer-restriction",
             "Consumer Restriction",
             "Security",
-            "allow or reject consumers by name, after authentication",
+            "Allow or reject consumers by name, after authentication",
             CONSUMER_RESTRICTION,
         ),
     )
