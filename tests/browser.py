@@ -22,7 +22,7 @@ import pytest
 from support import service_unavailable
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page
+    from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize
 
 __all__ = ["CHROMIUM", "DOCS", "BrowserLog", "browser", "log_of", "page", "screenshot"]
 
@@ -31,7 +31,7 @@ CHROMIUM = Path(os.environ.get("CONSUMER_AUTH_CHROMIUM", "/usr/bin/chromium"))
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 
 @dataclass
