@@ -260,3 +260,16 @@ def test_consumer_restriction_credentials_and_deletes(served: Served) -> None:
     assert post("/ui/routes/json/delete").status_code == 303
     assert post("/ui/services/app/delete").status_code == 303
     assert served.store.list_resources("services") == []
+
+
+def test_a_head_request_reads_and_never_writes(served: Served) -> None:
+    served.store.put_resource("routes", "json", {"uri": "/json", "name": "json"})
+    client = served.client()
+    sign_in(client)
+    for path in ("/ui/routes/json", "/ui/routes/json/delete", "/ui/routes/json/plugins/basic-auth"):
+        answer = client.head(path)
+        assert answer.status_code == 200
+        assert answer.content == b""
+    route = served.store.get_resource("routes", "json")
+    assert route is not None
+    assert route.document == {"id": "json", "uri": "/json", "name": "json"}

@@ -192,8 +192,10 @@ def _consumers(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO 
 def admin(args: argparse.Namespace) -> int:
     """Serve the Admin API, with the console at ``/ui/``, on its own listener until SIGTERM or SIGINT."""
     try:
-        import jinja2  # noqa: F401 - the console's templates
         import uvicorn
+
+        if args.console:
+            import jinja2  # noqa: F401 - the console's templates
     except ModuleNotFoundError as error:
         return _fail(f"this command needs {error.name}: pip install 'consumer-auth[server]'")
 

@@ -398,7 +398,7 @@ class Console:
         return _redirect(url(next(iter(SECTIONS)), ""))
 
     async def _login(self, request: _Request) -> _Done:
-        if request.method == "GET":
+        if request.method != "POST":
             if self.sessions.get(request.cookies.get(SESSION_COOKIE)) is not None:
                 return _redirect(url(""))
             return self._sign_in_page(request, 200)
@@ -468,7 +468,7 @@ class Console:
     async def _create(self, request: _Request, kind: str) -> _Done:
         section = SECTIONS[kind]
         choices = await self._choices()
-        if request.method == "GET":
+        if request.method != "POST":
             return await self._edit_page(request, section, None, section.form.shown(None), choices)
         key = request.value(section.key_field).strip()
         values = {**request.form, section.key_field: [key]}
@@ -487,7 +487,7 @@ class Console:
         section = SECTIONS[kind]
         resource = await self._resource(kind, key)
         choices = await self._choices()
-        if request.method == "GET":
+        if request.method != "POST":
             return await self._edit_page(
                 request, section, resource, section.form.shown(resource.document), choices
             )
@@ -715,7 +715,7 @@ class Console:
 
     async def _credential_create(self, request: _Request, key: str) -> _Done:
         consumer = await self._resource("consumers", key)
-        if request.method == "GET":
+        if request.method != "POST":
             return self._credential_page(request, consumer, None, CREDENTIAL.shown(None))
         ident = request.value("id").strip()
         values = {**request.form, "id": [ident]}
@@ -729,7 +729,7 @@ class Console:
     async def _credential(self, request: _Request, key: str, ident: str) -> _Done:
         consumer = await self._resource("consumers", key)
         credential = await self._resource("credentials", f"{key}/{ident}")
-        if request.method == "GET":
+        if request.method != "POST":
             return self._credential_page(request, consumer, credential, CREDENTIAL.shown(credential.document))
         values = {**request.form, "id": [ident]}
         return await self._credential_save(request, consumer, ident, credential, values)
