@@ -153,6 +153,10 @@ class _Done(Exception):
         self.headers = list(headers)
 
 
+class _Missing(Exception):
+    """What a page is about does not exist (a 404 page, with the navigation)."""
+
+
 def _redirect(location: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> _Done:
     return _Done(303, b"", [(b"location", location.encode()), *headers])
 
@@ -284,6 +288,8 @@ class Console:
         handler: Callable[..., Awaitable[_Done]] = getattr(self, f"_{endpoint}")
         try:
             return await handler(request, **arguments)
+        except _Missing as missing:
+            return self._page(404, "message.html", request, title="Not found", text=str(missing))
         except StoreUnavailableError:
             return self._page(
                 503,
@@ -381,9 +387,7 @@ class Console:
     async def _resource(self, kind: str, key: str) -> Resource:
         found = await self.admin.get_resource(kind, key)
         if found is None:
-            raise self._page(
-                404, "message.html", None, title="Not found", text=f"There is no {kind[:-1]} {key!r}."
-            )
+            raise _Missing(f"There is no {kind[:-1]} {key!r}.")
         return found
 
     async def _choices(self) -> dict[str, list[str]]:
@@ -648,9 +652,7 @@ class Console:
     def _plugin_form(self, plugin: str) -> Any:
         found = PLUGIN_FORMS.get(plugin)
         if found is None:
-            raise self._page(
-                404, "message.html", None, title="Not found", text=f"The console has no form for {plugin!r}."
-            )
+            raise _Missing(f"The console has no form for {plugin!r}.")
         return found
 
     async def _plugin(self, request: _Request, kind: str, key: str, plugin: str) -> _Done:
