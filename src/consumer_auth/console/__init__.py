@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -437,8 +438,6 @@ class Console:
     def _sign_in_page(
         self, request: _Request, status: int, error: str = "", headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> _Done:
-        import secrets
-
         token = secrets.token_urlsafe(32)
         return self._page(
             status,
