@@ -33,8 +33,8 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from consumer_auth._demo import Request as TryRequest
 from consumer_auth._demo import curl_commands, guide_requests
 from consumer_auth.errors import ConfigError, StoreError, StoreUnavailableError
-from consumer_auth.plugins import BasicAuthPlugin, Profile
-from consumer_auth.routing import compile_route
+from consumer_auth.sansio.plugins import BasicAuthPlugin, Profile
+from consumer_auth.sansio.routing import compile_route
 
 from ._forms import (
     CONSUMER,

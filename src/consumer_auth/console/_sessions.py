@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consumer_auth.failures import MemoryFailureStore
-from consumer_auth.plugins.brute_force import BruteForce, client_subject
+from consumer_auth.sansio.plugins.brute_force import BruteForce, client_subject
 
 __all__ = ["SIGN_IN_LIMITS", "Session", "Sessions", "SignInLimiter", "same_token"]
 
