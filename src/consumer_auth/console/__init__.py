@@ -1,5 +1,8 @@
 """The console: the guide's web UI at ``/ui/``, beside the Admin API of ``consumer-auth admin``.
 
+This module is long because every page is a method of one :class:`Console` (its sessions, Admin API and
+templates); the forms' fields and conversions live in ``_forms.py``, the sessions in ``_sessions.py``.
+
 Server-rendered pages (Jinja2, no JavaScript) to sign in with the admin key and to list, create,
 edit and delete services, routes and consumers with their credentials; on a route or a service,
 "Add plugin" → Authentication → Basic Auth (StripCredentials = ``hide_credentials``, realm,

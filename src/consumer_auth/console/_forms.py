@@ -1,5 +1,8 @@
 """The console's forms: which fields each page edits, and form values ⇄ stored documents (sans-IO).
 
+This module is long because the forms of every kind of resource share one field model and one pair of
+conversions.
+
 A field names the place of the document it edits (``plugins.basic-auth.realm``), the same place a
 :class:`~consumer_auth.ConfigError` names, so an error is shown next to the field it is about. A form
 only changes the places of its own fields: everything else of a stored document (other plugins,
