@@ -1,4 +1,8 @@
-"""The ``basic-auth`` plugin: read Basic credentials, find the consumer, verify the password."""
+"""The ``basic-auth`` plugin: read Basic credentials, find the consumer, verify the password.
+
+This module is long because the plugin's phase, its shortcut and its brute-force orchestration share one
+set of precomputed answers; the limits themselves are in ``brute_force.py``.
+"""
 
 from __future__ import annotations
 
