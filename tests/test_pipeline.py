@@ -222,3 +222,24 @@ def test_precedence_is_consumer_then_group_then_route_then_service() -> None:
 def test_consumer_plugins_are_checked(plugins: list[object], message: str) -> None:
     with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("]", r"\]")):
         Consumer("alex", password="123456", plugins=plugins)  # type: ignore[arg-type]
+
+
+def test_the_group_level_sits_between_route_and_consumer() -> None:
+    """The hook consumer groups use: a group's plugin replaces the route's, the consumer's replaces both."""
+    gateway = Gateway(routes=[Route("/p", plugins=[BasicAuthPlugin(), Deny("the route's")])])
+    pipeline = gateway.compiled_routes[0].pipeline
+    plain, own = (
+        Consumer("bob", password="654321"),
+        Consumer("alex", password="123456", plugins=[Deny("alex's")]),
+    )
+
+    def denial(pipeline_for: Consumer, group: tuple[Plugin, ...]) -> bytes:
+        access = pipeline.for_consumer(pipeline_for, group).access
+        request = PluginRequest(get("/p"), None, gateway.environment, "p", None, False)  # type: ignore[arg-type]
+        request.consumer = pipeline_for
+        outcomes = [step(request) for step in access]
+        return next(o.body for o in outcomes if isinstance(o, Reject))
+
+    assert denial(plain, ()) == b'{"message":"the route\'s"}\n'
+    assert denial(plain, (Deny("the group's"),)) == b'{"message":"the group\'s"}\n'
+    assert denial(own, (Deny("the group's"),)) == b'{"message":"alex\'s"}\n'

@@ -84,20 +84,23 @@ class Pipeline:
         only = phases[0] if len(phases) == 1 else None
         self.shortcut = only[0].shortcut() if only is not None and only[1] == ("authenticate",) else None
 
-    def for_consumer(self, consumer: Consumer) -> Pipeline:
-        """This pipeline with the plugins of a consumer (and, later, its group) merged in, built once.
+    def for_consumer(self, consumer: Consumer, group: tuple[Plugin, ...] = ()) -> Pipeline:
+        """This pipeline with the plugins of a consumer's group, then of the consumer, merged in (SPEC §9:
+        consumer > group > route > service), built once per consumer.
 
         Only the ``access`` and ``response`` phases of the result run: the consumer is known only after
-        authentication.
+        authentication. ``group`` is the hook for consumer groups: the plugins of the consumer's group,
+        given the same way for every request of that consumer.
         """
-        if not consumer.plugins:
+        if not consumer.plugins and not group:
             return self
         key = id(consumer)
         found = self._by_consumer.get(key)
         if found is not None and found[0] is consumer:
             return found[1]
         own = [p for p in consumer.plugins if isinstance(p, Plugin)]  # all of them: checked at load
-        merged = {**self._compiled, **{p.name: p.compile(self._environment) for p in own}}
+        levels = effective_plugins(group, own)
+        merged = {**self._compiled, **{name: p.compile(self._environment) for name, p in levels.items()}}
         pipeline = Pipeline.__new__(Pipeline)
         pipeline._environment = self._environment
         pipeline._compiled = merged
