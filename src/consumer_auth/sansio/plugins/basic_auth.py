@@ -119,7 +119,9 @@ class BasicAuthPlugin(Plugin):
 Authenticated = tuple[Consumer, BasicAuthCredential | None]
 Shortcut_Result = tuple[Consumer, BasicAuthCredential | None, bool]
 
-_MEMO_KEY = secrets.token_bytes(32)  # per process: a memo digest cannot be tested against a guess
+# Keyed per process, so a memo digest cannot be tested against a guess; copied per use (the key block is
+# compressed once, here).
+_MEMO_HASH = blake2b(key=secrets.token_bytes(32), digest_size=16)
 _MEMO_LIMIT = 4096
 """A request's consumer and the credential that verified (``None`` for the anonymous consumer): the very
 tuple the consumer index holds, so that a success allocates nothing."""
@@ -236,7 +238,9 @@ class BasicAuthCheck(Plugin):
         if self._memo_of is not consumers:
             memo.clear()
             self._memo_of = consumers
-        digest = blake2b(values[0].encode("utf-8", "surrogatepass"), key=_MEMO_KEY, digest_size=16).digest()
+        hasher = _MEMO_HASH.copy()
+        hasher.update(values[0].encode("utf-8", "surrogatepass"))
+        digest = hasher.digest()
         remembered = memo.get(digest)
         environment = self._environment
         if remembered is not None:
