@@ -16,8 +16,8 @@ from consumer_auth import ConfigError, Plugin, PluginRequest, Reject, json_rejec
 class RequireHeader(Plugin):
     """Answer 400 to a request without ``header`` (or whose value is not one of ``values``).
 
-    Runs before authentication (priority 2600 > basic-auth's 2520), so a request without the header
-    never costs a password check.
+    Its phase is ``rewrite``, before authentication: a request without the header never costs a
+    password check.
     """
 
     name: ClassVar[str] = "require-header"
