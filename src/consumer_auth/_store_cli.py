@@ -40,8 +40,8 @@ def _password(stdin: TextIO) -> str:
         raise _Refused(str(error)) from None
 
 
-def _writable(url: str) -> WritableStore:
-    store = open_store(url)
+def _writable(url: str, *, create: bool = False) -> WritableStore:
+    store = open_store(url, create=create)
     if not isinstance(store, WritableStore):
         store.close()
         raise _Refused(f"{url} is a configuration file: edit it (gateways reload it when it changes)")
@@ -179,7 +179,7 @@ Action = Callable[[WritableStore, argparse.Namespace, TextIO, TextIO], None]
 def _consumers(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     action: Action = args.action
     try:
-        store = _writable(args.store)
+        store = _writable(args.store, create=action is _add)  # only `add` may start a new SQLite file
         try:
             action(store, args, stdin, out)
         finally:
@@ -199,7 +199,7 @@ def admin(args: argparse.Namespace) -> int:
     if not key:
         return _fail(f"set the admin key in the {ADMIN_KEY_ENV} environment variable")
     try:
-        store = _writable(args.store)
+        store = _writable(args.store, create=True)  # the Admin API may fill a new store
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
