@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import sqlite3
 import subprocess
@@ -203,7 +204,7 @@ def test_invalid_stored_content_is_logged_and_skipped(
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert (
-            "invalid content at revision 2, still serving revision 1: consumers/alex.plugins: expected a mapping, got 5"
+            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got 5"
             in errors[0]
         )
     finally:
@@ -292,6 +293,11 @@ def test_a_file_store_reloads_and_a_bad_file_keeps_the_last_good_config(
         assert status(gateway, "alex", "second-secret") == 401
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "secret" not in logged
+        # Revisions read as a time and a size, counts in the singular when there is one.
+        version = r"the file of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC \(\d+ bytes\)"
+        assert re.search(rf"gateway\.json: {version} in force \(1 consumer, 1 route\)$", logged, re.M)
+        assert re.search(rf"invalid content \({version}\), still serving {version}: routes\[0\]", logged)
+        assert not re.search(r"\d{16}", logged)  # no raw nanosecond timestamps
     finally:
         gateway.close()
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from consumer_auth import _store_cli, htpasswd
 from consumer_auth._limits import ServerLimits
 from consumer_auth._prompt import read_password
+from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
@@ -196,13 +197,9 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
         return _fail(str(error))
-
-    def count(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     print(
-        f"OK: {count(len(gateway.consumers), 'consumer')}, {count(len(gateway.services), 'service')}, "
-        f"{count(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
+        f"OK: {counted(len(gateway.consumers), 'consumer')}, {counted(len(gateway.services), 'service')}, "
+        f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
     for route in gateway.compiled_routes:

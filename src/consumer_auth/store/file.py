@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
+from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreUnavailableError
 from consumer_auth.gateway import Gateway
 
 from .base import Snapshot
 
-__all__ = ["FileStore"]
+__all__ = ["FileRevision", "FileStore"]
 
-_Stat = tuple[int, int, int, int]
+
+class FileRevision(NamedTuple):
+    """What tells one version of a watched file from another: modification time, size, inode, device."""
+
+    mtime_ns: int
+    size: int
+    inode: int
+    device: int
+
+    def describe(self) -> str:
+        """``the file of 2026-12-02 16:20:01.123 UTC (532 bytes)``, for log lines."""
+        when = datetime.fromtimestamp(self.mtime_ns / 1e9, tz=timezone.utc)
+        return f"the file of {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} UTC ({counted(self.size, 'byte')})"
 
 
 class FileStore:
@@ -39,16 +54,16 @@ class FileStore:
         self.name = str(self.path)
         self.default_poll_interval = poll_interval
 
-    def _stat(self) -> _Stat:
+    def _stat(self) -> FileRevision:
         try:
             found = os.stat(self.path)
         except OSError as error:
             raise StoreUnavailableError(
                 f"{self.path}: cannot read the file ({error.strerror or type(error).__name__})"
             ) from None
-        return (found.st_mtime_ns, found.st_size, found.st_ino, found.st_dev)
+        return FileRevision(found.st_mtime_ns, found.st_size, found.st_ino, found.st_dev)
 
-    def revision(self) -> _Stat:
+    def revision(self) -> FileRevision:
         """The file's modification time, size, inode and device."""
         return self._stat()
 

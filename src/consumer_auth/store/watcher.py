@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from consumer_auth._words import counted
 from consumer_auth.errors import ConfigError, StoreError
 
 from .base import Snapshot, Store
@@ -16,11 +17,17 @@ from .base import Snapshot, Store
 if TYPE_CHECKING:
     from consumer_auth.gateway import Gateway
 
-__all__ = ["StoreWatcher", "logger"]
+__all__ = ["StoreWatcher", "logger", "shown"]
 
 logger = logging.getLogger("consumer_auth.store")
 """Where store events are logged: a change of revision (INFO), invalid content (ERROR), the store
 becoming unreachable and reachable again (WARNING, once per change of state)."""
+
+
+def shown(revision: Hashable) -> str:
+    """A revision as a log line shows it: ``revision 42`` (SQL), or a file's modification time and size."""
+    describe = getattr(revision, "describe", None)
+    return str(describe()) if callable(describe) else f"revision {revision}"
 
 
 class StoreWatcher:
@@ -153,10 +160,10 @@ class StoreWatcher:
         except ConfigError as error:
             self._bad = revision
             logger.error(
-                "%s: invalid content at revision %s, still serving revision %s: %s",
+                "%s: invalid content (%s), still serving %s: %s",
                 self.store.name,
-                revision,
-                self.revision,
+                shown(revision),
+                shown(self.revision),
                 error,
             )
             return False
@@ -173,11 +180,11 @@ class StoreWatcher:
             self.revision = snapshot.revision
             self._bad = None
         logger.info(
-            "%s: revision %s in force (%d consumers%s)",
+            "%s: %s in force (%s%s)",
             self.store.name,
-            snapshot.revision,
-            len(snapshot.consumers),
-            f", {len(snapshot.routes)} routes" if self.routes else "",
+            shown(snapshot.revision),
+            counted(len(snapshot.consumers), "consumer"),
+            f", {counted(len(snapshot.routes), 'route')}" if self.routes else "",
         )
         settings = snapshot.config
         changed = settings is not None and (
@@ -193,10 +200,10 @@ class StoreWatcher:
         if self.available:
             self.available = False
             logger.warning(
-                "%s: cannot read the store (%s); serving the last snapshot (revision %s), retrying with backoff",
+                "%s: cannot read the store (%s); serving the last snapshot (%s), retrying with backoff",
                 self.store.name,
                 error if error is not None else "unexpected error",
-                self.revision,
+                shown(self.revision),
             )
 
     def _up(self) -> None:
