@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,7 +28,7 @@ class FileRevision(NamedTuple):
 
     def describe(self) -> str:
         """``the file of 2026-12-02 16:20:01.123 UTC (532 bytes)``, for log lines."""
-        when = datetime.fromtimestamp(self.mtime_ns / 1e9, tz=timezone.utc)
+        when = datetime.fromtimestamp(self.mtime_ns / 1e9, tz=UTC)
         return f"the file of {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} UTC ({counted(self.size, 'byte')})"
 
 
