@@ -48,6 +48,12 @@ class StoreWatcher:
     In a process forked after the watcher started (a pre-forking server), the child starts its own
     thread with fresh connections.
 
+    What it takes from the store: the consumers, and with ``routes=True`` the routes and services too;
+    ``consumers=False`` leaves the consumers alone (a routes file next to a consumer store, as
+    ``consumer-auth serve --config FILE --store URL`` follows its ``--config``). :meth:`wake` checks at
+    once (``serve`` wakes its watchers on SIGHUP; its ``--config`` file is given a ``poll_interval`` of
+    ``threading.TIMEOUT_MAX``, so that waking it is the only time it is read again).
+
     Attributes:
         revision: The store revision in force.
         available: Whether the store answered the last check.
@@ -59,12 +65,14 @@ class StoreWatcher:
         store: Store,
         *,
         routes: bool = False,
+        consumers: bool = True,
         poll_interval: float | None = None,
         max_backoff: float = 30.0,
     ) -> None:
         self.gateway = gateway
         self.store = store
         self.routes = routes
+        self.consumers = consumers
         self.poll_interval = poll_interval or store.default_poll_interval
         self.max_backoff = max_backoff
         self.revision: Hashable = None
@@ -171,21 +179,17 @@ class StoreWatcher:
 
     def _apply(self, snapshot: Snapshot) -> None:
         with self._lock:
-            if self.routes:
-                self.gateway.replace(
-                    consumers=snapshot.consumers, routes=snapshot.routes, services=snapshot.services
-                )
-            else:
-                self.gateway.replace(consumers=snapshot.consumers)
+            self.gateway.replace(
+                consumers=snapshot.consumers if self.consumers else None,
+                routes=snapshot.routes if self.routes else None,
+                services=snapshot.services if self.routes else None,
+            )
             self.revision = snapshot.revision
             self._bad = None
-        logger.info(
-            "%s: %s in force (%s%s)",
-            self.store.name,
-            shown(snapshot.revision),
-            counted(len(snapshot.consumers), "consumer"),
-            f", {counted(len(snapshot.routes), 'route')}" if self.routes else "",
-        )
+        counts = [counted(len(snapshot.consumers), "consumer")] if self.consumers else []
+        if self.routes:
+            counts.append(counted(len(snapshot.routes), "route"))
+        logger.info("%s: %s in force (%s)", self.store.name, shown(snapshot.revision), ", ".join(counts))
         settings = snapshot.config
         changed = settings is not None and (
             settings.profile is not self.gateway.profile or settings.unmatched != self.gateway.unmatched
