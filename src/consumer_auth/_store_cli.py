@@ -220,13 +220,27 @@ def admin(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """Add ``consumers`` and ``admin`` to the ``consumer-auth`` sub-command parsers."""
-    consumers = commands.add_parser(
-        "consumers", help="add, list, remove consumers or change passwords in a store"
+    from consumer_auth.cli import _command, port_number
+
+    consumers = _command(
+        commands,
+        "consumers",
+        "add, list, remove consumers or change passwords in a store",
+        "Manage the consumers of a SQLite or PostgreSQL store that gateways follow. Passwords are read "
+        "from the terminal (asked twice) or one line of standard input, and stored as argon2id hashes. "
+        "Only `add` starts a new SQLite file.",
+        """
+consumer-auth consumers add alex --store sqlite:///consumers.db
+consumer-auth consumers list --store postgresql://gateway@db/gateway
+consumer-auth consumers passwd alex --store sqlite:///consumers.db
+""",
     )
     actions = consumers.add_subparsers(dest="action_name", required=True, metavar="ACTION")
 
     def action(name: str, run: Action, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's word
-        parser: argparse.ArgumentParser = actions.add_parser(name, help=help)
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help, description=help[:1].upper() + help[1:] + "."
+        )
         parser.add_argument(
             "--store",
             required=True,
@@ -258,14 +272,21 @@ def add_commands(commands: Any) -> None:
     passwd.add_argument("name", help="the consumer's name")
     passwd.add_argument("--credential-id", help="which credential, when the consumer has several")
 
-    admin_command = commands.add_parser(
-        "admin", help=f"serve the Admin API on its own listener (key from ${ADMIN_KEY_ENV})"
+    admin_command = _command(
+        commands,
+        "admin",
+        f"serve the Admin API on its own listener (key from ${ADMIN_KEY_ENV})",
+        "Serve the APISIX-compatible Admin API (/apisix/admin/consumers, routes, services) for a SQL "
+        f"store; requests need the X-API-KEY of ${ADMIN_KEY_ENV}.",
+        f"{ADMIN_KEY_ENV}=$(cat /etc/consumer-auth/admin-key) consumer-auth admin --store sqlite:///consumers.db",
     )
     admin_command.add_argument(
         "--store", required=True, metavar="URL", help="sqlite:///FILE or postgresql://HOST/DB[?schema=NAME]"
     )
     admin_command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    admin_command.add_argument("--port", type=int, default=9180, help="port to listen on (default 9180)")
+    admin_command.add_argument(
+        "--port", type=port_number, default=9180, help="port to listen on (default 9180)"
+    )
     admin_command.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )
