@@ -3,7 +3,7 @@ consumer removed (with ``consumer-auth consumers`` and through ``consumer-auth a
 ride out the store's connections being terminated.
 
 The tests wait for each change with a generous deadline and assert that it arrives, never how fast: how
-fast (the deployment guide's "within a second") is measured by ``benchmarks/store.py``.
+fast (under a second) is measured by ``benchmarks/store.py`` (docs/deployment.md).
 
 Every process is real: the gateways and the Admin API are ``consumer-auth`` commands on ephemeral
 loopback ports, in front of an echo upstream; the store is a schema of its own in the test database.
