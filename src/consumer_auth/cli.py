@@ -241,19 +241,24 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cannot_listen(host: str, port: int) -> str | None:
-    """Why the server could not listen on ``host:port`` (bound as uvicorn binds it, then released)."""
+def _bind(host: str, port: int) -> socket.socket | str:
+    """A socket bound to ``host:port`` as uvicorn binds one, or why it cannot be (the error line's text)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sock.bind((host, port))
     except OSError as error:
-        return f"cannot listen on {host}:{port} ({error.strerror or error}); check --host"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as error:
-            return f"cannot listen on {host}:{port} ({error.strerror}); try --port"
+        sock.close()
+        return f"cannot listen on {host}:{port} ({error.strerror or error}); try --port"
+    return sock
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked by binding it, then releasing it)."""
+    bound = _bind(host, port)
+    if isinstance(bound, str):
+        return bound
+    bound.close()
     return None
 
 
@@ -319,13 +324,9 @@ def demo(args: argparse.Namespace) -> int:
 
     from consumer_auth import _demo
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as error:
-        sock.close()
-        return _fail(f"cannot listen on {args.host}:{args.port} ({error.strerror}); try --port")
+    sock = _bind(args.host, args.port)
+    if isinstance(sock, str):
+        return _fail(sock)
     sock.listen(2048)  # connections queue from now on: the printed commands work as soon as they show
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
