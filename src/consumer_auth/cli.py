@@ -213,10 +213,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
-    try:
-        proxy, limits, watchers = _proxy(
-            config, args.upstream, args.store
-        )  # checked before any worker starts
+    try:  # checked here, before any worker starts
+        proxy, limits, watchers = _proxy(config, args.upstream, args.store)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
     busy = _cannot_listen(args.host, args.port)
@@ -264,8 +262,8 @@ def _cannot_listen(host: str, port: int) -> str | None:
 
 def _supervise(config: uvicorn.Config) -> None:
     """Run ``config.workers`` worker processes, as ``uvicorn.run`` does, except on SIGHUP: the parent
-    passes it on to every worker, whose watchers read the configuration again (uvicorn's own answer,
-    replacing every worker, would drop the last good configuration of a worker whose file is bad)."""
+    passes it on to every worker, whose watchers read the configuration again. (uvicorn's own answer
+    replaces every worker, and a replacement started on a bad file fails to start.)"""
     from uvicorn.supervisors import Multiprocess
 
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
