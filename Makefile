@@ -21,8 +21,9 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/consumer-auth demo
 
-# pytest runs on every core (pytest-xdist); tests that must not share the machine with others are in
-# xdist_group "serial" and run one after another on one worker.
+# pytest runs on every core (pytest-xdist). Every test is independent of the others (its own servers on
+# port 0, its own PostgreSQL schema and Redis keys, its own temporary files); one that ever needs to run
+# alone goes in @pytest.mark.xdist_group("serial"), which --dist loadgroup keeps on one worker.
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
