@@ -261,11 +261,13 @@ def test_sighup_reloads_the_routes_file_next_to_a_store(tmp_path: Path, upstream
     )
     store.close()
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        yaml.safe_dump(
-            {"routes": [{"uri": "/json", "upstream": upstream.url, "plugins": {"basic-auth": {}}}]}
-        )
-    )
+    guarded = {"uri": "/json", "upstream": upstream.url, "plugins": {"basic-auth": {}}}
+    open_route = {
+        "uri": "/open",
+        "upstream": upstream.url,
+        "plugins": {"basic-auth": {"anonymous_consumer": "alex"}},
+    }
+    routes.write_text(yaml.safe_dump({"routes": [guarded, open_route]}))
     process, port = serve("--config", str(routes), "--store", store_url)
     alex = [("Authorization", basic("alex", "123456"))]
     assert request(port, "GET", "/json", alex).status == 200
@@ -274,6 +276,9 @@ def test_sighup_reloads_the_routes_file_next_to_a_store(tmp_path: Path, upstream
     process.proc.send_signal(signal.SIGHUP)
     assert eventually(lambda: request(port, "GET", "/slides", alex).status == 200)
     assert request(port, "GET", "/json", alex).status == 404
+    # The file's anonymous_consumer is a consumer of the store, not of the file: the file is still good.
+    assert request(port, "GET", "/open").status == 200
+    assert not any("invalid content" in line for line in process.stderr)
     assert process.terminate() == 0
 
 

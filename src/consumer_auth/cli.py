@@ -112,9 +112,8 @@ def _gateway(config: str | None, store: str | None) -> tuple[Gateway, list[Store
         gateway = Gateway.from_store(FileStore(config, poll_interval=_ON_SIGHUP_ONLY))
     else:
         gateway = Gateway.from_file(config, store=store)
-        routes = StoreWatcher(
-            gateway, FileStore(config, poll_interval=_ON_SIGHUP_ONLY), routes=True, consumers=False
-        )
+        routes_file = FileStore(config, poll_interval=_ON_SIGHUP_ONLY, consumers=False)
+        routes = StoreWatcher(gateway, routes_file, routes=True, consumers=False)
         try:
             routes.start()
         except BaseException:

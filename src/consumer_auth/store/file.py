@@ -11,7 +11,7 @@ from typing import NamedTuple
 from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreUnavailableError
-from consumer_auth.gateway import Gateway
+from consumer_auth.gateway import Gateway, compile_routes
 
 from .base import Snapshot
 
@@ -47,10 +47,18 @@ class FileStore:
     Args:
         path: The file; its extension (``.yaml``, ``.yml``, ``.json``, ``.toml``) chooses the parser.
         poll_interval: Default seconds between checks.
+        consumers: Whether the file holds the consumers. ``False`` for a file of routes, services and
+            settings whose consumers come from another store (``Gateway.from_file(path, store=...)``,
+            followed with ``StoreWatcher(..., routes=True, consumers=False)``): the file must then list no
+            consumers, and the rules that need them (a route's ``anonymous_consumer`` naming one) are
+            left to the gateway, as at start.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, poll_interval: float = 1.0, consumers: bool = True
+    ) -> None:
         self.path = Path(path)
+        self.consumers = consumers
         self.name = str(self.path)
         self.default_poll_interval = poll_interval
 
@@ -87,7 +95,16 @@ class FileStore:
         else:
             raise ConfigError(str(self.path), "the file keeps changing while it is read; will read it again")
         config = parse_config(document)
-        Gateway.from_config(config)  # every rule of a static configuration holds for a watched one
+        if self.consumers:
+            Gateway.from_config(config)  # every rule of a static configuration holds for a watched one
+        elif config.consumers:
+            raise ConfigError(
+                "consumers", "the consumers come from the store: remove them from the configuration"
+            )
+        else:
+            compile_routes(
+                config.routes, config.services, config.profile, head_with_get=config.unmatched == "pass"
+            )
         return Snapshot(
             revision=before,
             consumers=config.consumers,
