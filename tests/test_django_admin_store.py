@@ -293,7 +293,10 @@ def test_no_admin_page_shows_a_hash_or_a_password(superuser: AdminClient) -> Non
     listing = superuser.get("/admin/consumer_auth/basicauthcredential/?password_format=apr1-md5").content
     assert b"alex-old" in listing
     assert b"apr1-md5" in listing
-    assert b"set (argon2id)" in superuser.get(f"/admin/consumer_auth/consumer/{alex.pk}/change/").content
+    assert (
+        b'<span class="password-format">argon2id</span>'
+        in superuser.get(f"/admin/consumer_auth/consumer/{alex.pk}/change/").content
+    )
     secrets = [credential.password_hash, legacy.password_hash, "123456", "654321"]
     secrets += [part for secret in secrets[:2] for part in secret.split("$") if len(part) > 8]
     assert len(_pages) > len(pages)
@@ -693,7 +696,7 @@ def test_store_check_messages_name_the_place() -> None:
     assert message.msg == "CONSUMER_AUTH.store.poll_interval: expected a positive number, got -1"
 
 
-def test_database_check_e011(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F811
+def test_database_checks_w011_and_e011(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F811
     with override_settings(CONSUMER_AUTH=store_setting(2)):
         assert check_database(databases=["default"]) == []
         assert [
@@ -705,8 +708,17 @@ def test_database_check_e011(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F
     ):
         assert check_database(databases=["default"]) == []  # not asked about that database
         (message,) = check_database(databases=[alias])
-        assert message.id == "consumer_auth.E011"
-        assert "run manage.py migrate" in message.msg
+        assert message.id == "consumer_auth.W011"  # a warning: migrate runs these checks first
+        assert message.hint == "Run manage.py migrate."
+    Consumer.objects.create(name="alex")
+    BasicAuthCredential.objects.create(
+        consumer=Consumer.objects.get(), username="alex", password_hash="$argon2id$broken"
+    )
+    with override_settings(CONSUMER_AUTH=store_setting(2)):
+        (message,) = check_database(databases=["default"])
+    assert message.id == "consumer_auth.E011"
+    assert "consumers/alex/credentials/" in message.msg
+    assert "broken" not in message.msg
 
 
 def test_a_gateway_refuses_to_start_without_its_tables(tmp_path: Path) -> None:

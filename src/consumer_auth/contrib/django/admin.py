@@ -38,18 +38,21 @@ class CredentialInline(admin.TabularInline):  # type: ignore[type-arg]
     extra = 0
     show_change_link = True
 
-    @admin.display(description=_("password"))
+    @admin.display(description=_("stored as"))
     def password_format(self, credential: BasicAuthCredential) -> str:
         return _password_summary(credential)
 
 
 def _password_summary(credential: BasicAuthCredential) -> str:
+    """The stored password's format, never the hash: ``argon2id``, or a legacy form to replace."""
     kind = credential.password_format
     if not kind:
-        return gettext("not set")
-    if kind == "argon2id":
-        return gettext("set (argon2id)")
-    return gettext("set (%(format)s: set a new one to store it as argon2id)") % {"format": kind}
+        text = gettext("not set")
+    elif kind == "argon2id":
+        text = kind
+    else:
+        text = gettext("%(format)s (imported: set a new password to store argon2id)") % {"format": kind}
+    return format_html('<span class="password-format">{}</span>', text)
 
 
 class HasCredentialsFilter(admin.SimpleListFilter):
@@ -121,7 +124,7 @@ class BasicAuthCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = ("password_format",)
     actions = ("set_password",)
 
-    @admin.display(description=_("password"))
+    @admin.display(description=_("stored as"))
     def password_format(self, credential: BasicAuthCredential) -> str:
         summary = _password_summary(credential)
         if credential.pk is None:

@@ -10,8 +10,11 @@ Each problem has a stable id:
 ``consumer_auth.E005``  ``ConsumerAuthMiddleware`` is not in ``MIDDLEWARE``: the routes guard nothing.
 ``consumer_auth.E010``  ``CONSUMER_AUTH["store"]`` is invalid (an unknown type or option, a database
                         alias not in ``DATABASES``, a bad URL, ``consumers`` given beside a store).
-``consumer_auth.E011``  the ``"django"`` store's tables are missing or unreadable (run ``migrate``);
-                        a database check, run by ``migrate`` and ``check --database default``.
+``consumer_auth.E011``  the ``"django"`` store cannot be read: the database does not answer, or what it
+                        holds is invalid (the message names the resource). A database check, run
+                        by ``migrate`` and ``check --database default``.
+``consumer_auth.W011``  the ``"django"`` store's tables do not exist yet: run ``manage.py migrate``
+                        (a warning, so that ``migrate`` itself can run).
 =====================  ========================================================================
 
 With a store, the checks validate the setting without reading the store (only E011 reads it).
@@ -24,6 +27,7 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core import checks
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
@@ -126,6 +130,14 @@ def check_database(
     try:
         if store.alias not in databases:
             return []
+        if not store.tables_exist():
+            return [
+                checks.Warning(
+                    f"{SETTING}.store: the consumer tables do not exist in database {store.alias!r}.",
+                    hint="Run manage.py migrate.",
+                    id="consumer_auth.W011",
+                )
+            ]
         store.load()
     except (StoreError, ConfigError) as error:
         return [

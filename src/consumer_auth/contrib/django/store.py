@@ -135,6 +135,14 @@ class DjangoStore:
                 raise StoreUnavailableError(_reason(error)) from None
             raise StoreError(_reason(error)) from None
 
+    def tables_exist(self) -> bool:
+        """Whether the models' tables exist (``migrate`` ran); ``True`` when the database cannot tell.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached.
+        """
+        return self._query(lambda alias: self._tables_exist(connections[alias]))
+
     @staticmethod
     def _tables_exist(connection: BaseDatabaseWrapper) -> bool:
         try:
