@@ -13,11 +13,11 @@ Each problem has a stable id:
 ``consumer_auth.E011``  the ``"django"`` store cannot be read: the database does not answer, or what it
                         holds is invalid (the message names the resource). A database check, run
                         by ``migrate`` and ``check --database default``.
-``consumer_auth.W011``  the ``"django"`` store's tables do not exist yet: run ``manage.py migrate``
-                        (a warning, so that ``migrate`` itself can run).
 =====================  ========================================================================
 
-With a store, the checks validate the setting without reading the store (only E011 reads it).
+With a store, the checks validate the setting without reading the store (only E011 reads it). Missing
+tables are not a check message: ``migrate`` runs the database checks before it creates them
+(``runserver`` lists unapplied migrations, and a gateway refuses to start saying "run manage.py migrate").
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core import checks
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
@@ -131,13 +130,7 @@ def check_database(
         if store.alias not in databases:
             return []
         if not store.tables_exist():
-            return [
-                checks.Warning(
-                    f"{SETTING}.store: the consumer tables do not exist in database {store.alias!r}.",
-                    hint="Run manage.py migrate.",
-                    id="consumer_auth.W011",
-                )
-            ]
+            return []  # not migrated yet: this may be migrate itself, which runs these checks first
         store.load()
     except (StoreError, ConfigError) as error:
         return [
