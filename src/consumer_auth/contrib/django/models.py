@@ -30,7 +30,14 @@ from consumer_auth.store import prepare
 if TYPE_CHECKING:
     from django.db.models.fields.related_descriptors import RelatedManager
 
-__all__ = ["BasicAuthCredential", "Consumer", "Revision", "hash_format"]
+__all__ = [
+    "BasicAuthCredential",
+    "Consumer",
+    "Revision",
+    "consumer_document",
+    "credential_document",
+    "hash_format",
+]
 
 _name = RegexValidator(r"^[A-Za-z0-9_\-]+\Z", _("Letters, digits, '_' and '-' only."))
 _ident = RegexValidator(r"^[A-Za-z0-9_.\-]{1,64}\Z", _("1-64 letters, digits, '_', '-' or '.'."))
@@ -50,6 +57,29 @@ def hash_format(stored: str) -> str:
     if not stored:
         return ""
     return next((name for prefix, name in _FORMATS if stored.startswith(prefix)), "unknown")
+
+
+def consumer_document(name: str, custom_id: str, labels: object, desc: str) -> dict[str, Any]:
+    """A consumer's fields as a configuration document (without its credentials)."""
+    shown = dict(labels) if isinstance(labels, dict) else labels
+    if custom_id and isinstance(shown, dict):
+        shown["custom_id"] = custom_id
+    document: dict[str, Any] = {"username": name}
+    if shown:
+        document["labels"] = shown
+    if desc:
+        document["desc"] = desc
+    return document
+
+
+def credential_document(ident: str, username: str, password_hash: str) -> dict[str, Any]:
+    """A credential's fields as a configuration document (the hash included: never show it)."""
+    document: dict[str, Any] = {
+        "plugins": {"basic-auth": {"username": username, "password_hash": password_hash}}
+    }
+    if ident:
+        document["id"] = ident
+    return document
 
 
 def _config_error(error: ConfigError, fields: dict[str, str]) -> ValidationError:
@@ -104,15 +134,7 @@ class Consumer(models.Model):
 
     def document(self) -> dict[str, Any]:
         """The consumer as a configuration document (without its credentials)."""
-        labels = dict(self.labels or {}) if isinstance(self.labels, dict) else self.labels
-        if self.custom_id and isinstance(labels, dict):
-            labels["custom_id"] = self.custom_id
-        document: dict[str, Any] = {"username": self.name}
-        if labels:
-            document["labels"] = labels
-        if self.desc:
-            document["desc"] = self.desc
-        return document
+        return consumer_document(self.name, self.custom_id, self.labels, self.desc)
 
     def clean(self) -> None:
         """Validate as the configuration loader does, the errors on the fields they concern."""
@@ -189,12 +211,7 @@ class BasicAuthCredential(models.Model):
 
     def document(self) -> dict[str, Any]:
         """The credential as a configuration document (the hash included: never show it)."""
-        document: dict[str, Any] = {
-            "plugins": {"basic-auth": {"username": self.username, "password_hash": self.password_hash}}
-        }
-        if self.ident:
-            document["id"] = self.ident
-        return document
+        return credential_document(self.ident, self.username, self.password_hash)
 
     def clean(self) -> None:
         """Validate the username as the configuration loader does (no ``:``, not empty)."""

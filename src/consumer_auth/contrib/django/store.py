@@ -42,7 +42,7 @@ from consumer_auth.errors import ConfigError, StoreError, StoreUnavailableError
 from consumer_auth.store import Snapshot
 from consumer_auth.store._documents import ConsumerCache, assemble, by_kind
 
-from .models import BasicAuthCredential, Consumer, Revision
+from .models import BasicAuthCredential, Consumer, Revision, consumer_document, credential_document
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DjangoStore", "changed", "store_from_setting"]
 
@@ -176,20 +176,24 @@ class DjangoStore:
             with transaction.atomic(using=alias):
                 row = Revision.objects.using(alias).filter(pk=1).values_list("epoch", "value").first()
                 revision = (str(row[0]), int(row[1])) if row is not None else (None, 0)
+                # Plain values, not model instances: a reload reads every row (see docs/django.md).
+                consumers = Consumer.objects.using(alias).order_by("pk")
                 rows = [
-                    ("consumers", consumer.name, _text(consumer.document()))
-                    for consumer in Consumer.objects.using(alias).order_by("pk")
+                    ("consumers", name, _text(consumer_document(name, custom_id, labels, desc)))
+                    for name, custom_id, labels, desc in consumers.values_list(
+                        "name", "custom_id", "labels", "desc"
+                    )
                 ]
-                credentials = (
-                    BasicAuthCredential.objects.using(alias).select_related("consumer").order_by("pk")
-                )
+                credentials = BasicAuthCredential.objects.using(alias).order_by("pk")
                 rows += [
                     (
                         "credentials",
-                        f"{cred.consumer.name}/{cred.ident or f'#{cred.pk}'}",
-                        _text(cred.document()),
+                        f"{owner}/{ident or f'#{pk}'}",
+                        _text(credential_document(ident, username, password_hash)),
                     )
-                    for cred in credentials
+                    for pk, owner, ident, username, password_hash in credentials.values_list(
+                        "pk", "consumer__name", "ident", "username", "password_hash"
+                    )
                 ]
             return revision, by_kind(rows)
 
