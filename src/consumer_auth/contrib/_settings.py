@@ -78,7 +78,8 @@ def split_store(
     try:
         return config, open_store(url), poll_interval
     except StoreError as error:
-        raise ConfigError(where_url, f"{error} (or {expected})") from None
+        types = "".join(f" or {kind!r}" for kind in known)
+        raise ConfigError(where_url, f"{error}{types}") from None
 
 
 def setting_kind_error(value: object, name: str = SETTING) -> ConfigError | None:
