@@ -136,11 +136,7 @@ class DjangoStore:
             raise StoreError(_reason(error)) from None
 
     def tables_exist(self) -> bool:
-        """Whether the models' tables exist (``migrate`` ran); ``True`` when the database cannot tell.
-
-        Raises:
-            StoreUnavailableError: the database cannot be reached.
-        """
+        """Whether the models' tables exist (``migrate`` ran); ``True`` when the database cannot tell."""
         return self._query(lambda alias: self._tables_exist(connections[alias]))
 
     @staticmethod
