@@ -777,3 +777,20 @@ def test_import_toml(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F811
     (alex,) = store.load().consumers
     store.close()
     assert alex.credentials[0].verifier.verify("123456")
+
+
+def test_an_imported_hash_becomes_argon2id_at_the_first_login(site: str) -> None:
+    alex = Consumer.objects.create(name="alex")
+    BasicAuthCredential.objects.create(consumer=alex, username="alex", password_hash=apr1_hash("123456"))
+    assert gateway_answer(ALEX) == OK_ALEX
+    stored = lambda: BasicAuthCredential.objects.get().password_format  # noqa: E731
+    eventually(stored, "argon2id")  # saved by a thread of its own, after the answer
+    assert BasicAuthCredential.objects.get().password_hash.startswith("$argon2id$")
+    eventually(lambda: gateway_answer(ALEX), OK_ALEX)
+    assert gateway_answer(basic("alex", "wrong")) == PASSWORD_IS_ERROR
+    with override_settings(CONSUMER_AUTH={**store_setting(60), "store": {"type": "django", "rehash": False}}):
+        BasicAuthCredential.objects.update(password_hash=apr1_hash("123456"))
+        assert gateway_answer(ALEX) == OK_ALEX
+        assert conf.gateway.on_rehash is None  # nothing will save a new hash
+        assert BasicAuthCredential.objects.get().password_format == "apr1-md5"
+        conf.reset()

@@ -58,7 +58,12 @@ class Settings:
             with self._lock:
                 if self._gateway is None:
                     value = self.CONSUMER_AUTH
-                    self._gateway = load_gateway(value, SETTING, STORES)
+                    built = load_gateway(value, SETTING, STORES)
+                    if built.watcher is not None:
+                        from .store import follow_rehashes
+
+                        follow_rehashes(built.watcher)
+                    self._gateway = built
                     self._built = not isinstance(value, Gateway)
                 gateway = self._gateway
         return gateway

@@ -36,22 +36,26 @@ from django.db import (
 )
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
+from django.utils import timezone
 
 from consumer_auth._validate import describe, expect_mapping, expect_number, reject_unknown
+from consumer_auth.consumers import BasicAuthCredential as CoreCredential
 from consumer_auth.errors import ConfigError, StoreError, StoreUnavailableError
-from consumer_auth.store import Snapshot
+from consumer_auth.store import Snapshot, StoreWatcher
 from consumer_auth.store._documents import ConsumerCache, assemble, by_kind
+from consumer_auth.store.watcher import logger
 
 from .models import BasicAuthCredential, Consumer, Revision, consumer_document, credential_document
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "DjangoStore", "changed", "store_from_setting"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "DjangoStore", "changed", "follow_rehashes", "store_from_setting"]
 
 T = TypeVar("T")
+
 
 DEFAULT_POLL_INTERVAL = 2.0
 """Seconds between two revision checks of a process, when the setting gives none."""
 
-_OPTIONS = ("type", "database", "poll_interval")
+_OPTIONS = ("type", "database", "poll_interval", "rehash")
 _stores: weakref.WeakSet[DjangoStore] = weakref.WeakSet()
 
 
@@ -73,6 +77,9 @@ class DjangoStore:
             :class:`~consumer_auth.contrib.django.models.Consumer`, usually ``"default"``).
         poll_interval: Seconds between revision checks in each process (default 2). Changes made in
             the same process apply at commit, without waiting.
+        rehash: Save a fresh argon2id hash of a credential whose stored form is outdated (imported from
+            htpasswd: ``$apr1$``, ``{SHA}``, bcrypt; or argon2 with weaker parameters) after its first
+            successful login, as Django upgrades its users' hashes (default ``True``).
 
     Reads run on their own database connection, in the store's thread (a gateway's
     :class:`~consumer_auth.store.StoreWatcher`), never while a request waits. Every method may raise
@@ -80,13 +87,16 @@ class DjangoStore:
     :class:`~consumer_auth.StoreError` (the tables are missing: run ``manage.py migrate``).
     """
 
-    def __init__(self, *, database: str | None = None, poll_interval: float | None = None) -> None:
+    def __init__(
+        self, *, database: str | None = None, poll_interval: float | None = None, rehash: bool = True
+    ) -> None:
         if database is not None and database not in connections.settings:
             raise ConfigError("database", f"no database {database!r} in DATABASES")
         self.database = database
         self.default_poll_interval = (
             DEFAULT_POLL_INTERVAL if poll_interval is None else expect_number(poll_interval, "poll_interval")
         )
+        self.rehash = rehash
         self.name = f"django:{database or 'default'}"
         self._cache = ConsumerCache()
         self._wake: threading.Event | None = None
@@ -197,6 +207,34 @@ class DjangoStore:
         config = assemble(grouped, self._cache)
         return Snapshot(revision, config.consumers)
 
+    def save_rehash(self, consumer: object, credential: CoreCredential, new_hash: str) -> None:
+        """The gateway's ``on_rehash`` hook: store ``new_hash`` for ``credential``, in the background.
+
+        The update applies only while the credential still has the hash that just verified (a password
+        set in admin meanwhile wins). It runs in a thread of its own, with its own connection, so the
+        request that logged in neither waits for it nor shares its transaction.
+        """
+        old = credential.verifier.identity.decode("ascii", "replace")
+        login = credential.username
+
+        def save() -> None:
+            try:
+                alias = self.alias
+                with transaction.atomic(using=alias):
+                    updated = (
+                        BasicAuthCredential.objects.using(alias)
+                        .filter(username=login, password_hash=old)
+                        .update(password_hash=new_hash, modified=timezone.now())
+                    )
+                    if updated:
+                        changed(alias)
+            except DatabaseError as error:
+                logger.warning("%s: could not save a new hash for a login: %s", self.name, _reason(error))
+            finally:
+                connections.close_all()
+
+        threading.Thread(target=save, name="consumer-auth-django-rehash", daemon=True).start()
+
     def wait_for_change(self, timeout: float, wake: threading.Event) -> None:
         """Wait ``timeout`` seconds, or less when a change commits in this process."""
         self._thread = threading.current_thread()
@@ -265,11 +303,24 @@ def store_from_setting(value: object, where: str) -> DjangoStore:
     database = options.get("database")
     if database is not None and not isinstance(database, str):
         raise ConfigError(f"{where}.database", f"expected a database alias, got {describe(database)}")
+    rehash = options.get("rehash", True)
+    if not isinstance(rehash, bool):
+        raise ConfigError(f"{where}.rehash", f"expected a boolean, got {describe(rehash)}")
     poll = options.get("poll_interval")
     try:
         return DjangoStore(
             database=database,
             poll_interval=None if poll is None else expect_number(poll, "poll_interval"),
+            rehash=rehash,
         )
     except ConfigError as error:
         raise error.within(where) from None
+
+
+def follow_rehashes(watcher: StoreWatcher | None) -> None:
+    """Give a gateway following a :class:`DjangoStore` (with ``rehash``) the store's ``on_rehash``."""
+    if watcher is None:
+        return
+    store, gateway = watcher.store, watcher.gateway
+    if isinstance(store, DjangoStore) and store.rehash and gateway.on_rehash is None:
+        gateway.on_rehash = store.save_rehash
