@@ -674,6 +674,11 @@ def ids(**overrides: Any) -> list[str]:
             id="no-such-database",
         ),
         pytest.param(
+            {**store_setting(2), "store": {"type": "django", "rehash": "yes"}},
+            ["consumer_auth.E010"],
+            id="rehash-not-bool",
+        ),
+        pytest.param(
             {**store_setting(2), "consumers": [{"username": "alex"}]},
             ["consumer_auth.E010"],
             id="consumers-too",
