@@ -3,6 +3,7 @@ open a consumer, and the screenshots of ``docs/django.md``; no page the browser 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,6 +54,8 @@ def test_the_admin_in_chromium_and_its_screenshot(sqlite_db: str, page: Page) ->
     Consumer.objects.create(name="guest", desc="anonymous_consumer of the public routes")
     User.objects.filter(username="admin").delete()
     User.objects.create_superuser("admin", password="admin-password-for-the-test")
+    # A fixed "modified" (update() leaves auto_now alone), so that the screenshots change only with the pages.
+    Consumer.objects.update(modified=datetime.datetime(2026, 1, 5, 9, 30, tzinfo=datetime.UTC))
     hashes = list(BasicAuthCredential.objects.values_list("password_hash", flat=True))
     with override_settings(
         ROOT_URLCONF="test_django_admin_store", MIDDLEWARE=MIDDLEWARE, CONSUMER_AUTH=store_setting(60)
