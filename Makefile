@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench clean browser
+.PHONY: demo test bench clean browser screenshots
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "consumer_auth needs Python 3.11 or newer (set PYTHON=...)")'
@@ -36,6 +36,11 @@ test: $(VENV)/.dev-installed browser
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# Re-takes the screenshots of docs/console.md and docs/django.md (the browser tests write them there
+# only when asked).
+screenshots: $(VENV)/.dev-installed browser
+	CONSUMER_AUTH_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_console.py tests/test_django_admin_browser.py -q
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server,bcrypt,bench]'

@@ -12,6 +12,7 @@ per test module, a fresh context (cookies, storage) and page per test.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from support import service_unavailable
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, ViewportSize
 
-__all__ = ["CHROMIUM", "DOCS", "BrowserLog", "browser", "log_of", "page", "screenshot"]
+__all__ = ["CHROMIUM", "DOCS", "UPDATE_ENV", "BrowserLog", "browser", "log_of", "page", "screenshot"]
 
 CHROMIUM = Path(os.environ.get("CONSUMER_AUTH_CHROMIUM", "/usr/bin/chromium"))
 """The browser executable (override with ``CONSUMER_AUTH_CHROMIUM``)."""
@@ -92,9 +93,20 @@ def log_of(page: Page) -> BrowserLog:
     return log
 
 
+UPDATE_ENV = "CONSUMER_AUTH_UPDATE_SCREENSHOTS"
+"""Set to ``1`` (``make screenshots``) to write screenshots into ``docs/``; otherwise they go to a temporary
+folder, so that running the tests leaves the work tree as it was."""
+
+
 def screenshot(page: Page, name: str, folder: str = "console") -> Path:
-    """Save a full-page screenshot as ``docs/<folder>/<name>.png``; returns its path."""
-    target = DOCS / folder / f"{name}.png"
+    """Take a full-page screenshot ``<folder>/<name>.png``: under ``docs/`` with
+    ``CONSUMER_AUTH_UPDATE_SCREENSHOTS=1``, else in a temporary folder. Returns its path."""
+    root = (
+        DOCS
+        if os.environ.get(UPDATE_ENV) == "1"
+        else Path(tempfile.gettempdir()) / "consumer-auth-screenshots"
+    )
+    target = root / folder / f"{name}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
     return target
