@@ -14,13 +14,16 @@ from consumer_auth.contrib.django.middleware import get_consumer
 def _view(name: str) -> Callable[..., JsonResponse]:
     def view(request: HttpRequest, **kwargs: str) -> JsonResponse:
         consumer = get_consumer(request)
-        return JsonResponse(
+        response = JsonResponse(
             {
                 "view": name,
                 "consumer": consumer.username if consumer is not None else None,
                 "authenticated": bool(consumer is not None and consumer.is_authenticated),
             }
         )
+        response["X-View"] = name  # also on HEAD (the differential tests read it)
+        response["X-Seen-Consumer"] = consumer.username if consumer is not None else "-"
+        return response
 
     view.__name__ = name
     return view
@@ -38,6 +41,9 @@ urlpatterns = [
     path("v1/admin", _view("admin")),
     path("v1/get-only", _view("get-only")),
     path("v1/anon", guarded),
-    path("json", _view("json")),
+    path("v1/json", _view("json")),
+    path("v1/pub/<path:rest>", _view("pub")),
+    path("v1/about", _view("about")),
+    path("json", _view("mounted-json")),  # the view of service /v1 (stripped) + route json
     path("public/", _view("public")),
 ]

@@ -480,4 +480,4 @@ def test_django_view_below_a_stripped_prefix_is_guarded_at_its_own_path(asynchro
                 reply = wsgi_call(WSGIHandler(), "GET", path, headers)
             assert reply.status == expected, (path, reply.body)
             if expected == 200:
-                assert view_of(reply.body) == ("json", "alex")
+                assert view_of(reply.body) == ("mounted-json", "alex")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
+from .routing import normalize_path
+
 __all__ = ["cut_fragment", "examine", "lenient_reading"]
 
 # Anything that can make another server read the path differently (one scan on the fast path).
@@ -51,22 +53,21 @@ def _hidden_dot_segment(segment: str) -> bool:
 def lenient_reading(path: str) -> str:
     """The path as the most lenient server reads it (SPEC §8).
 
-    Anything from a NUL on is removed, ``\\`` is read as ``/``, each segment loses its ``;params`` and
-    its trailing dots and spaces, and the result is normalized (``.``, ``..``, repeated slashes).
+    Anything from a NUL on is removed, a ``%xx`` left in the decoded path is decoded once more (as a
+    double-decoding server does), each segment loses its ``;params`` (up to the next ``/``), ``\\`` is
+    read as ``/``, each segment loses its trailing dots and spaces, and the result is normalized (``.``,
+    ``..``, repeated slashes).
 
     Example:
         >>> lenient_reading("/v1;a/admin;x=1/list.")
         '/v1/admin/list'
     """
-    from .routing import normalize_path  # routing imports this module
-
-    path = path.partition("\x00")[0].replace("\\", "/")
-    segments = []
-    for segment in path.split("/"):
-        segment = segment.partition(";")[0]
-        if segment not in _DOTS:
-            segment = segment.rstrip(". ")
-        segments.append(segment)
+    path = path.partition("\x00")[0]
+    if "%" in path:
+        path = unquote(path, errors="surrogateescape").partition("\x00")[0]
+    # A segment's ;params end at the next "/" (a servlet container knows no "\\"), then "\\" is "/".
+    path = "/".join(segment.partition(";")[0] for segment in path.split("/")).replace("\\", "/")
+    segments = [segment if segment in _DOTS else segment.rstrip(". ") for segment in path.split("/")]
     return normalize_path("/".join(segments))
 
 
