@@ -116,7 +116,10 @@ class Gateway:
         profile: ``"classic"`` (the default: APISIX 2.x / API7 Cloud guide messages, which reveal whether a
             username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
-            ``"pass"`` hands them to the app unauthenticated (in-process modes only).
+            ``"pass"`` hands them to the app unauthenticated (in-process modes, or the proxies' default
+            upstream). A path some route has, with another host or method, is still 404; the lenient
+            reading of a path, and a guarded route's path below a stripped service prefix, are matched
+            too (SPEC §8, ``docs/security.md``).
         cache_size: How many recent successful slow-hash verifications to remember (``0``: none); see
             :class:`~consumer_auth.passwords.VerificationCache` and ``docs/passwords.md``.
         cache_ttl: Seconds a remembered success stays valid.
@@ -131,6 +134,8 @@ class Gateway:
         brute_force_store: Where the failure counts of routes with ``brute_force`` limits live: a
             :class:`~consumer_auth.failures.MemoryFailureStore` (the default, one per gateway) or a
             :class:`~consumer_auth.failures.RedisFailureStore` shared by several processes.
+        path_matching: A :class:`~consumer_auth.routing.PathMatching` or its mapping
+            (``{"case_insensitive": True}``: also match guarded routes case-insensitively).
 
     Raises:
         ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
@@ -477,6 +482,9 @@ class Gateway:
 
     def decide(self, facts: RequestFacts) -> Decision | Pending:
         """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
+
+        A path that servers may read differently from the route index (a control character, a segment
+        such as ``..;`` or ``..\\``) is answered 400 first, in every mode (SPEC §8).
 
         Everything cheap happens here: routing, parsing the header, finding the credential, and checking
         a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
