@@ -286,7 +286,9 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_consumer_required_warns_when_the_middleware_is_missing() -> None:
     with (
         override_settings(MIDDLEWARE=[]),
-        pytest.warns(RuntimeWarning, match=r"ConsumerAuthMiddleware is not in MIDDLEWARE: the gateway's routes"),
+        pytest.warns(
+            RuntimeWarning, match=r"ConsumerAuthMiddleware is not in MIDDLEWARE: the gateway's routes"
+        ),
     ):
         consumer_required(lambda request: JsonResponse({}))
 

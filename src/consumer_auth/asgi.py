@@ -161,9 +161,8 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
     peer = scope.get("client")
     method = scope["method"].upper() if scope["type"] == "http" else "GET"
     path = _route_path(scope) or "/"
-    raw = scope.get("raw_path")
-    if raw and b"#" in raw:  # a server that left the fragment in the path (SPEC §8)
-        path = cut_fragment(path, raw)
+    if "#" in path:  # a server may have left the fragment in the path (SPEC §8)
+        path = cut_fragment(path, scope.get("raw_path"))
     return RequestFacts(
         method,
         normalize_path(path),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._paths import examine
+from ._paths import examine, plain
 from ._trust import TrustedProxies
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
@@ -498,16 +498,22 @@ class Gateway:
         """
         log = LOGGER.isEnabledFor(logging.INFO)
         state = self._state
-        refuse, other = examine(facts.path)  # a clean path: one scan, (False, None)
         found: CompiledRoute | Reject | None
-        if refuse:
-            found = BAD_REQUEST
-        else:
+        if plain(facts.path):  # one scan: the usual path has no other reading (SPEC §8)
             found = state.routes.match(facts.method, facts.path, facts.host)
-            if found is None or (
-                not found.guarded and (other is not None or state.readings.folded is not None)
-            ):
-                found = self._read_otherwise(state, facts, found, other)
+            if found is not None and (found.guarded or state.readings.folded is None):
+                return self._decide_route(found, state.consumers, facts, log)
+            found = self._read_otherwise(state, facts, found, None)
+        else:
+            refuse, other = examine(facts.path)
+            if refuse:
+                found = BAD_REQUEST
+            else:
+                found = state.routes.match(facts.method, facts.path, facts.host)
+                if found is None or (
+                    not found.guarded and (other is not None or state.readings.folded is not None)
+                ):
+                    found = self._read_otherwise(state, facts, found, other)
         if not isinstance(found, CompiledRoute):
             decision: Decision = found if found is not None else self._pass
             if log:
@@ -544,12 +550,14 @@ class Gateway:
         if readings.folded is not None:
             tries.append((readings.folded, (other or path).lower()))
         for index, reading in tries:
+            if index.match(method, reading, host, any_method_or_host=True) is None:
+                continue  # no route has this path (the usual case: one lookup)
             route = index.match(method, reading, host)
-            if route is not None:
-                if unmatched or route.guarded:
-                    return route
-            elif unmatched and index.match(method, reading, host, any_method_or_host=True) is not None:
-                return NOT_FOUND
+            if route is None:
+                if unmatched:
+                    return NOT_FOUND  # its path is a route's, its host or method is not
+            elif unmatched or route.guarded:
+                return route
         return matched
 
     def _decide_route(

@@ -208,7 +208,7 @@ def normalize_path(path: str) -> str:
     does not start with ``/`` (some servers pass ``GET v1/admin`` on verbatim) is read as ``/`` + path,
     as routers read it.
     """
-    if not path.startswith("/"):
+    if path[:1] != "/":
         path = "/" + path
     if "//" not in path and "/." not in path:
         return path
@@ -246,16 +246,16 @@ class CompiledRoute:
     methods: frozenset[str] | None
     exact_hosts: frozenset[str] | None
     wildcard_hosts: tuple[str, ...] = field(default=())
+    guarded: bool = field(default=False, init=False)
+    """Whether the route asks anything of a request (``basic-auth`` or ``consumer-restriction``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guarded", self.auth is not None or self.restriction is not None)
 
     @property
     def id(self) -> str | None:
         """The route's id (or name)."""
         return self.route.id or self.route.name
-
-    @property
-    def guarded(self) -> bool:
-        """Whether the route asks anything of a request (``basic-auth`` or ``consumer-restriction``)."""
-        return self.auth is not None or self.restriction is not None
 
     def accepts(self, method: str, host: str | None) -> bool:
         """Whether this route takes a request with this method and (normalized) host."""

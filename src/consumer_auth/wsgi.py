@@ -46,9 +46,8 @@ def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
     authorization = environ.get("HTTP_AUTHORIZATION")
     forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
     path = _text(environ.get("PATH_INFO", "") or "/")
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw and "#" in raw:  # a server that left the fragment in the path (SPEC §8)
-        path = cut_fragment(path, raw)
+    if "#" in path:  # a server may have left the fragment in the path (SPEC §8)
+        path = cut_fragment(path, environ.get("RAW_URI") or environ.get("REQUEST_URI"))
     return RequestFacts(
         environ.get("REQUEST_METHOD", "GET").upper(),
         normalize_path(path),
