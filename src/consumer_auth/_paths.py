@@ -18,16 +18,17 @@ from urllib.parse import unquote
 
 from .routing import normalize_path
 
-__all__ = ["cut_fragment", "examine", "lenient_reading", "plain"]
+__all__ = ["ODD_CHARACTER", "cut_fragment", "examine", "lenient_reading", "plain"]
 
 # Characters that can make another server read a path differently; a segment ending in "." too.
-_ODD_CHARACTER = re.compile(r"[\x00-\x20\x7f%;\\]").search
+ODD_CHARACTER = re.compile(r"[\x00-\x20\x7f%;\\]").search
+"""``ODD_CHARACTER(path)`` finds a control character, a space, ``%``, ``;`` or ``\\`` (see :func:`plain`)."""
 
 
 def plain(path: str) -> bool:
     """Whether :func:`examine` has nothing to say about ``path`` (the usual case): one scan for a control
     character, a space, ``%``, ``;`` or ``\\``, and two for a segment ending in ``.``."""
-    return _ODD_CHARACTER(path) is None and "./" not in path and not path.endswith(".")
+    return ODD_CHARACTER(path) is None and "./" not in path and path[-1:] != "."
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._paths import examine, plain
+from ._paths import ODD_CHARACTER, examine
 from ._trust import TrustedProxies
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
@@ -499,8 +499,10 @@ class Gateway:
         log = LOGGER.isEnabledFor(logging.INFO)
         state = self._state
         found: CompiledRoute | Reject | None
-        if plain(facts.path):  # one scan: the usual path has no other reading (SPEC §8)
-            found = state.routes.match(facts.method, facts.path, facts.host)
+        path = facts.path
+        # _paths.plain(path), inlined: the usual path has no other reading (SPEC §8).
+        if ODD_CHARACTER(path) is None and "./" not in path and path[-1:] != ".":
+            found = state.routes.match(facts.method, path, facts.host)
             if found is not None and (found.guarded or state.readings.folded is None):
                 return self._decide_route(found, state.consumers, facts, log)
             found = self._read_otherwise(state, facts, found, None)
