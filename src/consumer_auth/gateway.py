@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .config import GatewayConfig, gateway_options, load_file, parse_config
 from .errors import ConfigError
 from .sansio import gateway as core
-from .sansio.gateway import NOT_FOUND, Guard, compile_routes
+from .sansio.gateway import BAD_REQUEST, NOT_FOUND, Guard, compile_routes
 from .sansio.log import LOGGER
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .store import Store, StoreWatcher
     from .wsgi import GatewayMiddleware
 
-__all__ = ["LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
 
 class Gateway(core.Gateway):
@@ -45,7 +45,10 @@ class Gateway(core.Gateway):
         profile: ``"classic"`` (the default: APISIX 2.x / API7 Cloud guide messages, which reveal whether a
             username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
-            ``"pass"`` hands them to the app unauthenticated (in-process modes only).
+            ``"pass"`` hands them to the app unauthenticated (in-process modes, or the proxies' default
+            upstream). A path some route has, with another host or method, is still 404; the lenient
+            reading of a path, and a guarded route's path below a stripped service prefix, are matched
+            too (SPEC §8, ``docs/security.md``).
         cache_size: How many recent successful slow-hash verifications to remember (``0``: none); see
             :class:`~consumer_auth.sansio.passwords.VerificationCache` and ``docs/passwords.md``.
         cache_ttl: Seconds a remembered success stays valid.
@@ -60,6 +63,8 @@ class Gateway(core.Gateway):
         brute_force_store: Where the failure counts of routes with ``brute_force`` limits live: a
             :class:`~consumer_auth.failures.MemoryFailureStore` (the default, one per gateway) or a
             :class:`~consumer_auth.failures.RedisFailureStore` shared by several processes.
+        path_matching: A :class:`~consumer_auth.sansio.routing.PathMatching` or its mapping
+            (``{"case_insensitive": True}``: also match guarded routes case-insensitively).
 
     Raises:
         ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
@@ -187,6 +192,7 @@ class Gateway(core.Gateway):
                     cache_ttl=settings.cache_ttl,
                     trusted_proxies=settings.trusted_proxies,
                     brute_force_store=settings.brute_force_store,
+                    path_matching=settings.path_matching,
                 )
             gateway = cls(**{**built, **options})
             watcher = StoreWatcher(gateway, opened, routes=routes, poll_interval=poll_interval)

@@ -1,5 +1,8 @@
 """The sans-IO gateway: consumers, services and routes compiled once; request facts in, a decision out.
 
+This module is long because deciding includes SPEC §8's other readings of a path (400, 404, lenient and
+mounted matches) beside construction and run-time replacement; the plugins run in ``pipeline.py``.
+
 Routing finds the route; the route's compiled pipeline (:mod:`consumer_auth.sansio.pipeline`) runs its
 plugins; nothing here names a plugin. The WSGI and ASGI adapters and both proxies call :meth:`decide`
 the same way, which is how every mode gives the same answers. This module imports no adapter, proxy,
@@ -10,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._trust import TrustedProxies
@@ -21,27 +25,36 @@ from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
 from consumer_auth.sansio.passwords import VerificationCache
 from consumer_auth.sansio.routing import (
     CompiledRoute,
+    OtherReadings,
+    PathMatching,
     Route,
     RouteIndex,
     Service,
     compile_route,
+    other_readings,
     routes_by_service,
 )
 
+from ._paths import ODD_CHARACTER, examine
 from .log import LOGGER, log_decision
 from .pipeline import cached_allow, run_pipeline
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
 
-__all__ = ["NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
+
+BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_path")
+"""The answer to a path servers may read differently from the route index (SPEC §8): a control
+character, or a segment some server reads as ``.`` or ``..`` (``..;``, ``..\\``, ``%252e%252e``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _State:
     consumers: ConsumerIndex
     routes: RouteIndex
+    readings: OtherReadings
 
 
 def compile_routes(
@@ -124,6 +137,7 @@ class Gateway:
         on_rehash: RehashHook | None = None,
         trusted_proxies: Iterable[str] = (),
         brute_force_store: FailureStore | None = None,
+        path_matching: PathMatching | Mapping[str, Any] | None = None,
     ) -> None:
         try:
             self.profile = Profile(profile)
@@ -132,6 +146,10 @@ class Gateway:
         if unmatched not in ("reject", "pass"):
             raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
         self.unmatched = unmatched
+        try:
+            self.path_matching = PathMatching.from_config(path_matching or {})
+        except ConfigError as error:
+            raise error.within("path_matching") from None
         try:
             self.verification_cache = VerificationCache(cache_size, cache_ttl)
         except ConfigError as error:
@@ -152,7 +170,7 @@ class Gateway:
         self._lock = threading.Lock()
         self._services = tuple(services)
         self._routes = tuple(routes)
-        state = _State(_consumer_index(consumers), self._compile(self._routes, self._services))
+        state = _State(_consumer_index(consumers), *self._compile(self._routes, self._services))
         _check_consumers(state.routes, state.consumers)
         self._state = state
 
@@ -176,8 +194,15 @@ class Gateway:
     def on_rehash(self, hook: RehashHook | None) -> None:
         self.environment.on_rehash = hook
 
-    def _compile(self, routes: tuple[Route, ...], services: tuple[Service, ...]) -> RouteIndex:
-        return compile_routes(routes, services, self.environment, head_with_get=self.unmatched == "pass")
+    def _compile(
+        self, routes: tuple[Route, ...], services: tuple[Service, ...]
+    ) -> tuple[RouteIndex, OtherReadings]:
+        passing = self.unmatched == "pass"
+        index = compile_routes(routes, services, self.environment, head_with_get=passing)
+        readings = other_readings(
+            index, mounted=passing, case_insensitive=self.path_matching.case_insensitive
+        )
+        return index, readings
 
     # -- run-time changes -----------------------------------------------------------------------------
 
@@ -203,13 +228,13 @@ class Gateway:
         new_services = tuple(services) if services is not None else None
         with self._lock:
             state = self._state
-            compiled = state.routes
+            compiled, readings = state.routes, state.readings
             if new_routes is not None or new_services is not None:
                 new_routes = self._routes if new_routes is None else new_routes
                 new_services = self._services if new_services is None else new_services
-                compiled = self._compile(new_routes, new_services)
+                compiled, readings = self._compile(new_routes, new_services)
                 self._routes, self._services = new_routes, new_services
-            self._state = _State(index if index is not None else state.consumers, compiled)
+            self._state = _State(index if index is not None else state.consumers, compiled, readings)
 
     def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
         """Swap in a new set of consumers atomically; requests in flight finish with the old set.
@@ -280,12 +305,35 @@ class Gateway:
         """
         log = LOGGER.isEnabledFor(logging.INFO)
         state = self._state
-        route = state.routes.match(facts.method, facts.path, facts.host)
-        if route is None:
-            decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
+        found: CompiledRoute | Reject | None
+        path = facts.path
+        # _paths.plain(path), inlined: the usual path has no other reading (SPEC §8).
+        if ODD_CHARACTER(path) is None and "./" not in path and path[-1:] != ".":
+            found = state.routes.match(facts.method, path, facts.host)
+            if found is not None and (found.guarded or state.readings.folded is None):
+                return self._decide_route(found, state, facts, log)
+            found = self._read_otherwise(state, facts, found, None)
+        else:
+            refuse, other = examine(facts.path)
+            if refuse:
+                found = BAD_REQUEST
+            else:
+                found = state.routes.match(facts.method, facts.path, facts.host)
+                if found is None or (
+                    not found.guarded and (other is not None or state.readings.folded is not None)
+                ):
+                    found = self._read_otherwise(state, facts, found, other)
+        if not isinstance(found, CompiledRoute):
+            decision: Decision = found if found is not None else self._pass
             if log:
                 log_decision(None, decision, self.client_address(facts))
             return decision
+        return self._decide_route(found, state, facts, log)
+
+    def _decide_route(
+        self, route: CompiledRoute, state: _State, facts: RequestFacts, log: bool
+    ) -> Decision | Pending:
+        """Run a matched route's pipeline: through its shortcut when it has one and the log is off."""
         pipeline = route.pipeline
         shortcut = pipeline.shortcut
         if shortcut is not None and not log:
@@ -297,6 +345,45 @@ class Gateway:
                     return cached_allow(route, pipeline, found)
         request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
         return run_pipeline(route, pipeline, request)
+
+    def _read_otherwise(
+        self, state: _State, facts: RequestFacts, matched: CompiledRoute | None, other: str | None
+    ) -> CompiledRoute | Reject | None:
+        """The route deciding a request that matched no route, or only one without plugins (SPEC §8).
+
+        Unmatched under ``unmatched: pass``: a path some route has (its host or method differing) is
+        404; then the lenient reading, the path below a stripped service prefix and (with
+        ``case_insensitive``) the lower-cased path are tried, in that order; the first that matches a
+        route decides; one that matches a route's path only is 404. Matched by a route without plugins:
+        a guarded route matching another reading decides instead. ``None``: pass the request on.
+        """
+        method, host, path = facts.method, facts.host, facts.path
+        unmatched = matched is None
+        if unmatched:
+            if self.unmatched != "pass":
+                return NOT_FOUND
+            if state.routes.match(method, path, host, any_method_or_host=True) is not None:
+                return NOT_FOUND
+        readings = state.readings
+        tries: list[tuple[RouteIndex, str]] = []
+        if other is not None:
+            tries.append((readings.plain, other))
+        if unmatched and readings.mounted is not None:
+            tries.append((readings.mounted, path))
+            if other is not None:
+                tries.append((readings.mounted, other))
+        if readings.folded is not None:
+            tries.append((readings.folded, (other or path).lower()))
+        for index, reading in tries:
+            if index.match(method, reading, host, any_method_or_host=True) is None:
+                continue  # no route has this path (the usual case: one lookup)
+            route = index.match(method, reading, host)
+            if route is None:
+                if unmatched:
+                    return NOT_FOUND  # its path is a route's, its host or method is not
+            elif unmatched or route.guarded:
+                return route
+        return matched
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
@@ -354,7 +441,7 @@ class Guard:
         route = self._route
         log = LOGGER.isEnabledFor(logging.INFO)
         request = PluginRequest(facts, gateway._state.consumers, gateway.environment, route.label, None, log)
-        if consumer is None:
+        if consumer is None or not consumer.is_authenticated:  # an anonymous consumer counts as none
             return run_pipeline(route, route.pipeline, request)
         request.consumer = consumer
         return run_pipeline(route, route.pipeline, request, authenticated=True)

@@ -323,6 +323,7 @@ class BasicAuthCheck(Plugin):
         if isinstance(outcome, Reject):
             return outcome
         request.consumer, request.credential = outcome
+        request.hide_credentials = True  # a login that did not verify never reaches the app (SPEC §8a)
         return None
 
     def _guarded(
@@ -468,10 +469,10 @@ class BasicAuthCheck(Plugin):
         """Apply ``anonymous_consumer`` to a failure: let it through as that consumer, if configured."""
         if self._anonymous is None:
             return rejection
-        consumer = consumers.consumer(self._anonymous)
+        consumer = consumers.anonymous(self._anonymous)
         if consumer is None:
             return self._anonymous_missing
-        return (consumer, None)
+        return (consumer, None)  # not authenticated (SPEC §8a): is_authenticated is false
 
     @property
     def anonymous_consumer(self) -> str | None:
