@@ -9,6 +9,7 @@ second on it as it did on aiohttp's client, itself about ten times an httpx-base
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,16 @@ from consumer_auth.upstream import Upstream, UpstreamNode
 
 from ._balance import Balancers
 from ._client import Connection, UpstreamPool
-from ._common import Exchange, check_upstreams, default_upstream, log_fault, upstream_for
+from ._common import (
+    Exchange,
+    check_upstreams,
+    checked_upstreams,
+    default_upstream,
+    log_fault,
+    tls_for,
+    upstream_for,
+)
+from ._health import Health, Outcome, probe_request, probe_status
 from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
@@ -184,6 +194,9 @@ class ASGIProxy:
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
         self._pools: dict[asyncio.AbstractEventLoop, UpstreamPool] = {}
+        self.health = Health()
+        """The health of the nodes of upstreams with ``checks`` (probed while the proxy serves)."""
+        self._monitors: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     # -- the pool ----------------------------------------------------------------------------------
 
@@ -195,10 +208,79 @@ class ASGIProxy:
         return pool
 
     async def aclose(self) -> None:
-        """Close the upstream connections of the running event loop (lifespan shutdown does this)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        """Close the upstream connections of the running event loop and stop its health probes
+        (lifespan shutdown does this)."""
+        loop = asyncio.get_running_loop()
+        monitor = self._monitors.pop(loop, None)
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+        pool = self._pools.pop(loop, None)
         if pool is not None:
             pool.close()
+
+    # -- active health checks ------------------------------------------------------------------------
+
+    def _watch_health(self) -> None:
+        """Start probing the upstreams with health checks from this event loop, if not yet done."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._monitors and checked_upstreams(self.gateway, self.default_upstream):
+            self._monitors[loop] = loop.create_task(self._monitor(), name="consumer-auth health checks")
+
+    async def _monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        probes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                upstreams = checked_upstreams(self.gateway, self.default_upstream)
+                for upstream, node in self.health.due(upstreams, loop.time()):
+                    probe = loop.create_task(self._probe(upstream, node))
+                    probes.add(probe)
+                    probe.add_done_callback(probes.discard)
+                shortest = min(
+                    (
+                        min(u.checks.active.healthy_interval, u.checks.active.unhealthy_interval)
+                        for u in upstreams
+                        if u.checks is not None
+                    ),
+                    default=1.0,
+                )
+                await asyncio.sleep(self.health.next_due(upstreams, loop.time(), shortest))
+        finally:
+            for probe in probes:
+                probe.cancel()
+
+    async def _probe(self, upstream: Upstream, node: UpstreamNode) -> None:
+        checks = upstream.checks
+        if checks is None:
+            return
+        active = checks.active
+        kind = active.type or upstream.scheme
+        server_name, context = tls_for(upstream, node)
+        if kind == "https" and context is None:
+            server_name, context = upstream.server_name(node), upstream.tls.context()
+        elif kind != "https":
+            server_name = context = None
+        outcome: Outcome | None
+        try:
+            async with asyncio.timeout(active.timeout):
+                reader, writer = await asyncio.open_connection(
+                    node.host.strip("[]"), node.port, ssl=context, server_hostname=server_name
+                )
+                try:
+                    if kind == "tcp":
+                        outcome = Outcome.SUCCESS
+                    else:
+                        writer.write(probe_request(upstream, active, node))
+                        outcome = probe_status(active, await reader.readline())
+                finally:
+                    writer.close()
+        except TimeoutError:
+            outcome = Outcome.TIMEOUT
+        except (OSError, ValueError):  # refused, reset, TLS refused; an over-long status line
+            outcome = Outcome.TCP_FAILURE
+        self.health.report_probe(upstream, node, outcome, asyncio.get_running_loop().time())
 
     # -- ASGI --------------------------------------------------------------------------------------
 
@@ -223,6 +305,7 @@ class ASGIProxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._watch_health()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -294,9 +377,17 @@ class ASGIProxy:
         """
         timeout = upstream.timeout
         fault = BAD_GATEWAY
-        for node in self._balancers.order(upstream):
+        health = self.health
+        checked = upstream.checks is not None
+        if checked and asyncio.get_running_loop() not in self._monitors:
+            self._watch_health()
+        nodes = self._balancers.order(upstream, health.unhealthy(upstream))
+        if not nodes:
+            log_fault("every upstream node is unhealthy", decision, None, None)
+            raise _Failed(BAD_GATEWAY)
+        for node in nodes:
             exchange.node = node
-            key = (upstream.scheme, node.host, node.port)
+            key = (upstream.scheme, node.host, node.port, *tls_for(upstream, node))
             connection = pool.pooled(key)
             replay = connection is not None and request.method in IDEMPOTENT
             while True:
@@ -306,10 +397,14 @@ class ASGIProxy:
                     except TimeoutError as error:
                         fault = GATEWAY_TIMEOUT
                         log_fault("upstream connect timeout", decision, node, error)
+                        if checked:
+                            health.report_fault(upstream, node, Outcome.TIMEOUT)
                         break
                     except OSError as error:
                         fault = BAD_GATEWAY
                         log_fault("upstream connection failed", decision, node, error)
+                        if checked:
+                            health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                         break
                 try:
                     await self._send(connection, upstream, node, request, body, timeout.send)
@@ -321,6 +416,8 @@ class ASGIProxy:
                 except TimeoutError as error:
                     connection.abort()
                     log_fault("upstream timeout", decision, node, error)
+                    if checked:
+                        health.report_fault(upstream, node, Outcome.TIMEOUT)
                     raise _Failed(GATEWAY_TIMEOUT) from None
                 except ConnectionError as error:
                     connection.abort()
@@ -331,10 +428,14 @@ class ASGIProxy:
                         connection = None
                         continue
                     log_fault("upstream failed", decision, node, error)
+                    if checked:
+                        health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                     raise _Failed(BAD_GATEWAY) from None
                 except BaseException:
                     connection.abort()  # cancelled: the connection is in an unknown state
                     raise
+                if checked:
+                    health.report_status(upstream, node, connection.status)
                 return connection
         raise _Failed(fault)
 
