@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from http import HTTPStatus
 from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._limits import ServerLimits
+from ._limits import ServerLimits, server_tls_context
 
 __all__ = ["LOGGER", "GuardedProtocol", "uvicorn_options"]
 
@@ -269,8 +270,20 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
     uvicorn starts with the protocol class but not its settings.
     """
     GuardedProtocol.limits = limits
-    return {
+    options: dict[str, Any] = {
         "http": GuardedProtocol,
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_timeout,
     }
+    if limits.ssl_certfile is not None:
+        options.update(
+            ssl_certfile=limits.ssl_certfile,
+            ssl_keyfile=limits.ssl_keyfile,
+            ssl_context_factory=tls_context,
+        )
+    return options
+
+
+def tls_context(config: Any, default: Any) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: the context of :func:`server_tls_context` for the config's files."""
+    return server_tls_context(str(config.ssl_certfile), str(config.ssl_keyfile), ("http/1.1",))

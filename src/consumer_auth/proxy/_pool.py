@@ -36,6 +36,8 @@ def _alive(sock: socket.socket | None) -> bool:
     timeout = sock.gettimeout()
     try:
         sock.setblocking(False)
+        if isinstance(sock, ssl.SSLSocket):
+            return _tls_alive(sock)
         return not sock.recv(1, socket.MSG_PEEK)  # b"" = closed, anything else = unexpected bytes
     except BlockingIOError:
         return True  # nothing to read: alive and quiet
@@ -44,6 +46,21 @@ def _alive(sock: socket.socket | None) -> bool:
     finally:
         with suppress(OSError):
             sock.settimeout(timeout)
+
+
+def _tls_alive(sock: ssl.SSLSocket) -> bool:
+    """:func:`_alive` for a TLS socket (non-blocking), which cannot peek: the raw bytes waiting are
+    peeked, and when there are some, read through TLS: a record without data (a session ticket) leaves
+    the connection usable, a close or unexpected data does not."""
+    if sock.pending():
+        return False
+    if not socket.socket.recv(sock, 1, socket.MSG_PEEK):  # raises BlockingIOError when nothing waits
+        return False
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return True
+    return False
 
 
 class TLSConnection(http.client.HTTPConnection):
