@@ -60,7 +60,10 @@ class ServerLimits:
         if keyfile is not None:
             expect_str(keyfile, "ssl_keyfile")
         if (certfile is None) != (keyfile is None):
-            fail("ssl_keyfile" if keyfile is None else "ssl_certfile", "required with the other ssl_ file")
+            missing, given = (
+                ("ssl_keyfile", "ssl_certfile") if keyfile is None else ("ssl_certfile", "ssl_keyfile")
+            )
+            fail(missing, f"required with {given}")
         if certfile is not None and keyfile is not None:
             server_tls_context(certfile, keyfile)  # a mistake is a load error, not a failed handshake later
 
@@ -83,15 +86,19 @@ def server_tls_context(
     """The server TLS context of ``serve``: the certificate and key, TLS 1.2 or newer, ``alpn`` offered.
 
     Raises:
-        ConfigError: at ``ssl_certfile`` when the files cannot be read or do not make a certificate
-            and its key.
+        ConfigError: at ``ssl_certfile`` or ``ssl_keyfile`` when a file cannot be read, at
+            ``ssl_certfile`` when the two do not make a certificate and its key.
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for where, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            fail(where, f"cannot read {path!r} ({error.strerror or 'unreadable'})")
     try:
         context.load_cert_chain(certfile, keyfile)
-    except FileNotFoundError as error:
-        fail("ssl_certfile", f"cannot read {error.filename!r} (no such file)")
     except (ssl.SSLError, OSError):
         fail(
             "ssl_certfile",
