@@ -133,14 +133,14 @@ def test_serve_over_tls_keeps_the_server_limits(
     server = {"ssl_certfile": certfile, "ssl_keyfile": keyfile, "max_headers": 10}
     process, port = serve("--config", str(config_file(tmp_path, upstream, server)))
     context = client_context(ca, ["http/1.1"])
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
-            assert sock.selected_alpn_protocol() == "http/1.1"
-            head = "".join(f"X-Field-{i}: {i}\r\n" for i in range(20))
-            sock.sendall(f"GET /v1/json HTTP/1.1\r\nHost: example.com\r\n{head}\r\n".encode())
-            answer = b""
-            while chunk := sock.recv(4096):
-                answer += chunk
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        assert sock.selected_alpn_protocol() == "http/1.1"
+        head = "".join(f"X-Field-{i}: {i}\r\n" for i in range(20))
+        sock.sendall(f"GET /v1/json HTTP/1.1\r\nHost: example.com\r\n{head}\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 ")
     assert answer.endswith(b'{"error_msg":"431 Request Header Fields Too Large"}\n')
     assert process.terminate() == 0
