@@ -33,6 +33,14 @@ class Outcome(enum.Enum):
     TIMEOUT = "timeout"
 
 
+_PLURAL = {
+    Outcome.SUCCESS: "successes",
+    Outcome.HTTP_FAILURE: "http failures",
+    Outcome.TCP_FAILURE: "tcp failures",
+    Outcome.TIMEOUT: "timeouts",
+}
+
+
 class _Node:
     __slots__ = ("counts", "due", "healthy", "probing")
 
@@ -167,16 +175,17 @@ class Health:
                 down.add(node)
             self._down[upstream] = frozenset(down)
             every = len(down) == len(upstream.nodes)
+        plural = _PLURAL[outcome] if threshold > 1 else outcome.value
         if state.healthy:
             logger.info(
-                "upstream node %s is healthy again (%d %ss)", node.authority, threshold, outcome.value
+                "upstream node %s is healthy again (%d %s in a row)", node.authority, threshold, plural
             )
         else:
             logger.warning(
-                "upstream node %s is unhealthy (%d %ss in a row)%s",
+                "upstream node %s is unhealthy (%d %s in a row)%s",
                 node.authority,
                 threshold,
-                outcome.value,
+                plural,
                 ": every node of its upstream is" if every else "",
             )
 
