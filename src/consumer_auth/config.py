@@ -75,6 +75,7 @@ _ROUTE = (
     "plugins",
     "service_id",
     "upstream",
+    "enable_websocket",
 )
 
 

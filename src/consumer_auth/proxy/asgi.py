@@ -52,6 +52,8 @@ __all__ = ["ASGIProxy"]
 # the proxy does not wait for the (empty) first http.request message.
 _HTTP1 = frozenset({"1.0", "1.1"})
 _LAST_CHUNK = b"0\r\n\r\n"
+# A websocket handshake is an HTTP request: X-Forwarded-Proto and the default port follow http/https.
+_HTTP_SCHEMES = {"ws": "http", "wss": "https"}
 # Responses that never have a body: a Content-Length there describes another response, and the server in
 # front would wait for those bytes.
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -73,9 +75,10 @@ def _client(scope: HTTPScope) -> ClientRequest:
     client = scope.get("client")
     server = scope.get("server")
     headers = scope["headers"]
+    scheme = scope.get("scheme", "http")
     return ClientRequest(
         headers=headers if isinstance(headers, list | tuple) else list(headers),
-        scheme=scope.get("scheme", "http"),
+        scheme=_HTTP_SCHEMES.get(scheme, scheme),
         peer=client[0] if client else None,
         server_port=server[1] if server else None,
         # With a root_path, servers disagree on whether raw_path includes it: use the decoded path then.
@@ -335,7 +338,8 @@ class ASGIProxy:
         if isinstance(decision, Reject):
             await self._reject(scope, receive, send, decision, exchange)
             return
-        if scope["type"] == "websocket":
+        websocket = scope["type"] == "websocket"
+        if websocket and (decision.route is None or not decision.route.route.enable_websocket):
             await self._reject(scope, receive, send, NOT_IMPLEMENTED, exchange)
             return
         upstream = upstream_for(decision, self.default_upstream)
@@ -344,6 +348,9 @@ class ASGIProxy:
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
         request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
+        if websocket:
+            await self._websocket(scope, receive, send, upstream, request, decision, exchange)
+            return
         body = _RequestBody(receive)
         if (request.has_body or scope.get("http_version") not in _HTTP1) and not await body.start():
             exchange.status = 499  # the client left before anything was forwarded (nginx's convention)
@@ -355,6 +362,41 @@ class ASGIProxy:
             await self._reject(scope, receive, send, failed.answer, exchange)
             return
         await self._relay(pool, connection, receive, send, decision, exchange, upstream.timeout.read)
+
+    async def _websocket(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        upstream: Upstream,
+        request: UpstreamRequest,
+        decision: Allow,
+        exchange: Exchange,
+    ) -> None:
+        try:
+            from ._websocket import forward_websocket
+        except ImportError:  # the websockets library is missing (it comes with the proxy and server extras)
+            log_fault("websocket forwarding needs the websockets library", decision, None, None)
+            await self._reject(scope, receive, send, NOT_IMPLEMENTED, exchange)
+            return
+        if upstream.checks is not None:
+            self._watch_health()
+        nodes = self._balancers.order(upstream, self.health.unhealthy(upstream))
+        if not nodes:
+            log_fault("every upstream node is unhealthy", decision, None, None)
+            await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
+            return
+        await forward_websocket(
+            scope,  # type: ignore[arg-type]
+            receive,
+            send,
+            upstream=upstream,
+            nodes=nodes,
+            request=request,
+            decision=decision,
+            exchange=exchange,
+            health=self.health,
+        )
 
     async def _exchange(
         self,
