@@ -11,6 +11,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 import yaml
@@ -59,6 +60,9 @@ def client_context(ca: trustme.CA, alpn: list[str] | None = None) -> ssl.SSLCont
 def config_file(tmp_path: Path, upstream: UpstreamServer, server: dict[str, Any] | None = None) -> Path:
     document: dict[str, Any] = copy.deepcopy(configs.GUIDE)
     document["services"][0]["upstream"] = upstream.url
+    document["routes"].append(
+        {"id": "upload", "service_id": "basic-auth-app", "uri": "/upload", "plugins": {"basic-auth": {}}}
+    )
     if server is not None:
         document["server"] = server
     path = tmp_path / "gateway.yaml"
@@ -188,3 +192,44 @@ def test_one_certificate_option_alone_is_a_usage_error(tmp_path: Path, upstream:
     )
     assert process.proc.wait(30) == 2
     process.wait_for("go together", process.stderr)
+
+
+# -- HTTP/2 -----------------------------------------------------------------------------------------
+
+
+def test_serve_answers_the_guide_over_http2(
+    tmp_path: Path, upstream: UpstreamServer, certificate: tuple[str, str], ca: trustme.CA
+) -> None:
+    certfile, keyfile = certificate
+    process, port = serve(
+        "--config", str(config_file(tmp_path, upstream)), "--ssl-certfile", certfile, "--ssl-keyfile", keyfile
+    )
+    with httpx.Client(http2=True, verify=client_context(ca), base_url=f"https://127.0.0.1:{port}") as client:
+        for credentials, body in GUIDE_401:
+            auth = {"Authorization": basic(*credentials)} if credentials else {}
+            response = client.get("/v1/json", headers={"Host": "example.com", **auth})
+            assert response.http_version == "HTTP/2"
+            assert (response.status_code, response.content) == (401, body)
+            assert response.headers["content-length"] == str(len(body))
+        response = client.get(
+            "/v1/json", headers={"Host": "example.com", "Authorization": basic("alex", "123456")}
+        )
+        assert (response.http_version, response.status_code) == ("HTTP/2", 200)
+        document = json.loads(response.content)
+        assert document["consumer"] == "alex"
+        assert document["headers"]["x-forwarded-proto"] == "https"
+        assert document["headers"]["host"] == "example.com"
+        alex = {"Host": "example.com", "Authorization": basic("alex", "123456")}
+        # A body without Content-Length (HTTP/2 framing) reaches the HTTP/1.1 upstream whole, past the
+        # 64 KiB flow-control window.
+        upload = client.post("/v1/upload", headers=alex, content=iter([b"a" * 70000, b"b" * 70000]))
+        assert upload.status_code == 200
+        received = json.loads(upload.content)
+        assert received["body"] == "a" * 70000 + "b" * 70000
+        assert received["headers"]["transfer-encoding"] == "chunked"
+        # A refusal before the body was read leaves the connection usable.
+        refused = client.post("/v1/json", headers=alex, content=iter([b"c" * 70000, b"d" * 70000]))
+        assert refused.status_code == 404
+        assert client.get("/v1/json", headers=alex).status_code == 200
+    process.wait_for(r'"GET /v1/json" 200 .* route=json consumer=alex', process.stdout)
+    assert process.terminate() == 0
