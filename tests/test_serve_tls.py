@@ -8,15 +8,23 @@ import http.client
 import json
 import socket
 import ssl
+from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.settings
 import httpx
 import pytest
 import trustme
 import yaml
 
 import configs
+from consumer_auth._h2 import MAX_RESETS, MAX_STREAMS
 from proxy_servers import CONSUMER_AUTH, Process, UpstreamServer, start_upstream
 from support import basic
 
@@ -233,3 +241,175 @@ def test_serve_answers_the_guide_over_http2(
         assert client.get("/v1/json", headers=alex).status_code == 200
     process.wait_for(r'"GET /v1/json" 200 .* route=json consumer=alex', process.stdout)
     assert process.terminate() == 0
+
+
+class H2Client:
+    """A raw HTTP/2 client (the ``h2`` library over a TLS socket) for what httpx would not send."""
+
+    def __init__(self, port: int, ca: trustme.CA) -> None:
+        context = client_context(ca, ["h2"])
+        self.sock = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="127.0.0.1"
+        )
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.conn.initiate_connection()
+        self.flush()
+        self.settings: dict[int, int] = {}
+        self.terminated: h2.events.ConnectionTerminated | None = None
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def request(self, path: str, headers: list[tuple[str, str]] = (), end: bool = True) -> int:  # type: ignore[assignment]
+        stream_id = self.conn.get_next_available_stream_id()
+        pseudo = [(":method", "GET"), (":scheme", "https"), (":authority", "example.com"), (":path", path)]
+        self.conn.send_headers(stream_id, [*pseudo, *headers], end_stream=end)
+        self.flush()
+        return stream_id
+
+    def events(self) -> list[h2.events.Event] | None:
+        """The events of the next read (``None`` when the server closed the connection)."""
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLError):
+            data = b""
+        if not data:
+            return None
+        events = self.conn.receive_data(data)
+        for event in events:
+            if isinstance(event, h2.events.RemoteSettingsChanged):
+                self.settings.update({int(k): v.new_value for k, v in event.changed_settings.items()})
+            if isinstance(event, h2.events.ConnectionTerminated):
+                self.terminated = event
+        self.flush()
+        return events
+
+    def response(self, stream_id: int) -> tuple[int, bytes]:
+        status, body = 0, b""
+        while True:
+            events = self.events()
+            if events is None:
+                raise AssertionError("connection closed before the response ended")
+            for event in events:
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream_id:
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                    body += event.data
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                elif isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                    return status, body
+
+    def closed(self) -> h2.events.ConnectionTerminated | None:
+        """Read until the server closes; its GOAWAY, if it sent one."""
+        while self.events() is not None:
+            pass
+        return self.terminated
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamServer, certificate: tuple[str, str]
+) -> Iterator[int]:
+    """serve over TLS with small limits and timeouts."""
+    certfile, keyfile = certificate
+    server = {
+        "ssl_certfile": certfile,
+        "ssl_keyfile": keyfile,
+        "max_headers": 10,
+        "max_url_bytes": 256,
+        "max_header_bytes": 4096,
+        "header_timeout": 1,
+        "body_timeout": 1,
+        "keep_alive_timeout": 1,
+    }
+    process, port = serve("--config", str(config_file(tmp_path_factory.mktemp("limited"), upstream, server)))
+    yield port
+    process.terminate()
+
+
+def test_http2_settings_announce_the_limits(limited: int, ca: trustme.CA) -> None:
+    client = H2Client(limited, ca)
+    try:
+        stream = client.request("/v1/json")
+        assert client.response(stream)[0] == 401
+        assert client.settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] == MAX_STREAMS
+        assert client.settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE] == 4096
+        assert client.settings[h2.settings.SettingCodes.ENABLE_PUSH] == 0
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        pytest.param("/v1/json", [(f"x-field-{i}", "1") for i in range(11)], 431, id="too-many-fields"),
+        pytest.param("/v1/" + "a" * 300, [], 414, id="long-target"),
+        pytest.param("/v1/json", [("x-big", "v" * 3000), ("x-big-2", "v" * 1500)], 431, id="head-too-large"),
+    ],
+)
+def test_http2_refusals_answer_like_http1_and_keep_the_connection(
+    limited: int, ca: trustme.CA, path: str, headers: list[tuple[str, str]], status: int
+) -> None:
+    client = H2Client(limited, ca)
+    try:
+        stream = client.request(path, headers)
+        answer = client.response(stream)
+        assert answer == (
+            status,
+            json.dumps({"error_msg": f"{status} {HTTPStatus(status).phrase}"}, separators=(",", ":")).encode()
+            + b"\n",
+        )
+        stream = client.request("/v1/json")  # the connection still serves
+        assert client.response(stream)[0] == 401
+    finally:
+        client.close()
+
+
+def test_http2_idle_connection_is_closed(limited: int, ca: trustme.CA) -> None:
+    client = H2Client(limited, ca)
+    try:
+        terminated = client.closed()  # nothing sent: the header timeout (1 s) closes it
+        assert terminated is not None
+        assert terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+    finally:
+        client.close()
+
+
+def test_http2_stalled_body_is_408(limited: int, ca: trustme.CA) -> None:
+    client = H2Client(limited, ca)
+    try:
+        stream = client.request("/v1/upload", [("authorization", basic("alex", "123456"))], end=False)
+        client.conn.send_data(stream, b"part of a body")
+        client.flush()
+        assert client.response(stream) == (408, b'{"error_msg":"408 Request Timeout"}\n')
+    finally:
+        client.close()
+
+
+def test_http2_rapid_reset_costs_the_connection(limited: int, ca: trustme.CA) -> None:
+    client = H2Client(limited, ca)
+    try:
+        for _ in range(MAX_RESETS + 1):
+            stream = client.conn.get_next_available_stream_id()
+            client.conn.send_headers(
+                stream,
+                [
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "example.com"),
+                    (":path", "/v1/json"),
+                ],
+            )
+            client.conn.reset_stream(stream)
+        client.flush()
+        terminated = client.closed()
+        assert terminated is not None
+        assert terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    finally:
+        client.close()

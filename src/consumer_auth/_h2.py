@@ -50,6 +50,7 @@ MAX_RESETS = 1000
 """Streams a client may reset on one connection before the connection is closed."""
 
 _FRAME = 16384
+_LINGER = 1.0
 # Connection-specific headers never appear in HTTP/2 (RFC 9113 §8.2.2): dropped from the app's answer.
 _CONNECTION_SPECIFIC = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
@@ -129,6 +130,7 @@ class H2Protocol(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
         self.closing = False
+        self.lingering: asyncio.TimerHandle | None = None
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -148,7 +150,7 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.connections.discard(self)
         self.closing = True
-        for timer in (self.idle_timer, self.send_timer):
+        for timer in (self.idle_timer, self.send_timer, self.lingering):
             if timer is not None:
                 timer.cancel()
         for stream in self.streams.values():
@@ -156,6 +158,8 @@ class H2Protocol(asyncio.Protocol):
         self.writable.set()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            return  # a GOAWAY went out: what the client still sends is read and dropped
         try:
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
@@ -164,9 +168,11 @@ class H2Protocol(asyncio.Protocol):
                 "refused an HTTP/2 connection: %s", type(error).__name__, extra={"client": self._peer}
             )
             self._flush()
-            self._close()
+            self._linger()
             return
         for event in events:
+            if self.lingering is not None:
+                return
             if isinstance(event, h2.events.RequestReceived):
                 self._request(event)
             elif isinstance(event, h2.events.DataReceived):
@@ -329,9 +335,11 @@ class H2Protocol(asyncio.Protocol):
             )
             self.conn.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
             self._flush()
-            self._close()
+            self._linger()
             return
         if stream is not None:
+            if stream.task is not None and not stream.response_done:
+                stream.task.cancel()  # nobody wants the answer: stop forwarding it
             self._close_stream(stream)
             self._forget(stream)
 
@@ -364,8 +372,9 @@ class H2Protocol(asyncio.Protocol):
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
         ]
-        self.conn.send_headers(stream.id, headers)
-        self.conn.send_data(stream.id, body, end_stream=True)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # reset in the same read
+            self.conn.send_headers(stream.id, headers)
+            self.conn.send_data(stream.id, body, end_stream=True)
         self._close_stream(stream)
         self._flush()
         self._forget(stream)
@@ -430,15 +439,18 @@ class H2Protocol(asyncio.Protocol):
 
     def _refuse_after_error(self, stream: _Stream) -> None:
         body = b"Internal Server Error"
-        self.conn.send_headers(
-            stream.id,
-            [
-                (b":status", b"500"),
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"21"),
-            ],
-        )
-        self.conn.send_data(stream.id, body, end_stream=True)
+        if stream.closed:
+            return
+        with contextlib.suppress(h2.exceptions.StreamClosedError):
+            self.conn.send_headers(
+                stream.id,
+                [
+                    (b":status", b"500"),
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"21"),
+                ],
+            )
+            self.conn.send_data(stream.id, body, end_stream=True)
         stream.response_done = True
         self._flush()
 
@@ -553,6 +565,16 @@ class H2Protocol(asyncio.Protocol):
         data = self.conn.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def _linger(self) -> None:
+        """Close soon, reading meanwhile: closing with unread input makes the kernel reset the connection,
+        which can destroy the GOAWAY before the client reads it."""
+        self.closing = True
+        for stream in list(self.streams.values()):
+            if stream.task is not None:
+                stream.task.cancel()
+            self._close_stream(stream)
+        self.lingering = self.loop.call_later(_LINGER, self._close)
 
     def _close(self) -> None:
         self.closing = True
