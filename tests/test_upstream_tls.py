@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,33 @@ def test_tls_files_are_read_at_load(tmp_path: Path, pki: dict[str, str]) -> None
     bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     with pytest.raises(ConfigError, match=r"^routes\[0\]\.upstream\.tls\.ca_file: "):
         gateway({"scheme": "https", "nodes": {"127.0.0.1:1": 1}, "tls": {"ca_file": str(bad)}})
+
+
+@pytest.mark.parametrize("kind", PROXIES)
+def test_health_probes_speak_the_upstream_tls(
+    kind: str, https_upstream: TLSUpstreamServer, pki: dict[str, str]
+) -> None:
+    """Probes of an https upstream use its TLS settings: trusted, the node stays in; not, it goes out."""
+    checks = {"active": {"interval": 0.05, "timeout": 2, "unhealthy": {"tcp_failures": 1}}}
+    trusted = gateway(https(https_upstream, tls={"ca_file": pki["ca"]}, checks=checks))
+    untrusted = gateway(https(https_upstream, tls={"ca_file": pki["other_ca"]}, checks=checks))
+    ports, proxies, servers = [], [], []
+    for built in (trusted, untrusted):
+        app: Any = built.asgi_proxy() if kind == "asgi" else built.wsgi_proxy()
+        proxies.append((app, built.compiled_routes[0].upstream))
+        server = ASGIServer(app) if kind == "asgi" else WSGIServer(app)
+        servers.append(server)
+        ports.append(server.port)
+    try:
+        probes = https_upstream.count
+        deadline = time.monotonic() + 20
+        while not proxies[1][0].health.unhealthy(proxies[1][1]):
+            assert time.monotonic() < deadline, "the untrusted node was never marked unhealthy"
+            time.sleep(0.02)
+        assert https_upstream.count > probes  # the trusted proxy's probes got through TLS and were answered
+        assert not proxies[0][0].health.unhealthy(proxies[0][1])
+        assert request(ports[0], "GET", "/anything", ALEX).status == 200
+        assert request(ports[1], "GET", "/anything", ALEX).status == 502
+    finally:
+        for server in servers:
+            server.stop()  # and with it the probes
