@@ -413,3 +413,26 @@ def test_http2_rapid_reset_costs_the_connection(limited: int, ca: trustme.CA) ->
         assert terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
     finally:
         client.close()
+
+
+def test_every_worker_serves_tls_and_http2(
+    tmp_path: Path, upstream: UpstreamServer, certificate: tuple[str, str], ca: trustme.CA
+) -> None:
+    certfile, keyfile = certificate
+    config = str(config_file(tmp_path, upstream))
+    process = Process(
+        [CONSUMER_AUTH, "serve", "--config", config, "--port", "0", "--workers", "2",
+         "--ssl-certfile", certfile, "--ssl-keyfile", keyfile]
+    )  # fmt: skip
+    port = process.uvicorn_port(workers=2)
+    alex = {"Host": "example.com", "Authorization": basic("alex", "123456")}
+    for http2 in (False, True):
+        with httpx.Client(
+            http1=not http2, http2=http2, verify=client_context(ca), base_url=f"https://127.0.0.1:{port}"
+        ) as client:
+            versions = {
+                (r.http_version, r.status_code)
+                for r in (client.get("/v1/json", headers=alex) for _ in range(4))
+            }
+            assert versions == {("HTTP/2" if http2 else "HTTP/1.1", 200)}
+    assert process.terminate() == 0
