@@ -253,6 +253,7 @@ class ASGIProxy:
         finally:
             for probe in probes:
                 probe.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
 
     async def _probe(self, upstream: Upstream, node: UpstreamNode) -> None:
         checks = upstream.checks
@@ -266,23 +267,30 @@ class ASGIProxy:
         elif kind != "https":
             server_name = context = None
         outcome: Outcome | None
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(active.timeout):
                 reader, writer = await asyncio.open_connection(
                     node.host.strip("[]"), node.port, ssl=context, server_hostname=server_name
                 )
-                try:
-                    if kind == "tcp":
-                        outcome = Outcome.SUCCESS
-                    else:
-                        writer.write(probe_request(upstream, active, node))
-                        outcome = probe_status(active, await reader.readline())
-                finally:
-                    writer.close()
+                if kind == "tcp":
+                    outcome = Outcome.SUCCESS
+                else:
+                    writer.write(probe_request(upstream, active, node))
+                    outcome = probe_status(active, await reader.readline())
         except TimeoutError:
             outcome = Outcome.TIMEOUT
         except (OSError, ValueError):  # refused, reset, TLS refused; an over-long status line
             outcome = Outcome.TCP_FAILURE
+        except BaseException:  # cancelled (the proxy is shutting down): drop the connection at once
+            if writer is not None:
+                writer.transport.abort()
+            raise
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(active.timeout):
+                    await writer.wait_closed()
         self.health.report_probe(upstream, node, outcome, asyncio.get_running_loop().time())
 
     # -- ASGI --------------------------------------------------------------------------------------
