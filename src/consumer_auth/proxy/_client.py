@@ -435,6 +435,12 @@ class UpstreamPool:
             self._sweeper = None
         for idle in self._idle.values():
             for connection in idle:
-                if connection.transport is not None and not connection.closed:
-                    connection.transport.close()
+                transport = connection.transport
+                if transport is not None and not connection.closed:
+                    if transport.get_extra_info("sslcontext") is not None:
+                        # A TLS close waits for the upstream's close_notify, which the event loop,
+                        # shutting down, would not live to see: nothing is in flight, so drop it.
+                        transport.abort()
+                    else:
+                        transport.close()
         self._idle.clear()
