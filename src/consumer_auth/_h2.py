@@ -474,26 +474,28 @@ class H2Protocol(asyncio.Protocol):
             headers += [(n, v) for n, v in self.server_state.default_headers if n not in present]
             self.conn.send_headers(stream.id, headers, end_stream=end and not data)
             stream.headers_sent = True
-            self._flush()
             if end and not data:
                 stream.response_done = True
+                self._flush()
                 return
+        # Frames are queued and written together (one TLS record per write: a write per frame would
+        # encrypt and send the head and the body apart).
         view = memoryview(data)
         while view:
             if stream.closed:
                 return
             window = min(self.conn.local_flow_control_window(stream.id), self.conn.max_outbound_frame_size)
             if window <= 0 or self.write_paused:
+                self._flush()
                 await self._wait_writable(stream)
                 continue
             chunk, view = view[:window], view[window:]
             self.conn.send_data(stream.id, bytes(chunk), end_stream=end and not view)
-            self._flush()
         if end:
             if not data:
                 self.conn.end_stream(stream.id)
-                self._flush()
             stream.response_done = True
+        self._flush()
 
     async def _wait_writable(self, stream: _Stream) -> None:
         """Wait for the client's flow-control window (or the socket) to open; ``send_timeout`` bounds it."""
