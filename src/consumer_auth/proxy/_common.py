@@ -20,6 +20,7 @@ __all__ = [
     "check_upstreams",
     "checked_upstreams",
     "default_upstream",
+    "probe_tls",
     "tls_for",
     "upstream_for",
 ]
@@ -76,6 +77,17 @@ def tls_for(upstream: Upstream, node: UpstreamNode) -> tuple[str | None, ssl.SSL
     if upstream.scheme != "https":
         return None, None
     return upstream.server_name(node), upstream.tls.context()
+
+
+def probe_tls(upstream: Upstream, node: UpstreamNode) -> tuple[str, str | None, ssl.SSLContext | None]:
+    """How an active health probe reaches ``node``: its kind (``http``, ``https`` or ``tcp``; the
+    upstream's scheme unless ``checks.active.type`` says), and for ``https`` the TLS server name and
+    context of the upstream's ``tls`` settings (``None, None`` otherwise)."""
+    checks = upstream.checks
+    kind = (checks.active.type if checks is not None else None) or upstream.scheme
+    if kind != "https":
+        return kind, None, None
+    return kind, upstream.server_name(node), upstream.tls.context()
 
 
 def checked_upstreams(gateway: Gateway, default: Upstream | None) -> list[Upstream]:

@@ -26,6 +26,7 @@ from ._common import (
     checked_upstreams,
     default_upstream,
     log_fault,
+    probe_tls,
     tls_for,
     upstream_for,
 )
@@ -260,12 +261,7 @@ class ASGIProxy:
         if checks is None:
             return
         active = checks.active
-        kind = active.type or upstream.scheme
-        server_name, context = tls_for(upstream, node)
-        if kind == "https" and context is None:
-            server_name, context = upstream.server_name(node), upstream.tls.context()
-        elif kind != "https":
-            server_name = context = None
+        kind, server_name, context = probe_tls(upstream, node)
         outcome: Outcome | None
         writer: asyncio.StreamWriter | None = None
         try:

@@ -23,7 +23,7 @@ from ._common import (
     checked_upstreams,
     default_upstream,
     log_fault,
-    tls_for,
+    probe_tls,
     upstream_for,
 )
 from ._health import Health, Outcome, probe_request, probe_status
@@ -441,15 +441,12 @@ def _probe(upstream: Upstream, node: UpstreamNode) -> Outcome | None:
     if checks is None:
         return None
     active = checks.active
-    kind = active.type or upstream.scheme
-    server_name, context = tls_for(upstream, node)
-    if kind == "https" and context is None:
-        server_name, context = upstream.server_name(node), upstream.tls.context()
+    kind, server_name, context = probe_tls(upstream, node)
     deadline = time.monotonic() + active.timeout
     try:
         sock = socket.create_connection((node.host.strip("[]"), node.port), timeout=active.timeout)
         try:
-            if kind == "https" and context is not None:
+            if context is not None:
                 sock = context.wrap_socket(sock, server_hostname=server_name)
             if kind == "tcp":
                 return Outcome.SUCCESS
