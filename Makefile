@@ -37,9 +37,10 @@ test: $(VENV)/.dev-installed browser
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-# Re-takes the screenshots of docs/console.md (the browser tests write them there only when asked).
+# Re-takes the screenshots of docs/console.md and docs/django.md (the browser tests write them there
+# only when asked).
 screenshots: $(VENV)/.dev-installed browser
-	CONSUMER_AUTH_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_console.py -q
+	CONSUMER_AUTH_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/test_console.py tests/test_django_admin_browser.py -q
 
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server,bcrypt,bench]'
