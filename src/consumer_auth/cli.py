@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-<<<<<<< HEAD
-import dataclasses
-=======
 import contextlib
->>>>>>> main
+import dataclasses
 import json
 import logging
 import os
@@ -162,22 +159,15 @@ def _with_tls(limits: ServerLimits, certfile: str | None, keyfile: str | None) -
 
 
 def _proxy(
-<<<<<<< HEAD
     config: str | None,
     upstream: str | None,
     store: str | None = None,
     tls: tuple[str | None, str | None] = (None, None),
-) -> tuple[ASGIProxy, ServerLimits]:
-    """The forwarding app, and the ``server:`` limits (and certificate) to serve it with."""
-    limits = _with_tls(_limits(config, store), *tls)
-    gateway = _gateway(config, store)
-=======
-    config: str | None, upstream: str | None, store: str | None = None
 ) -> tuple[ASGIProxy, ServerLimits, list[StoreWatcher]]:
-    """The forwarding app, the ``server:`` limits to serve it with, and the watchers SIGHUP wakes."""
-    limits = _limits(config, store)
+    """The forwarding app, the ``server:`` limits (and certificate) to serve it with, and the watchers
+    SIGHUP wakes."""
+    limits = _with_tls(_limits(config, store), *tls)
     gateway, watchers = _gateway(config, store)
->>>>>>> main
     try:
         return gateway.asgi_proxy(upstream=upstream), limits, watchers
     except BaseException:
@@ -191,12 +181,8 @@ def worker_app() -> ASGIProxy:
     from consumer_auth._server import uvicorn_options
 
     options = json.loads(os.environ[_WORKER_ENV])
-<<<<<<< HEAD
     tls = (options.get("ssl_certfile"), options.get("ssl_keyfile"))
-    proxy, limits = _proxy(options["config"], options["upstream"], options.get("store"), tls)
-=======
-    proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"))
->>>>>>> main
+    proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"), tls)
     uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
     _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervise)
     return proxy
@@ -246,14 +232,9 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
-<<<<<<< HEAD
-    try:
-        tls = (args.ssl_certfile, args.ssl_keyfile)
-        proxy, limits = _proxy(config, args.upstream, args.store, tls)  # validate before any worker starts
-=======
     try:  # checked here, before any worker starts
-        proxy, limits, watchers = _proxy(config, args.upstream, args.store)
->>>>>>> main
+        tls = (args.ssl_certfile, args.ssl_keyfile)
+        proxy, limits, watchers = _proxy(config, args.upstream, args.store, tls)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
     busy = _cannot_listen(args.host, args.port)
@@ -265,21 +246,6 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     if args.workers == 1:
-<<<<<<< HEAD
-        uvicorn.run(proxy, **options)
-    else:
-        proxy.gateway.close()  # each worker follows the store itself
-        os.environ[_WORKER_ENV] = json.dumps(
-            {
-                "config": config,
-                "upstream": args.upstream,
-                "store": args.store,
-                "ssl_certfile": args.ssl_certfile,
-                "ssl_keyfile": args.ssl_keyfile,
-            }
-        )
-        uvicorn.run("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options)
-=======
         _reload_on_sighup(watchers)
         server = uvicorn.Server(uvicorn.Config(proxy, **options))
         server.run()
@@ -288,9 +254,16 @@ def serve(args: argparse.Namespace) -> int:
         return 0
     for watcher in watchers:  # each worker follows its configuration and store itself
         watcher.stop()
-    os.environ[_WORKER_ENV] = json.dumps({"config": config, "upstream": args.upstream, "store": args.store})
+    os.environ[_WORKER_ENV] = json.dumps(
+        {
+            "config": config,
+            "upstream": args.upstream,
+            "store": args.store,
+            "ssl_certfile": args.ssl_certfile,
+            "ssl_keyfile": args.ssl_keyfile,
+        }
+    )
     _supervise(uvicorn.Config("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options))
->>>>>>> main
     return 0
 
 
