@@ -129,6 +129,8 @@ class Route:
         plugins: Plugin objects; one of the same name as a service plugin replaces it.
         service_id: The :class:`Service` this route belongs to.
         upstream: Where to forward (proxy mode), overriding the service's upstream.
+        enable_websocket: Forward websocket upgrades (proxy mode), after the same decision as any request
+            (APISIX's field); without it the ASGI proxy answers an upgrade 501.
 
     Example:
         >>> Route("/json", methods=["GET"], plugins=[BasicAuthPlugin()]).methods
@@ -146,6 +148,7 @@ class Route:
     service_id: str | None = None
     upstream: Upstream | str | Mapping[str, Any] | None = None
     desc: str | None = None
+    enable_websocket: bool = False
 
     def __post_init__(self) -> None:
         if (self.uri is None) == (self.uris is None):
@@ -175,6 +178,7 @@ class Route:
         if self.hosts is not None:
             object.__setattr__(self, "hosts", _hosts(self.hosts, "hosts"))
         expect_int(self.priority, "priority")
+        expect_bool(self.enable_websocket, "enable_websocket")
         object.__setattr__(self, "upstream", _upstream(self.upstream))
         object.__setattr__(self, "plugins", _plugins(self.plugins))
 
