@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .sansio._validate import expect_int, expect_mapping, expect_number, reject_unknown
+from .sansio._validate import expect_int, expect_mapping, expect_number, expect_str, fail, reject_unknown
 
-__all__ = ["ServerLimits"]
+__all__ = ["ServerLimits", "server_tls_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class ServerLimits:
             before the connection is dropped.
         keep_alive_timeout: Seconds an idle kept-alive connection stays open between requests.
         max_connections: Most connections and requests in progress; past it, new requests get 503.
+        ssl_certfile: PEM certificate chain: with ``ssl_keyfile``, ``serve`` speaks TLS only (HTTP/1.1
+            and HTTP/2 by ALPN) and forwards ``X-Forwarded-Proto: https``.
+        ssl_keyfile: PEM private key of ``ssl_certfile`` (not encrypted).
     """
 
     max_url_bytes: int = 8 * 1024
@@ -40,6 +44,8 @@ class ServerLimits:
     send_timeout: float = 60.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         expect_int(self.max_url_bytes, "max_url_bytes", minimum=64, maximum=1 << 20)
@@ -48,6 +54,23 @@ class ServerLimits:
         for name in ("header_timeout", "body_timeout", "send_timeout", "keep_alive_timeout"):
             object.__setattr__(self, name, expect_number(getattr(self, name), name))
         expect_int(self.max_connections, "max_connections", minimum=1)
+        certfile, keyfile = self.ssl_certfile, self.ssl_keyfile
+        if certfile is not None:
+            expect_str(certfile, "ssl_certfile")
+        if keyfile is not None:
+            expect_str(keyfile, "ssl_keyfile")
+        if (certfile is None) != (keyfile is None):
+            missing, given = (
+                ("ssl_keyfile", "ssl_certfile") if keyfile is None else ("ssl_certfile", "ssl_keyfile")
+            )
+            fail(missing, f"required with {given}")
+        if certfile is not None and keyfile is not None:
+            server_tls_context(certfile, keyfile)  # a mistake is a load error, not a failed handshake later
+
+    @property
+    def tls(self) -> bool:
+        """Whether ``serve`` terminates TLS."""
+        return self.ssl_certfile is not None
 
     @classmethod
     def from_config(cls, value: object) -> ServerLimits:
@@ -55,3 +78,31 @@ class ServerLimits:
         config: dict[str, Any] = dict(expect_mapping(value, ""))
         reject_unknown(config, [field.name for field in fields(cls)], "")
         return cls(**config)
+
+
+def server_tls_context(
+    certfile: str, keyfile: str, alpn: tuple[str, ...] = ("h2", "http/1.1")
+) -> ssl.SSLContext:
+    """The server TLS context of ``serve``: the certificate and key, TLS 1.2 or newer, ``alpn`` offered.
+
+    Raises:
+        ConfigError: at ``ssl_certfile`` or ``ssl_keyfile`` when a file cannot be read, at
+            ``ssl_certfile`` when the two do not make a certificate and its key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for where, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            fail(where, f"cannot read {path!r} ({error.strerror or 'unreadable'})")
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError):
+        fail(
+            "ssl_certfile",
+            f"{certfile!r} and {keyfile!r} are not a PEM certificate and its (unencrypted) private key",
+        )
+    context.set_alpn_protocols(list(alpn))
+    return context

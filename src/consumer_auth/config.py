@@ -76,6 +76,7 @@ _ROUTE = (
     "plugins",
     "service_id",
     "upstream",
+    "enable_websocket",
 )
 
 

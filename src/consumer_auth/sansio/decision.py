@@ -52,6 +52,10 @@ class MatchedRoute(Protocol):
     def strip_prefix(self) -> str:
         """The service prefix removed before the app or upstream sees the path."""
 
+    @property
+    def enable_websocket(self) -> bool:
+        """Whether the proxies forward websocket upgrades on it (APISIX's ``enable_websocket``)."""
+
 
 class RequestFacts(NamedTuple):
     """What the core needs to know about a request, whichever protocol carried it.

@@ -125,6 +125,8 @@ class Route:
         plugins: Plugin objects; one of the same name as a service plugin replaces it.
         service_id: The :class:`Service` this route belongs to.
         upstream: Where to forward (proxy mode), overriding the service's upstream.
+        enable_websocket: Forward websocket upgrades (proxy mode), after the same decision as any request
+            (APISIX's field); without it the ASGI proxy answers an upgrade 501.
 
     Example:
         >>> Route("/json", methods=["GET"], plugins=[BasicAuthPlugin()]).methods
@@ -142,6 +144,7 @@ class Route:
     service_id: str | None = None
     upstream: Upstream | str | Mapping[str, Any] | None = None
     desc: str | None = None
+    enable_websocket: bool = False
 
     def __post_init__(self) -> None:
         if (self.uri is None) == (self.uris is None):
@@ -171,6 +174,7 @@ class Route:
         if self.hosts is not None:
             object.__setattr__(self, "hosts", _hosts(self.hosts, "hosts"))
         expect_int(self.priority, "priority")
+        expect_bool(self.enable_websocket, "enable_websocket")
         object.__setattr__(self, "upstream", _upstream(self.upstream))
         object.__setattr__(self, "plugins", _plugins(self.plugins))
 
@@ -259,6 +263,11 @@ class CompiledRoute:
     def id(self) -> str | None:
         """The route's id (or name)."""
         return self.route.id or self.route.name
+
+    @property
+    def enable_websocket(self) -> bool:
+        """The route's ``enable_websocket``: the proxies forward websocket upgrades on it."""
+        return self.route.enable_websocket
 
     def accepts(self, method: str, host: str | None) -> bool:
         """Whether this route takes a request with this method and (normalized) host."""
