@@ -537,7 +537,7 @@ def _no_mismatch_404(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _no_case_folding(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("consumer_auth.gateway.other_readings", _unfolded)
+    monkeypatch.setattr("consumer_auth.sansio.gateway.other_readings", _unfolded)
 
 
 def _unfolded(index: Any, *, mounted: bool, case_insensitive: bool) -> Any:

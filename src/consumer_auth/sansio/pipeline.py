@@ -68,7 +68,9 @@ class Pipeline:
         self._environment = environment
         self._compiled = {name: plugin.compile(environment) for name, plugin in plugins.items()}
         self._by_consumer: dict[int, tuple[Consumer, Pipeline]] = {}
-        self._allows: dict[tuple[Consumer | None, BasicAuthCredential | None, bool], Allow] = {}
+        self._allows: dict[
+            tuple[int, Consumer | None, BasicAuthCredential | None, bool], tuple[MatchedRoute, Allow]
+        ] = {}
         self._arrange(self._compiled)
 
     def _arrange(self, compiled: Mapping[str, Plugin]) -> None:
@@ -229,13 +231,14 @@ def cached_allow(
     the route: replaced routes and consumers take their entries with them.
     """
     allows = pipeline._allows
-    found = allows.get(key)
-    if found is not None:
-        return found
+    entry = (id(route), *key)  # a route's variants (its other readings, SPEC §8) share its pipeline
+    found = allows.get(entry)
+    if found is not None and found[0] is route:
+        return found[1]
     allow = _build_allow(route, *key, ())
     if len(allows) >= _ALLOWS_LIMIT:
         allows.clear()  # bounded: a long-running gateway's consumers come and go
-    allows[key] = allow
+    allows[entry] = (route, allow)
     return allow
 
 
