@@ -434,7 +434,7 @@ def test_memory_store_is_bounded(clock: FakeClock) -> None:
 
 def test_memory_store_never_forgets_a_lock_before_it_expires(clock: FakeClock) -> None:
     store = MemoryFailureStore(max_entries=10, clock=clock)
-    limits = BruteForce(max_failures=3, window=60, lockout=300, count_by=["username"])
+    limits = BruteForce(max_failures=3, window=60, lockout=300, count_by=("username",))
     for _ in range(3):
         store.add_failure(["victim"], limits)
     assert store.retry_after(["victim"]) == 300

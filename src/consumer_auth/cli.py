@@ -26,7 +26,7 @@ from consumer_auth._prompt import read_password
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
-from consumer_auth.passwords import hash_password
+from consumer_auth.passwords import Argon2Password, hash_password
 
 if TYPE_CHECKING:
     from consumer_auth.proxy.asgi import ASGIProxy
@@ -205,7 +205,19 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         f"{count(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
+    argon2_logins = any(
+        isinstance(credential.verifier, Argon2Password)
+        for consumer in gateway.consumers
+        for credential in consumer.credentials
+    )
     for route in gateway.compiled_routes:
+        if argon2_logins and route.auth is not None and route.auth.brute_force is None:
+            named = f" {route.id!r}" if route.id else ""
+            print(
+                f"warning: routes[{route.order}]{named} checks argon2 passwords without brute_force limits: "
+                "an internet-facing route wants brute_force with count_by: [client] (docs/security.md)",
+                file=out,
+            )
         if route.upstream is None:
             named = f" {route.id!r}" if route.id else ""
             print(

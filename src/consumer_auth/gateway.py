@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._trust import TrustedProxies
+from ._verify import BUSY, Admission, VerificationLimits
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from .credentials import BasicCredentials
@@ -143,6 +144,7 @@ class Gateway:
         on_rehash: RehashHook | None = None,
         trusted_proxies: Iterable[str] = (),
         brute_force_store: FailureStore | None = None,
+        verification_limits: VerificationLimits | Mapping[str, Any] | None = None,
     ) -> None:
         try:
             self.profile = Profile(profile)
@@ -163,6 +165,11 @@ class Gateway:
         self.brute_force_store: FailureStore = (
             brute_force_store if brute_force_store is not None else MemoryFailureStore()
         )
+        try:
+            self.verification_limits = VerificationLimits.from_config(verification_limits or {})
+        except ConfigError as error:
+            raise error.within("verification") from None
+        self._admission = Admission(self.verification_limits)
         self._pass = Allow(None)
         self._lock = threading.Lock()
         self._services = tuple(services)
@@ -200,6 +207,7 @@ class Gateway:
             "cache_ttl": config.cache_ttl,
             "trusted_proxies": config.trusted_proxies,
             "brute_force_store": config.brute_force_store,
+            "verification_limits": config.verification_limits,
         }
         if store is None:
             return cls(consumers=config.consumers, **options)
@@ -294,6 +302,7 @@ class Gateway:
                     cache_ttl=settings.cache_ttl,
                     trusted_proxies=settings.trusted_proxies,
                     brute_force_store=settings.brute_force_store,
+                    verification_limits=settings.verification_limits,
                 )
             gateway = cls(**{**built, **options})
             watcher = StoreWatcher(gateway, opened, routes=routes, poll_interval=poll_interval)
@@ -488,25 +497,50 @@ class Gateway:
             return decision
         guard = auth.brute_force
         if guard is None and not log:
-            return _check(
+            checked_now = _check(
                 route, auth, consumers, parsed, facts.method, self.verification_cache, self.on_rehash
             )
+            if isinstance(checked_now, Pending) and checked_now.slow:
+                return self._admit(checked_now, self.client_address(facts), route, log)
+            return checked_now
         client = self.client_address(facts)
         attempt = _Attempt(route, auth, consumers, parsed, facts.method, client, log)
         keys = guard.keys(parsed.username, client) if guard is not None else ()
         if guard is not None and keys:
             store = self.brute_force_store
             cache, on_rehash = self.verification_cache, self.on_rehash
-            return Pending(
+            pending = Pending(
                 store.blocking or auth.may_be_slow(parsed, consumers),
                 lambda: attempt.run_guarded(guard, keys, store, cache, on_rehash),
                 parsed.username,
             )
+            return self._admit(pending, client, route, log) if pending.slow else pending
         checked = auth.check(parsed, consumers, self.verification_cache, self.on_rehash)
         if isinstance(checked, SlowCheck):
             slow = checked.run
-            return Pending(True, lambda: attempt.conclude(slow()), checked.login)
+            pending = Pending(True, lambda: attempt.conclude(slow()), checked.login)
+            return self._admit(pending, client, route, log)
         return attempt.conclude(checked)
+
+    def _admit(
+        self, pending: Pending, client: str | None, route: CompiledRoute, log: bool
+    ) -> Pending | Reject:
+        """``pending`` if its client (and the gateway) may have one more slow verification pending,
+        else the 503 :data:`~consumer_auth._verify.BUSY` at once (see ``consumer_auth._verify``)."""
+        ticket = self._admission.enter(client_subject(client) if client is not None else None)
+        if ticket is None:
+            if log:
+                _log(route, BUSY, client)
+            return BUSY
+        run = pending.run
+
+        def admitted() -> Decision:
+            try:
+                return run()
+            finally:
+                ticket.release()
+
+        return Pending(True, admitted, pending.login)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
