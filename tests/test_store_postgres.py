@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,7 @@ def test_the_admin_api_on_postgresql_answers_400_for_what_the_columns_cannot_hol
     )
     store = SQLStore(postgres.url)
 
-    def stored() -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+    def stored() -> tuple[int, list[tuple[str, Mapping[str, Any]]]]:
         return store.revision(), [(r.key, r.document) for r in store.list_resources("consumers")]
 
     before = stored()
