@@ -8,8 +8,10 @@ the real user was answered 200), never how long it took; the timings are measure
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import re
 import secrets
 import socket
 import threading
@@ -22,7 +24,7 @@ import argon2
 import pytest
 import yaml
 
-from proxy_servers import CONSUMER_AUTH, Process, UpstreamServer, echo, start_upstream
+from proxy_servers import CONSUMER_AUTH, Handler, Process, UpstreamServer, WSGIServer, echo, start_upstream
 from support import basic
 
 WAIT = 60.0
@@ -183,3 +185,123 @@ def test_a_connection_that_starts_a_request_gets_the_header_timeout(small_server
         connection.sendall(b"GET / HTTP/1.1\r\n")
         with pytest.raises(TimeoutError):
             connection.recv(65536)  # still open after the first-byte timeout: the head has 60 s
+
+
+# --- request body limits --------------------------------------------------------------------------
+
+TOO_LARGE = (413, b'{"error_msg":"413 Request Entity Too Large"}\n')
+
+
+class Recorder:
+    """An upstream that records each request: its path, and its body only when it arrived whole."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []  # (path, body size, None when cut short)
+        self.server = start_upstream(self, "recorder")
+
+    def __call__(self, handler: Handler) -> None:
+        try:
+            size = sum(len(chunk) for chunk in handler.body_chunks())
+        except (ConnectionError, ValueError, OSError):
+            self.seen.append((handler.path, None))
+            handler.close_connection = True
+            return
+        self.seen.append((handler.path, size))
+        handler.answer(200, b'{"ok":true}')
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Iterator[Recorder]:
+    recorder = Recorder()
+    yield recorder
+    recorder.server.stop()
+
+
+def body_limits(upstream: str) -> dict[str, Any]:
+    return {
+        "server": {"max_body_bytes": 1000},
+        "services": [
+            {"id": "uploads", "path_prefix": "/uploads", "max_body_bytes": 5000, "upstream": upstream}
+        ],
+        "routes": [
+            {"uri": "/*", "upstream": upstream},
+            {"uri": "/tiny", "upstream": upstream, "max_body_bytes": 10},
+            {"uri": "/*", "service_id": "uploads"},
+            {"uri": "/big", "service_id": "uploads", "max_body_bytes": 100_000},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder) -> Iterator[int]:
+    yield from _serve(tmp_path_factory.mktemp("bodies"), body_limits(recorder.server.url))
+
+
+@pytest.fixture(scope="module")
+def limited_wsgi_proxy(recorder: Recorder) -> Iterator[int]:
+    from consumer_auth import Gateway
+    from consumer_auth.config import parse_config
+
+    config = parse_config(body_limits(recorder.server.url))
+    proxy = Gateway.from_config(config).wsgi_proxy(max_body_bytes=config.server.max_body_bytes)
+    server = WSGIServer(proxy)
+    yield server.port
+    server.stop()
+
+
+def _post(port: int, path: str, body: bytes, *, chunked: bool) -> tuple[int, bytes]:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+    if chunked:
+        framed = b"".join(
+            b"%x\r\n%b\r\n" % (len(body[i : i + 100]), body[i : i + 100]) for i in range(0, len(body), 100)
+        )
+        data = head + b"Transfer-Encoding: chunked\r\n\r\n" + framed + b"0\r\n\r\n"
+    else:
+        data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as connection:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.sendall(data)  # refused before the whole body went out: the answer is waiting
+        answer = b""
+        while True:  # until the whole answer is in (some servers keep the connection open after it)
+            head_part, ended, rest = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head_part)
+            if ended and length is not None and len(rest) >= int(length.group(1)):
+                return int(head_part.split(b" ", 2)[1]), rest
+            try:
+                chunk = connection.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            assert chunk, f"closed before the whole answer: {answer!r}"
+            answer += chunk
+
+
+@pytest.mark.parametrize("front", ["serve", "wsgi-proxy"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [
+        pytest.param("/plain", 1000, id="server-section"),
+        pytest.param("/tiny", 10, id="route"),
+        pytest.param("/uploads/file", 5000, id="service"),
+        pytest.param("/uploads/big", 100_000, id="route-over-service"),
+    ],
+)
+def test_a_body_over_max_body_bytes_is_413_and_never_reaches_the_upstream_whole(
+    request: pytest.FixtureRequest, recorder: Recorder, front: str, chunked: bool, path: str, limit: int
+) -> None:
+    port = request.getfixturevalue("limited_server" if front == "serve" else "limited_wsgi_proxy")
+    forwarded = path.removeprefix("/uploads")
+
+    def seen(token: str) -> list[int | None]:
+        return [size for target, size in recorder.seen if target == f"{forwarded}?t={token}"]
+
+    fits, over = secrets.token_hex(4), secrets.token_hex(4)  # tell requests apart from earlier tests'
+    assert _post(port, f"{path}?t={fits}", b"a" * limit, chunked=chunked) == (200, b'{"ok":true}')
+    assert seen(fits) == [limit]
+    assert _post(port, f"{path}?t={over}", b"a" * (limit + 1), chunked=chunked) == TOO_LARGE
+    if chunked:
+        # Forwarded as it came until it crossed the limit, then the upstream connection was dropped:
+        # the upstream saw nothing, or a request whose body never ended; never a whole one.
+        assert all(size is None for size in seen(over)), seen(over)
+    else:  # refused from its Content-Length: nothing was forwarded
+        assert seen(over) == []

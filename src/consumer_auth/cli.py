@@ -111,7 +111,7 @@ def _proxy(
     limits = _limits(config, store)
     gateway = _gateway(config, store)
     try:
-        return gateway.asgi_proxy(upstream=upstream), limits
+        return gateway.asgi_proxy(upstream=upstream, max_body_bytes=limits.max_body_bytes), limits
     except BaseException:
         gateway.close()
         raise

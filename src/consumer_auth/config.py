@@ -63,6 +63,7 @@ _SERVICE = (
     "hosts",
     "upstream",
     "plugins",
+    "max_body_bytes",
 )
 _ROUTE = (
     "id",
@@ -77,6 +78,7 @@ _ROUTE = (
     "plugins",
     "service_id",
     "upstream",
+    "max_body_bytes",
 )
 
 

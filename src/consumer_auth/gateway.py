@@ -591,7 +591,12 @@ class Gateway:
 
         return ASGIGatewayMiddleware(app, self)
 
-    def asgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> ASGIProxy:
+    def asgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> ASGIProxy:
         """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
 
         Needs httptools (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
@@ -600,6 +605,8 @@ class Gateway:
         Args:
             upstream: Default upstream for routes without one (and for ``unmatched: pass``): a URL such
                 as ``"http://127.0.0.1:9001"`` or an APISIX-style mapping.
+            max_body_bytes: Largest request body for routes and services that set none (default: no
+                limit); larger is 413 (``docs/security.md``).
 
         Raises:
             ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
@@ -613,9 +620,14 @@ class Gateway:
                 "the ASGI proxy needs httptools: pip install 'consumer-auth[proxy]'", name=error.name
             ) from error
 
-        return ASGIProxy(self, upstream=upstream)
+        return ASGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
 
-    def wsgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> WSGIProxy:
+    def wsgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> WSGIProxy:
         """A WSGI app forwarding allowed requests to their upstream, with pooled connections.
 
         The same rules and answers as :meth:`asgi_proxy`, with the standard library's HTTP client; run it
@@ -623,13 +635,14 @@ class Gateway:
 
         Args:
             upstream: Default upstream, as for :meth:`asgi_proxy`.
+            max_body_bytes: As for :meth:`asgi_proxy`.
 
         Raises:
             ConfigError: as for :meth:`asgi_proxy`.
         """
         from .proxy.wsgi import WSGIProxy
 
-        return WSGIProxy(self, upstream=upstream)
+        return WSGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
 
 
 class Guard:
