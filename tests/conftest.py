@@ -13,6 +13,8 @@ import proxy_servers
 from pg import BASE_URL, Database
 from support import MODES, Mode, service_unavailable
 
+pytest_plugins = ["browser"]  # the browser and page fixtures (a real Chromium), for any module
+
 _made: dict[str, Mode] = {}
 
 
