@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -146,24 +147,32 @@ class Ticket:
 
     def __del__(self) -> None:
         # A decision dropped without running (its client went away first) must not keep its place.
-        self.release()
+        # The collector may run this while the admission's lock is held: hand the place back without
+        # the lock, the next enter() takes it into account.
+        admission, self._admission = self._admission, None
+        if admission is not None:
+            admission.dropped.append(self._subject)
 
 
 class Admission:
     """Counts pending slow verifications per client subject and in all, under :class:`VerificationLimits`."""
 
-    __slots__ = ("_by_client", "_lock", "_total", "limits")
+    __slots__ = ("_by_client", "_lock", "_total", "dropped", "limits")
 
     def __init__(self, limits: VerificationLimits) -> None:
         self.limits = limits
         self._lock = threading.Lock()
         self._by_client: dict[str, int] = {}
         self._total = 0
+        self.dropped: deque[str | None] = deque()
+        """Subjects of tickets dropped unused (appending needs no lock)."""
 
     def enter(self, subject: str | None) -> Ticket | None:
         """A ticket for one more verification from ``subject``, or ``None`` when a bound is reached."""
         limits = self.limits
         with self._lock:
+            while self.dropped:
+                self._leave(self.dropped.popleft())
             if self._total >= limits.max_pending:
                 return None
             if subject is not None:
@@ -177,15 +186,18 @@ class Admission:
     def leave(self, subject: str | None) -> None:
         """One verification of ``subject`` is done."""
         with self._lock:
-            self._total -= 1
-            if subject is not None:
-                count = self._by_client.get(subject, 1) - 1
-                if count > 0:
-                    self._by_client[subject] = count
-                else:
-                    self._by_client.pop(subject, None)
+            self._leave(subject)
+
+    def _leave(self, subject: str | None) -> None:
+        self._total -= 1
+        if subject is not None:
+            count = self._by_client.get(subject, 1) - 1
+            if count > 0:
+                self._by_client[subject] = count
+            else:
+                self._by_client.pop(subject, None)
 
     @property
     def pending(self) -> int:
-        """Verifications pending now."""
-        return self._total
+        """Verifications pending now (dropped tickets not yet taken into account included)."""
+        return self._total - len(self.dropped)
