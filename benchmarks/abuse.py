@@ -9,15 +9,17 @@ Two scenarios, each run against two configurations, interleaved round by round (
   is ``verification: {max_pending: 1000000, max_pending_per_client: 1000000}`` (nothing refused, as
   before the bounds existed), "after" the defaults. The baseline is the same login with no flood.
 - **connection hold**: ``HOLD`` idle TCP connections from 127.0.0.2, reopened as the server closes
-  them, for ``HOLD_SECONDS``; meanwhile a client on 127.0.0.1 sends one request every 0.25 s. "before"
-  is ``server: {max_connections_per_client: 1000}`` (one client may take all of ``max_connections``),
-  "after" the default (a tenth).
+  them (after ``REOPEN`` s: a refused connection is not retried in a tight loop, which would measure a
+  connection-rate flood instead), for ``HOLD_SECONDS``; meanwhile a client on 127.0.0.1 sends one request
+  every 0.25 s. "before" is ``server: {max_connections_per_client: 1000, first_byte_timeout: 10}`` (one
+  client may take all of ``max_connections``; silent connections last the header timeout), "after" the
+  defaults (a tenth; 5 s).
 
-The clients run at the lowest CPU priority (``--nice 19``) and the server at the normal one, so that
-on one machine the clients stand for clients elsewhere rather than competing with the server.
+The abusive client runs in a process of its own at the lowest CPU priority (``nice`` 19), the server and
+the measuring client at the normal one, so that on one machine the abuser stands for a client elsewhere.
 
-Run: ``cd benchmarks && ../.venv/bin/python abuse.py [--rounds N]`` (as root, so that the server can
-run at normal priority; the results go in ``docs/security.md``).
+Run: ``cd benchmarks && ../.venv/bin/python abuse.py [--rounds N] [--only logins|connections]`` (the
+results go in ``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
+import json
 import os
 import re
 import secrets
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -45,16 +48,9 @@ from consumer_auth import hash_password
 
 FLOOD_ADDRESS, USER_ADDRESS = "127.0.0.2", "127.0.0.1"
 RAMP, FLOOD_SECONDS = 3.0, 8.0
-HOLD, HOLD_SECONDS, REOPEN = 1100, 12.0, 0.1
+HOLD, HOLD_SECONDS, REOPEN = 1100, 12.0, 1.0
 PASSWORD = "wonderland"
 _PORT = re.compile(r"running on https?://[^ ]+:(\d+)")
-
-
-def _normal_priority() -> None:
-    # The clients run at the lowest priority (--nice) to stand for clients on other machines; the
-    # server under test runs at the normal one (lowering a nice value needs root: otherwise it stays).
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, 0)
 
 
 class Serve:
@@ -80,7 +76,6 @@ class Serve:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=_normal_priority,  # noqa: PLW1509 - no threads run yet in the child
         )
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -90,7 +85,8 @@ class Serve:
                 break
         else:
             raise RuntimeError("serve did not start")
-        os.set_blocking(self.proc.stderr.fileno(), False)
+        # Keep reading its log: a full pipe would block the server, not the abuse.
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -145,25 +141,67 @@ def argon2_config(upstream: str, unbounded: bool) -> dict[str, Any]:
     return document
 
 
+def abuser(kind: str, port: int, count: int, seconds: float) -> subprocess.Popen[str]:
+    """The abusive client in a process of its own, at the lowest CPU priority, so that on one machine it
+    stands for a client elsewhere: it neither starves the measuring client nor is starved by it."""
+    command = [sys.executable, __file__, "--child", kind, str(port), str(count), str(seconds)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(19))  # noqa: PLW1509
+
+
+def abuser_statuses(process: subprocess.Popen[str]) -> Counter[int]:
+    out, _ = process.communicate(timeout=300)
+    return Counter({int(status): n for status, n in json.loads(out).items()})
+
+
+async def flood_child(port: int, count: int, seconds: float) -> Counter[int]:
+    """``count`` connections sending made-up usernames as fast as they are answered, for ``seconds``."""
+    statuses: Counter[int] = Counter()
+    deadline = time.monotonic() + seconds
+
+    async def flooder() -> None:
+        while time.monotonic() < deadline:
+            statuses[await get(port, basic(f"ghost{secrets.token_hex(6)}", "x"), FLOOD_ADDRESS)] += 1
+
+    await asyncio.gather(*(flooder() for _ in range(count)))
+    return statuses
+
+
+async def hold_child(port: int, count: int, seconds: float) -> Counter[int]:
+    """``count`` idle connections, each reopened ``REOPEN`` s after the server closes it, for ``seconds``."""
+    closed: Counter[int] = Counter()
+    deadline = time.monotonic() + seconds
+
+    async def holder() -> None:
+        while time.monotonic() < deadline:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, local_addr=(FLOOD_ADDRESS, 0)
+                )
+            except OSError:
+                await asyncio.sleep(REOPEN)
+                continue
+            try:
+                answer = await asyncio.wait_for(reader.read(), max(0.01, deadline - time.monotonic()))
+                closed[503 if answer.startswith(b"HTTP/1.1 503") else 0] += 1
+            except (TimeoutError, OSError):
+                pass
+            finally:
+                writer.close()
+            await asyncio.sleep(REOPEN)  # reopened once the server closed it, without spinning
+
+    await asyncio.gather(*(holder() for _ in range(count)))
+    return closed
+
+
 async def starvation_round(port: int, flood: int) -> tuple[float, Counter[int]]:
     """The real user's login time under a flood of ``flood`` connections (``inf`` when it got no 200
     within two minutes), and the flood's statuses."""
-    statuses: Counter[int] = Counter()
-    stop = asyncio.Event()
-
-    async def flooder() -> None:
-        while not stop.is_set():
-            statuses[await get(port, basic(f"ghost{secrets.token_hex(6)}", "x"), FLOOD_ADDRESS)] += 1
-
-    tasks = [asyncio.ensure_future(flooder()) for _ in range(flood)] if flood else []
+    process = abuser("flood", port, flood, FLOOD_SECONDS) if flood else None
     await asyncio.sleep(RAMP if flood else 0)
     started = time.perf_counter()
     status = await get(port, basic("alice", PASSWORD), USER_ADDRESS)
     elapsed = time.perf_counter() - started if status == 200 else float("inf")
-    await asyncio.sleep(max(0.0, FLOOD_SECONDS - RAMP - elapsed) if flood and elapsed < FLOOD_SECONDS else 0)
-    stop.set()
-    await asyncio.gather(*tasks)
-    return elapsed, statuses
+    return elapsed, abuser_statuses(process) if process is not None else Counter()
 
 
 # -- connection hold -----------------------------------------------------------------------------------
@@ -171,28 +209,7 @@ async def starvation_round(port: int, flood: int) -> tuple[float, Counter[int]]:
 
 async def hold_round(port: int) -> tuple[Counter[int], list[float]]:
     """The other client's statuses and latencies while one address holds ``HOLD`` connections."""
-    stop = asyncio.Event()
-
-    async def holder() -> None:
-        while not stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1", port, local_addr=(FLOOD_ADDRESS, 0)
-                )
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                reader_task = asyncio.ensure_future(reader.read())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({reader_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                reader_task.cancel()
-                stopper.cancel()
-            finally:
-                writer.close()
-            await asyncio.sleep(REOPEN)  # reopened as soon as the server closed it, without spinning
-
-    holders = [asyncio.ensure_future(holder()) for _ in range(HOLD)]
+    process = abuser("hold", port, HOLD, HOLD_SECONDS + 2.0)
     await asyncio.sleep(2.0)  # all connections opened
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
@@ -202,8 +219,7 @@ async def hold_round(port: int) -> tuple[Counter[int], list[float]]:
         statuses[await get(port, basic("alex", "123456"), USER_ADDRESS, timeout=30)] += 1
         latencies.append(time.perf_counter() - started)
         await asyncio.sleep(0.25)
-    stop.set()
-    await asyncio.gather(*holders, return_exceptions=True)
+    abuser_statuses(process)
     return statuses, latencies
 
 
@@ -215,7 +231,7 @@ def hold_config(upstream: str, unbounded: bool) -> dict[str, Any]:
         "routes": [{"uri": "/*", "upstream": upstream, "plugins": {"basic-auth": {}}}],
     }
     if unbounded:
-        document["server"] = {"max_connections_per_client": 1000}
+        document["server"] = {"max_connections_per_client": 1000, "first_byte_timeout": 10}
     return document
 
 
@@ -241,8 +257,16 @@ async def upstream_server() -> tuple[asyncio.AbstractServer, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-async def main(rounds: int, floods: list[int]) -> None:
+async def main(rounds: int, floods: list[int], scenarios: list[str]) -> None:
     upstream, url = await upstream_server()
+    if "logins" in scenarios:
+        await logins(url, rounds, floods)
+    if "connections" in scenarios:
+        await connections(url, rounds)
+    upstream.close()
+
+
+async def logins(url: str, rounds: int, floods: list[int]) -> None:
     load = os.getloadavg()[0]
     print(
         f"# {os.cpu_count()} CPUs, load average {load:.1f}, {rounds} rounds, flood {FLOOD_SECONDS:g} s, ramp {RAMP:g} s\n"
@@ -274,7 +298,12 @@ async def main(rounds: int, floods: list[int]) -> None:
                 f"| {variant} | {flood} | {statistics.median(found) * 1000:.0f} ms ({', '.join(f'{t * 1000:.0f}' for t in found)}) | {answers} |"
             )
 
-    print("\n| configuration | other client's answers | latency median / max |")
+
+async def connections(url: str, rounds: int) -> None:
+    print(
+        f"\n{HOLD} connections held from one address for {HOLD_SECONDS:g} s, reopened {REOPEN:g} s after a close\n"
+    )
+    print("| configuration | other client's answers | latency median / max |")
     print("|---|---|---|")
     for _ in range(rounds):
         for variant in ("before", "after"):
@@ -287,14 +316,19 @@ async def main(rounds: int, floods: list[int]) -> None:
             print(
                 f"| {variant} | {answers} | {statistics.median(latencies) * 1000:.1f} / {max(latencies) * 1000:.1f} ms |"
             )
-    upstream.close()
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        kind, child_port, child_count, child_seconds = sys.argv[2:]
+        child = flood_child if kind == "flood" else hold_child
+        found = asyncio.run(child(int(child_port), int(child_count), float(child_seconds)))
+        print(json.dumps(found))
+        sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--floods", type=int, nargs="+", default=[30, 100])
-    parser.add_argument("--nice", type=int, default=19, help="the clients' nice increment (default 19)")
+    parser.add_argument("--only", choices=("logins", "connections"), help="run one scenario only")
     options = parser.parse_args()
-    os.nice(options.nice)
-    asyncio.run(main(options.rounds, options.floods))
+    chosen = [options.only] if options.only else ["logins", "connections"]
+    asyncio.run(main(options.rounds, options.floods, chosen))

@@ -67,6 +67,8 @@ _ANSWERS = {status: _answer(status) for status in (400, 408, 413, 414, 431, 501,
 
 # Open connections by client subject, per server (a process may run more than one, in tests).
 _OPEN: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
+# Clients whose refusal was logged since they reached their cap (one log line per episode, not per connection).
+_CAPPED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -107,11 +109,14 @@ class GuardedProtocol(HttpToolsProtocol):
         counts = _OPEN.setdefault(self.server_state, {})
         held = counts.get(subject, 0)
         if held >= self.limits.per_client:
-            LOGGER.info(
-                "refused a connection: %d open from this client already (503)",
-                held,
-                extra={"client": self.client[0] if self.client else None, "status": 503},
-            )
+            logged = _CAPPED.setdefault(self.server_state, set())
+            if subject not in logged:  # once while the client stays at its cap, not once per connection
+                logged.add(subject)
+                LOGGER.info(
+                    "refused connections: %d open from this client already (503 until one closes)",
+                    held,
+                    extra={"client": self.client[0] if self.client else None, "status": 503},
+                )
             self._refused = True
             self.transport.write(_ANSWERS[503])
             self.transport.close()
@@ -142,6 +147,8 @@ class GuardedProtocol(HttpToolsProtocol):
                     counts[subject] = left
                 else:
                     counts.pop(subject, None)
+                if left < self.limits.per_client:
+                    _CAPPED.get(self.server_state, set()).discard(subject)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
