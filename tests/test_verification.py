@@ -499,6 +499,21 @@ def test_pending_verifications_are_bounded_in_all() -> None:
     assert isinstance(gateway.decide(from_client("alex", "123456", "198.51.100.1")), Pending)
 
 
+def test_a_burst_for_one_login_from_one_client_shares_one_place() -> None:
+    gateway = make_gateway(
+        Consumer("alex", password_hash=apr1_hash("123456")),
+        verification_limits={"max_pending_per_client": 1, "max_pending": 1},
+        cache_size=0,
+    )
+    burst = [gateway.decide(from_client("alex", "123456", "192.0.2.1")) for _ in range(8)]
+    assert all(isinstance(p, Pending) for p in burst)  # a browser's parallel first requests
+    assert busy(gateway.decide(from_client("ghost", "x", "192.0.2.1")))  # another login: no place
+    for pending in burst:
+        assert isinstance(pending, Pending)
+        assert isinstance(pending.run(), Allow)
+    assert isinstance(gateway.decide(from_client("ghost", "x", "192.0.2.1")), Pending)
+
+
 def test_cheap_checks_and_cached_successes_are_never_refused() -> None:
     gateway = make_gateway(
         Consumer("plain", password="123456"),

@@ -11,8 +11,9 @@ run (cache hits and clear passwords never get here). Both adapters run those und
 - **priority** (Linux, ASGI pool): worker threads run at a lower CPU priority (``nice`` +10), so under a
   flood the event loop keeps serving requests that need no hash.
 - **admission** (in the core, before any of the above): a gateway lets at most
-  ``max_pending_per_client`` slow verifications be pending (waiting or running) per client address
-  (IPv6 by /64, as brute-force limits count) and ``max_pending`` in all (:class:`Admission`). A request
+  ``max_pending_per_client`` logins have a slow verification pending (waiting or running) per client
+  address (IPv6 by /64, as brute-force limits count) and ``max_pending`` in all (:class:`Admission`);
+  requests of one client for the same login share one place. A request
   over either bound is answered at once: 503 with ``Retry-After`` (:data:`BUSY`), instead of queueing.
   Unknown usernames (their decoy hash) count like any other.
 """
@@ -130,20 +131,23 @@ class VerificationLimits:
         return cls(**config)
 
 
+_Key = tuple[str | None, str | None]  # (client subject, presented login)
+
+
 class Ticket:
     """One admitted verification; :meth:`release` (or dropping it unused) gives its place back."""
 
-    __slots__ = ("_admission", "_subject")
+    __slots__ = ("_admission", "_key")
 
-    def __init__(self, admission: Admission, subject: str | None) -> None:
+    def __init__(self, admission: Admission, key: _Key) -> None:
         self._admission: Admission | None = admission
-        self._subject = subject
+        self._key = key
 
     def release(self) -> None:
         """Give the place back (once; later calls do nothing)."""
         admission, self._admission = self._admission, None
         if admission is not None:
-            admission.leave(self._subject)
+            admission.leave(self._key)
 
     def __del__(self) -> None:
         # A decision dropped without running (its client went away first) must not keep its place.
@@ -151,45 +155,61 @@ class Ticket:
         # the lock, the next enter() takes it into account.
         admission, self._admission = self._admission, None
         if admission is not None:
-            admission.dropped.append(self._subject)
+            admission.dropped.append(self._key)
 
 
 class Admission:
-    """Counts pending slow verifications per client subject and in all, under :class:`VerificationLimits`."""
+    """Counts pending slow verifications per client subject and in all, under :class:`VerificationLimits`.
 
-    __slots__ = ("_by_client", "_lock", "_total", "dropped", "limits")
+    The unit is a (client, login) pair: requests of one client for the same login share one place
+    (they wait in one lane, and after a success find it in the verification cache), so a browser's
+    burst of first requests is never refused, while each made-up username takes a place of its own.
+    """
+
+    __slots__ = ("_by_client", "_keys", "_lock", "dropped", "limits")
 
     def __init__(self, limits: VerificationLimits) -> None:
         self.limits = limits
         self._lock = threading.Lock()
-        self._by_client: dict[str, int] = {}
-        self._total = 0
-        self.dropped: deque[str | None] = deque()
-        """Subjects of tickets dropped unused (appending needs no lock)."""
+        self._keys: dict[_Key, int] = {}  # pending requests per (client, login)
+        self._by_client: dict[str, int] = {}  # distinct logins pending per client
+        self.dropped: deque[_Key] = deque()
+        """Keys of tickets dropped unused (appending needs no lock)."""
 
-    def enter(self, subject: str | None) -> Ticket | None:
-        """A ticket for one more verification from ``subject``, or ``None`` when a bound is reached."""
+    def enter(self, subject: str | None, login: str | None = None) -> Ticket | None:
+        """A ticket for one more verification of ``login`` from ``subject``, or ``None`` when a bound
+        is reached."""
         limits = self.limits
+        key = (subject, login)
         with self._lock:
             while self.dropped:
                 self._leave(self.dropped.popleft())
-            if self._total >= limits.max_pending:
+            held = self._keys.get(key)
+            if held is not None:
+                self._keys[key] = held + 1
+                return Ticket(self, key)
+            if len(self._keys) >= limits.max_pending:
                 return None
             if subject is not None:
                 count = self._by_client.get(subject, 0)
                 if count >= limits.max_pending_per_client:
                     return None
                 self._by_client[subject] = count + 1
-            self._total += 1
-        return Ticket(self, subject)
+            self._keys[key] = 1
+        return Ticket(self, key)
 
-    def leave(self, subject: str | None) -> None:
-        """One verification of ``subject`` is done."""
+    def leave(self, key: _Key) -> None:
+        """One verification of ``key`` is done."""
         with self._lock:
-            self._leave(subject)
+            self._leave(key)
 
-    def _leave(self, subject: str | None) -> None:
-        self._total -= 1
+    def _leave(self, key: _Key) -> None:
+        left = self._keys.get(key, 1) - 1
+        if left > 0:
+            self._keys[key] = left
+            return
+        self._keys.pop(key, None)
+        subject = key[0]
         if subject is not None:
             count = self._by_client.get(subject, 1) - 1
             if count > 0:
@@ -199,5 +219,5 @@ class Admission:
 
     @property
     def pending(self) -> int:
-        """Verifications pending now (dropped tickets not yet taken into account included)."""
-        return self._total - len(self.dropped)
+        """Distinct (client, login) pairs with a verification pending now."""
+        return len(self._keys)

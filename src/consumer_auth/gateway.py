@@ -527,7 +527,8 @@ class Gateway:
     ) -> Pending | Reject:
         """``pending`` if its client (and the gateway) may have one more slow verification pending,
         else the 503 :data:`~consumer_auth._verify.BUSY` at once (see ``consumer_auth._verify``)."""
-        ticket = self._admission.enter(client_subject(client) if client is not None else None)
+        subject = client_subject(client) if client is not None else None
+        ticket = self._admission.enter(subject, pending.login)
         if ticket is None:
             if log:
                 _log(route, BUSY, client)
