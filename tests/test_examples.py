@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import AsyncClient, Client, override_settings
 
+from django_db import sqlite_db  # noqa: F401 - the fixture
 from support import Headers, Reply, basic, call_asgi, wsgi_call
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -99,17 +102,37 @@ def test_fastapi_example_whoami_and_docs() -> None:
         assert schema["paths"][route]["get"]["security"] == [{"basic-auth": []}]
 
 
+@pytest.mark.parametrize(("headers", "status", "body"), CURLS)
+def test_fastapi_protect_example(headers: Headers, status: int, body: bytes | None) -> None:
+    example = load("fastapi/protect_app.py", "example_fastapi_protect_app")
+    reply = asyncio.run(call_asgi(example.application, "GET", "/v1/json", headers))
+    check_json(reply, status, body, {"title": "Sample Slide Show"})
+    # `app` is still the FastAPI app, unguarded: its routes were added after protect() as before it.
+    assert type(example.app).__name__ == "FastAPI"
+    assert asyncio.run(call_asgi(example.guarded, "GET", "/v1/json", [])).status == 401
+
+
 # -- Django --------------------------------------------------------------------------------------------
 
 
+GUIDE_FIXTURE = EXAMPLES / "django" / "guide_site" / "fixtures" / "guide_consumers.json"
+
+
 @pytest.fixture
-def guide_site(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The example site's settings, applied over the test session's Django configuration."""
+def guide_site(monkeypatch: pytest.MonkeyPatch, sqlite_db: str) -> Any:  # noqa: F811 - the fixture
+    """The example site's settings, applied over the test session's Django configuration, with the
+    example's fixture (alex / 123456) loaded into the session's database, as its README does."""
+    from consumer_auth.contrib.django.conf import conf
+
     monkeypatch.syspath_prepend(str(EXAMPLES / "django"))
     settings = importlib.import_module("guide_site.settings")
+    call_command("loaddata", str(GUIDE_FIXTURE), verbosity=0)
     names = ("ALLOWED_HOSTS", "MIDDLEWARE", "ROOT_URLCONF", "CONSUMER_AUTH")
     with override_settings(**{name: getattr(settings, name) for name in names}):
-        yield importlib.import_module("guide_site.views")
+        try:
+            yield importlib.import_module("guide_site.views")
+        finally:
+            conf.reset()  # the gateway stops following the store
 
 
 @pytest.mark.parametrize(("headers", "status", "body"), CURLS)
@@ -133,6 +156,27 @@ def test_django_example_whoami(guide_site: Any) -> None:
     assert Client().get("/v1/whoami").status_code == 401
 
 
+def test_django_example_readme_commands(tmp_path: Path) -> None:
+    # migrate, loaddata and check --database in the example's own settings, on a database of its own
+    manage = [sys.executable, str(EXAMPLES / "django" / "manage.py")]
+    env = {**os.environ, "GUIDE_SITE_DATABASE": str(tmp_path / "db.sqlite3")}
+    outputs = []
+    for command in (
+        ["migrate", "--verbosity", "0"],
+        ["loaddata", "guide_consumers"],
+        ["check", "--database", "default"],
+        ["consumer_auth_export"],
+    ):
+        result = subprocess.run(
+            [*manage, *command], capture_output=True, text=True, timeout=120, check=False, env=env
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        outputs.append(result.stdout)
+    assert "Installed 2 object(s)" in outputs[1]
+    assert "System check identified no issues" in outputs[2]
+    assert outputs[3].startswith("consumers:\n- username: alex\n")
+
+
 def test_django_example_manage_py_check() -> None:
     # The README's first command, in the example's own settings (a process of its own).
     result = subprocess.run(
@@ -144,3 +188,12 @@ def test_django_example_manage_py_check() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_the_readme_fastapi_line_is_the_checked_example_and_the_docs_line() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.endswith("# FastAPI: serve `application`"))
+    code = line.split("  #")[0]
+    assert code == 'application = protect(app, consumers=[Consumer("alex", password="123456")])'
+    assert code in (EXAMPLES / "fastapi" / "protect_app.py").read_text()  # type-checked by mypy --strict
+    assert code in (EXAMPLES.parent / "docs" / "fastapi.md").read_text()

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ._paths import cut_fragment
 from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
 from .decision import IDENTITY_HEADERS, Allow, Decision, Pending, Reject, RequestFacts
 from .routing import normalize_path
@@ -23,7 +25,6 @@ from .wsgi import CONSUMER_KEY
 
 if TYPE_CHECKING:
     from asgiref.typing import (
-        ASGI3Application,
         ASGIReceiveCallable,
         ASGISendCallable,
         HTTPScope,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 __all__ = [
+    "ASGIApp",
     "ASGIGatewayMiddleware",
     "AuthScopes",
     "VerificationPool",
@@ -42,6 +44,10 @@ __all__ = [
     "resolve",
     "verification_pool",
 ]
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+"""An ASGI 3 application, however its framework types the scope and the two callables (asgiref's
+``ASGI3Application``, Starlette's and FastAPI's ``MutableMapping`` scopes are all one)."""
 
 _IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS)
 _IDENTITY_AND_AUTHORIZATION = _IDENTITY | {b"authorization"}
@@ -132,14 +138,19 @@ async def resolve(decision: Decision | Pending, pool: VerificationPool | None = 
 class AuthScopes:
     """What ``scope["auth"]`` holds after authentication (Starlette's ``request.auth`` convention).
 
-    ``scopes`` is ``["authenticated"]``, so Starlette's ``@requires("authenticated")`` works.
+    ``scopes`` is ``["authenticated"]``, so Starlette's ``@requires("authenticated")`` works; it is empty
+    for an anonymous consumer, which is not authenticated (SPEC §8a).
     """
 
     scopes: list[str] = field(default_factory=lambda: ["authenticated"])
 
 
 def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
-    """The request facts of an HTTP or websocket scope."""
+    """The request facts of an HTTP or websocket scope.
+
+    The method is upper-cased (a server may pass ``get`` on); the path is read as routers read it: ``/`` +
+    a path that lacks it, without a fragment the server left in it, normalized.
+    """
     host: str | None = None
     authorization: list[str] = []
     forwarded_for: list[str] = []
@@ -154,10 +165,13 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
     if host is None and server is not None:
         host = server[0]
     peer = scope.get("client")
-    method = scope["method"] if scope["type"] == "http" else "GET"
+    method = scope["method"].upper() if scope["type"] == "http" else "GET"
+    path = _route_path(scope) or "/"
+    if "#" in path:  # a server may have left the fragment in the path (SPEC §8)
+        path = cut_fragment(path, scope.get("raw_path"))
     return RequestFacts(
         method,
-        normalize_path(_route_path(scope) or "/"),
+        normalize_path(path),
         host,
         tuple(authorization),
         peer[0] if peer else None,
@@ -192,7 +206,7 @@ def apply_allow_scope(
     if decision.consumer is not None:
         changed[CONSUMER_KEY] = decision.consumer
         changed["user"] = decision.consumer
-        changed["auth"] = AuthScopes()
+        changed["auth"] = AuthScopes() if decision.consumer.is_authenticated else AuthScopes([])
     root_path = scope.get("root_path", "")
     if _route_path(scope) != facts.path:
         # The path was normalized for matching: the app sees the path that was authorized.
@@ -240,14 +254,12 @@ class ASGIGatewayMiddleware:
     ``pool`` is where slow hashes are verified (default: the process-wide :func:`verification_pool`).
     """
 
-    def __init__(
-        self, app: ASGI3Application, gateway: Gateway, *, pool: VerificationPool | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, *, pool: VerificationPool | None = None) -> None:
         self.app = app
         self.gateway = gateway
         self.pool = pool
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def _handle(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -258,7 +270,16 @@ class ASGIGatewayMiddleware:
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return
-        await self.app(self.allowed_scope(scope, facts, decision), receive, send)  # type: ignore[arg-type]
+        await self.app(self.allowed_scope(scope, facts, decision), receive, send)
+
+    if TYPE_CHECKING:
+        # To type checkers the middleware takes any framework's ASGI types (asgiref's TypedDict scopes,
+        # Starlette's MutableMapping ones), so it can go wherever an ASGI app goes: uvicorn, Starlette's
+        # mount, httpx's ASGITransport. At run time it is _handle itself, with no extra call.
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+    else:
+        __call__ = _handle
 
     def allowed_scope(
         self, scope: HTTPScope | WebSocketScope, facts: RequestFacts, decision: Allow
