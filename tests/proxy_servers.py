@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -181,6 +182,47 @@ class UpstreamServer(ThreadingHTTPServer):
 
 def start_upstream(behaviour: Behaviour = echo, name: str = "upstream") -> UpstreamServer:
     server = UpstreamServer(behaviour, name)
+    threading.Thread(target=server.serve_forever, args=(0.05,), name=f"upstream-{name}", daemon=True).start()
+    _running.append(server.stop)
+    return server
+
+
+class TLSUpstreamServer(UpstreamServer):
+    """An HTTPS upstream: the handshake happens in the handler's thread; ``server_names`` records the SNI
+    of every handshake, ``client_subjects`` the common name of each client certificate presented."""
+
+    def __init__(self, behaviour: Behaviour, name: str, context: ssl.SSLContext) -> None:
+        super().__init__(behaviour, name)
+        self.server_names: list[str | None] = []
+        self.client_subjects: list[str] = []
+        context.sni_callback = self._sni
+        self.context = context
+
+    def _sni(self, sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+        self.server_names.append(name)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        return self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), address
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.do_handshake()
+        peer = request.getpeercert()
+        if peer:
+            self.client_subjects.extend(
+                value for part in peer["subject"] for key, value in part if key == "commonName"
+            )
+        super().finish_request(request, client_address)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+def start_tls_upstream(
+    context: ssl.SSLContext, behaviour: Behaviour = echo, name: str = "tls"
+) -> TLSUpstreamServer:
+    server = TLSUpstreamServer(behaviour, name, context)
     threading.Thread(target=server.serve_forever, args=(0.05,), name=f"upstream-{name}", daemon=True).start()
     _running.append(server.stop)
     return server

@@ -394,7 +394,7 @@ def test_thousands_of_faulty_requests_leak_no_descriptors(server: Server) -> Non
         ),
         pytest.param(
             {"read_timeout": 5},
-            "server.read_timeout: unknown key (expected one of: body_timeout, first_byte_timeout, header_timeout, keep_alive_timeout, max_body_bytes, max_connections, max_connections_per_client, max_header_bytes, max_headers, max_url_bytes, send_timeout)",
+            "server.read_timeout: unknown key (expected one of: body_timeout, first_byte_timeout, header_timeout, keep_alive_timeout, max_body_bytes, max_connections, max_connections_per_client, max_header_bytes, max_headers, max_url_bytes, send_timeout, ssl_certfile, ssl_keyfile)",
             id="unknown",
         ),
         pytest.param(

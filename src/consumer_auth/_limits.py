@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ._validate import expect_int, expect_mapping, expect_number, fail, reject_unknown
+from ._validate import expect_int, expect_mapping, expect_number, expect_str, fail, reject_unknown
 
-__all__ = ["ServerLimits"]
+__all__ = ["ServerLimits", "server_tls_context"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,9 @@ class ServerLimits:
             that is shorter.
         max_body_bytes: Largest request body, for every route (a route or service may set its own);
             larger is 413. Default: no limit.
+        ssl_certfile: PEM certificate chain: with ``ssl_keyfile``, ``serve`` speaks TLS only (HTTP/1.1
+            and HTTP/2 by ALPN) and forwards ``X-Forwarded-Proto: https``.
+        ssl_keyfile: PEM private key of ``ssl_certfile`` (not encrypted).
     """
 
     max_url_bytes: int = 8 * 1024
@@ -51,6 +55,8 @@ class ServerLimits:
     max_connections_per_client: int | None = None
     first_byte_timeout: float | None = None
     max_body_bytes: int | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         expect_int(self.max_url_bytes, "max_url_bytes", minimum=64, maximum=1 << 20)
@@ -81,6 +87,19 @@ class ServerLimits:
         if self.max_body_bytes is not None:
             expect_int(self.max_body_bytes, "max_body_bytes", minimum=0)
 
+        certfile, keyfile = self.ssl_certfile, self.ssl_keyfile
+        if certfile is not None:
+            expect_str(certfile, "ssl_certfile")
+        if keyfile is not None:
+            expect_str(keyfile, "ssl_keyfile")
+        if (certfile is None) != (keyfile is None):
+            missing, given = (
+                ("ssl_keyfile", "ssl_certfile") if keyfile is None else ("ssl_certfile", "ssl_keyfile")
+            )
+            fail(missing, f"required with {given}")
+        if certfile is not None and keyfile is not None:
+            server_tls_context(certfile, keyfile)  # a mistake is a load error, not a failed handshake later
+
     @property
     def per_client(self) -> int:
         """:attr:`max_connections_per_client`, resolved."""
@@ -91,9 +110,42 @@ class ServerLimits:
         """:attr:`first_byte_timeout`, resolved."""
         return self.first_byte_timeout or self.header_timeout
 
+    @property
+    def tls(self) -> bool:
+        """Whether ``serve`` terminates TLS."""
+        return self.ssl_certfile is not None
+
     @classmethod
     def from_config(cls, value: object) -> ServerLimits:
         """Build from the ``server:`` mapping (errors are relative to it)."""
         config: dict[str, Any] = dict(expect_mapping(value, ""))
         reject_unknown(config, [field.name for field in fields(cls)], "")
         return cls(**config)
+
+
+def server_tls_context(
+    certfile: str, keyfile: str, alpn: tuple[str, ...] = ("h2", "http/1.1")
+) -> ssl.SSLContext:
+    """The server TLS context of ``serve``: the certificate and key, TLS 1.2 or newer, ``alpn`` offered.
+
+    Raises:
+        ConfigError: at ``ssl_certfile`` or ``ssl_keyfile`` when a file cannot be read, at
+            ``ssl_certfile`` when the two do not make a certificate and its key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for where, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            fail(where, f"cannot read {path!r} ({error.strerror or 'unreadable'})")
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError):
+        fail(
+            "ssl_certfile",
+            f"{certfile!r} and {keyfile!r} are not a PEM certificate and its (unencrypted) private key",
+        )
+    context.set_alpn_protocols(list(alpn))
+    return context

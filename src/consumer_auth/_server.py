@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import weakref
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -35,10 +36,10 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._limits import ServerLimits
+from ._limits import ServerLimits, server_tls_context
 from .plugins.brute_force import client_subject
 
-__all__ = ["LOGGER", "GuardedProtocol", "uvicorn_options"]
+__all__ = ["LOGGER", "GuardedProtocol", "refusal_body", "tls_context", "uvicorn_options"]
 
 LOGGER = logging.getLogger("consumer_auth.server")
 """Refused requests and dropped connections (INFO): the reason and the client address, nothing else."""
@@ -51,9 +52,17 @@ class _Refused(Exception):
     """Raised inside a parser callback to stop parsing a request that is being refused."""
 
 
+def refusal_body(status: int) -> bytes:
+    """The body of a refusal by the server front: ``{"error_msg": "<status> <phrase>"}`` and a newline."""
+    return (
+        json.dumps({"error_msg": f"{status} {HTTPStatus(status).phrase}"}, separators=(",", ":")).encode()
+        + b"\n"
+    )
+
+
 def _answer(status: int) -> bytes:
     phrase = HTTPStatus(status).phrase
-    body = json.dumps({"error_msg": f"{status} {phrase}"}, separators=(",", ":")).encode() + b"\n"
+    body = refusal_body(status)
     head = (
         f"HTTP/1.1 {status} {phrase}\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
@@ -334,8 +343,24 @@ def uvicorn_options(limits: ServerLimits) -> dict[str, Any]:
     uvicorn starts with the protocol class but not its settings.
     """
     GuardedProtocol.limits = limits
-    return {
+    options: dict[str, Any] = {
         "http": GuardedProtocol,
         "limit_concurrency": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_timeout,
     }
+    if limits.ssl_certfile is not None:
+        from ._h2 import AlpnProtocol  # TLS: HTTP/2 when the client chooses it, else this protocol
+
+        options.update(
+            http=AlpnProtocol,
+            ssl_certfile=limits.ssl_certfile,
+            ssl_keyfile=limits.ssl_keyfile,
+            ssl_context_factory=tls_context,
+        )
+    return options
+
+
+def tls_context(config: Any, default: Any) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: :func:`server_tls_context` for the config's files, offering
+    ``h2`` then ``http/1.1``."""
+    return server_tls_context(str(config.ssl_certfile), str(config.ssl_keyfile), ("h2", "http/1.1"))

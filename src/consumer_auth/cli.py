@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -143,11 +144,29 @@ def _limits(config: str | None, store: str | None) -> ServerLimits:
     return parse_config(load_file(source)).server
 
 
+def _with_tls(limits: ServerLimits, certfile: str | None, keyfile: str | None) -> ServerLimits:
+    """The limits with the certificate options of the command line, which win over the ``server:`` ones.
+
+    Raises:
+        ConfigError: at ``--ssl-certfile`` when the files cannot be used.
+    """
+    if certfile is None and keyfile is None:
+        return limits
+    try:
+        return dataclasses.replace(limits, ssl_certfile=certfile, ssl_keyfile=keyfile)
+    except ConfigError as error:
+        raise ConfigError("--" + error.path.replace("_", "-"), error.reason) from None
+
+
 def _proxy(
-    config: str | None, upstream: str | None, store: str | None = None
+    config: str | None,
+    upstream: str | None,
+    store: str | None = None,
+    tls: tuple[str | None, str | None] = (None, None),
 ) -> tuple[ASGIProxy, ServerLimits, list[StoreWatcher]]:
-    """The forwarding app, the ``server:`` limits to serve it with, and the watchers SIGHUP wakes."""
-    limits = _limits(config, store)
+    """The forwarding app, the ``server:`` limits (and certificate) to serve it with, and the watchers
+    SIGHUP wakes."""
+    limits = _with_tls(_limits(config, store), *tls)
     gateway, watchers = _gateway(config, store)
     try:
         return gateway.asgi_proxy(upstream=upstream, max_body_bytes=limits.max_body_bytes), limits, watchers
@@ -162,7 +181,8 @@ def worker_app() -> ASGIProxy:
     from consumer_auth._server import uvicorn_options
 
     options = json.loads(os.environ[_WORKER_ENV])
-    proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"))
+    tls = (options.get("ssl_certfile"), options.get("ssl_keyfile"))
+    proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"), tls)
     uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
     _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervise)
     return proxy
@@ -213,7 +233,8 @@ def serve(args: argparse.Namespace) -> int:
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
     try:  # checked here, before any worker starts
-        proxy, limits, watchers = _proxy(config, args.upstream, args.store)
+        tls = (args.ssl_certfile, args.ssl_keyfile)
+        proxy, limits, watchers = _proxy(config, args.upstream, args.store, tls)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
     busy = _cannot_listen(args.host, args.port)
@@ -233,7 +254,15 @@ def serve(args: argparse.Namespace) -> int:
         return 0
     for watcher in watchers:  # each worker follows its configuration and store itself
         watcher.stop()
-    os.environ[_WORKER_ENV] = json.dumps({"config": config, "upstream": args.upstream, "store": args.store})
+    os.environ[_WORKER_ENV] = json.dumps(
+        {
+            "config": config,
+            "upstream": args.upstream,
+            "store": args.store,
+            "ssl_certfile": args.ssl_certfile,
+            "ssl_keyfile": args.ssl_keyfile,
+        }
+    )
     _supervise(uvicorn.Config("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options))
     return 0
 
@@ -480,6 +509,12 @@ kill -HUP PID    # read gateway.yaml again
         default=False,
         help="one line per authentication decision on stderr, with its reason code (default off)",
     )
+    serve_command.add_argument(
+        "--ssl-certfile",
+        metavar="FILE",
+        help="serve HTTPS (HTTP/1.1 and HTTP/2) with this PEM certificate chain (with --ssl-keyfile)",
+    )
+    serve_command.add_argument("--ssl-keyfile", metavar="FILE", help="the PEM private key of --ssl-certfile")
     server_options(serve_command, "127.0.0.1", 9080)
     serve_command.set_defaults(run=serve)
 
@@ -552,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if args.command == "serve" and args.config is None and args.store is None:
         parser.error("serve needs --config, --store, or both")
+    if args.command == "serve" and (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        parser.error("--ssl-certfile and --ssl-keyfile go together")
     status: int = args.run(args)
     return status
 

@@ -80,6 +80,7 @@ _ROUTE = (
     "service_id",
     "upstream",
     "max_body_bytes",
+    "enable_websocket",
 )
 
 

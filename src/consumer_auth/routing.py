@@ -136,6 +136,8 @@ class Route:
         upstream: Where to forward (proxy mode), overriding the service's upstream.
         max_body_bytes: Largest request body forwarded (proxy mode), overriding the service's; larger
             is 413.
+        enable_websocket: Forward websocket upgrades (proxy mode), after the same decision as any request
+            (APISIX's field); without it the ASGI proxy answers an upgrade 501.
 
     Example:
         >>> Route("/json", methods=["GET"], plugins=[BasicAuthPlugin()]).methods
@@ -154,6 +156,7 @@ class Route:
     upstream: Upstream | str | Mapping[str, Any] | None = None
     desc: str | None = None
     max_body_bytes: int | None = None
+    enable_websocket: bool = False
 
     def __post_init__(self) -> None:
         if self.max_body_bytes is not None:
@@ -185,6 +188,7 @@ class Route:
         if self.hosts is not None:
             object.__setattr__(self, "hosts", _hosts(self.hosts, "hosts"))
         expect_int(self.priority, "priority")
+        expect_bool(self.enable_websocket, "enable_websocket")
         object.__setattr__(self, "upstream", _upstream(self.upstream))
         object.__setattr__(self, "plugins", _plugins(self.plugins))
 

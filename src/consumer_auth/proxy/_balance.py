@@ -43,9 +43,13 @@ class Balancer:
 
     __slots__ = ("_counter", "_nodes", "_orders")
 
-    def __init__(self, upstream: Upstream) -> None:
-        nodes = tuple(node for node in upstream.nodes if node.weight > 0)
+    def __init__(self, upstream: Upstream, down: frozenset[UpstreamNode] = frozenset()) -> None:
+        nodes = tuple(node for node in upstream.nodes if node.weight > 0 and node not in down)
         self._nodes = nodes
+        if not nodes:
+            self._orders: tuple[tuple[UpstreamNode, ...], ...] = ((),)
+            self._counter = itertools.count()
+            return
         schedule = _schedule([node.weight for node in nodes])
         # One precomputed try-order per schedule slot: picking is then one counter step and a lookup.
         self._orders = tuple(
@@ -60,18 +64,35 @@ class Balancer:
 
 
 class Balancers:
-    """One :class:`Balancer` per upstream, made on first use (upstreams are immutable values)."""
+    """One :class:`Balancer` per upstream, made on first use (upstreams are immutable values), and one
+    per set of unhealthy nodes of an upstream with health checks: traffic is spread over the healthy
+    nodes by their weights."""
 
-    __slots__ = ("_by_upstream", "_lock")
+    __slots__ = ("_by_upstream", "_lock", "_without")
 
     def __init__(self) -> None:
         self._by_upstream: dict[Upstream, Balancer] = {}
+        self._without: dict[tuple[Upstream, frozenset[UpstreamNode]], Balancer] = {}
         self._lock = threading.Lock()
 
-    def order(self, upstream: Upstream) -> tuple[UpstreamNode, ...]:
-        """The nodes to try for one request to ``upstream``."""
+    def order(
+        self, upstream: Upstream, down: frozenset[UpstreamNode] = frozenset()
+    ) -> tuple[UpstreamNode, ...]:
+        """The nodes to try for one request to ``upstream``, none of ``down`` (empty: every node is down)."""
+        if down:
+            return self._order_without(upstream, down)
         balancer = self._by_upstream.get(upstream)
         if balancer is None:
             with self._lock:
                 balancer = self._by_upstream.setdefault(upstream, Balancer(upstream))
+        return balancer.order()
+
+    def _order_without(self, upstream: Upstream, down: frozenset[UpstreamNode]) -> tuple[UpstreamNode, ...]:
+        key = (upstream, down)
+        balancer = self._without.get(key)
+        if balancer is None:
+            with self._lock:
+                if len(self._without) > 1024:  # states of upstreams replaced at run time
+                    self._without.clear()
+                balancer = self._without.setdefault(key, Balancer(upstream, down))
         return balancer.order()

@@ -1,7 +1,7 @@
 """The ASGI forwarder's upstream client: keep-alive HTTP/1.1 connections on asyncio protocols.
 
 Responses are parsed by httptools (llhttp, the parser uvicorn uses). One :class:`Connection` carries one
-exchange at a time; :class:`UpstreamPool` keeps the idle ones of one event loop per (scheme, host, port).
+exchange at a time; :class:`UpstreamPool` keeps the idle ones of one event loop per node and TLS setting.
 Nothing here knows about ASGI or the gateway: ``asgi.py`` writes the request head and body, waits for the
 response head, and moves the body on with :meth:`Connection.take` and :meth:`Connection.more`.
 
@@ -54,8 +54,9 @@ MAX_HEADERS: Final = 128
 IDLE_SECONDS: Final = 15.0
 """An idle keep-alive connection is closed after this long (upstreams time idle ones out too)."""
 
-PoolKey = tuple[str, str, int]
-"""(scheme, host, port) of a node: which connections may serve a request."""
+PoolKey = tuple[str, str, int, str | None, ssl.SSLContext | None]
+"""(scheme, host, port, TLS server name, TLS context) of a node: which connections may serve a request
+(the TLS parts are None for http)."""
 
 
 class UpstreamClosedError(ConnectionError):
@@ -346,19 +347,18 @@ class Connection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """The keep-alive connections of one event loop, idle ones per (scheme, host, port).
+    """The keep-alive connections of one event loop, idle ones per :data:`PoolKey`.
 
     Connections are not capped (as in nginx, the upstream's own limits apply); idle ones are reused
     newest first and closed after :data:`IDLE_SECONDS`.
     """
 
-    __slots__ = ("_closed", "_idle", "_loop", "_sweeper", "_tls")
+    __slots__ = ("_closed", "_idle", "_loop", "_sweeper")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._idle: dict[PoolKey, list[Connection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._tls: ssl.SSLContext | None = None
         self._closed = False
 
     def pooled(self, key: PoolKey) -> Connection | None:
@@ -371,19 +371,14 @@ class UpstreamPool:
         return None
 
     async def connect(self, key: PoolKey, timeout: float) -> Connection:
-        """A new connection (TLS for https, certificates verified, SNI the node's host).
+        """A new connection: TLS with the key's context and server name (SNI) when it has a context.
 
         Raises:
             TimeoutError: not connected within ``timeout`` seconds.
             OSError: refused, unreachable, or the TLS handshake failed.
         """
-        scheme, host, port = key
+        _, host, port, server_name, tls = key
         address = host[1:-1] if host.startswith("[") else host
-        tls = None
-        if scheme == "https":
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            tls = self._tls
         loop = self._loop
         async with asyncio.timeout(timeout):
             _, connection = await loop.create_connection(
@@ -391,7 +386,7 @@ class UpstreamPool:
                 address,
                 port,
                 ssl=tls,
-                server_hostname=address if tls is not None else None,
+                server_hostname=server_name if tls is not None else None,
             )
         return connection
 
@@ -440,6 +435,12 @@ class UpstreamPool:
             self._sweeper = None
         for idle in self._idle.values():
             for connection in idle:
-                if connection.transport is not None and not connection.closed:
-                    connection.transport.close()
+                transport = connection.transport
+                if transport is not None and not connection.closed:
+                    if transport.get_extra_info("sslcontext") is not None:
+                        # A TLS close waits for the upstream's close_notify, which the event loop,
+                        # shutting down, would not live to see: nothing is in flight, so drop it.
+                        transport.abort()
+                    else:
+                        transport.close()
         self._idle.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,16 @@ from consumer_auth.upstream import Upstream, UpstreamNode
 if TYPE_CHECKING:
     from consumer_auth.gateway import Gateway
 
-__all__ = ["ACCESS_LOGGER", "Exchange", "check_upstreams", "default_upstream", "upstream_for"]
+__all__ = [
+    "ACCESS_LOGGER",
+    "Exchange",
+    "check_upstreams",
+    "checked_upstreams",
+    "default_upstream",
+    "probe_tls",
+    "tls_for",
+    "upstream_for",
+]
 
 logger = logging.getLogger("consumer_auth.proxy")
 ACCESS_LOGGER = logging.getLogger("consumer_auth.access")
@@ -60,6 +70,35 @@ def upstream_for(decision: Allow, default: Upstream | None) -> Upstream | None:
     if route is not None and route.upstream is not None:
         return route.upstream
     return default
+
+
+def tls_for(upstream: Upstream, node: UpstreamNode) -> tuple[str | None, ssl.SSLContext | None]:
+    """The TLS server name and client context for a connection to ``node`` (``None, None`` for http)."""
+    if upstream.scheme != "https":
+        return None, None
+    return upstream.server_name(node), upstream.tls.context()
+
+
+def probe_tls(upstream: Upstream, node: UpstreamNode) -> tuple[str, str | None, ssl.SSLContext | None]:
+    """How an active health probe reaches ``node``: its kind (``http``, ``https`` or ``tcp``; the
+    upstream's scheme unless ``checks.active.type`` says), and for ``https`` the TLS server name and
+    context of the upstream's ``tls`` settings (``None, None`` otherwise)."""
+    checks = upstream.checks
+    kind = (checks.active.type if checks is not None else None) or upstream.scheme
+    if kind != "https":
+        return kind, None, None
+    return kind, upstream.server_name(node), upstream.tls.context()
+
+
+def checked_upstreams(gateway: Gateway, default: Upstream | None) -> list[Upstream]:
+    """The upstreams in force now that have health checks (each once)."""
+    found: dict[Upstream, None] = {}
+    for route in gateway.compiled_routes:
+        if route.upstream is not None and route.upstream.checks is not None:
+            found[route.upstream] = None
+    if default is not None and default.checks is not None:
+        found[default] = None
+    return list(found)
 
 
 def log_fault(what: str, decision: Allow, node: UpstreamNode | None, error: BaseException | None) -> None:

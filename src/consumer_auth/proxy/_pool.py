@@ -18,6 +18,8 @@ from contextlib import suppress
 
 from consumer_auth.upstream import Upstream, UpstreamNode
 
+from ._common import tls_for
+
 __all__ = ["ConnectionPool", "NodePool"]
 
 IDLE_SECONDS = 15.0
@@ -34,6 +36,8 @@ def _alive(sock: socket.socket | None) -> bool:
     timeout = sock.gettimeout()
     try:
         sock.setblocking(False)
+        if isinstance(sock, ssl.SSLSocket):
+            return _tls_alive(sock)
         return not sock.recv(1, socket.MSG_PEEK)  # b"" = closed, anything else = unexpected bytes
     except BlockingIOError:
         return True  # nothing to read: alive and quiet
@@ -44,25 +48,69 @@ def _alive(sock: socket.socket | None) -> bool:
             sock.settimeout(timeout)
 
 
+def _tls_alive(sock: ssl.SSLSocket) -> bool:
+    """:func:`_alive` for a TLS socket (non-blocking), which cannot peek: the raw bytes waiting are
+    peeked, and when there are some, read through TLS: a record without data (a session ticket) leaves
+    the connection usable, a close or unexpected data does not."""
+    if sock.pending():
+        return False
+    if not socket.socket.recv(sock, 1, socket.MSG_PEEK):  # raises BlockingIOError when nothing waits
+        return False
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return True
+    return False
+
+
+class TLSConnection(http.client.HTTPConnection):
+    """An HTTPS connection whose TLS server name (SNI, and the name checked) is given apart from the
+    address connected to: ``http.client.HTTPSConnection`` always uses the address."""
+
+    default_port = http.client.HTTPS_PORT
+
+    def __init__(
+        self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._context = context
+        self._server_name = server_name
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
+
+
 class NodePool:
     """Idle connections to one node (most recently used first). Thread-safe."""
 
-    __slots__ = ("_connect_host", "_idle", "_lock", "_ssl", "node", "scheme")
+    __slots__ = ("_connect_host", "_idle", "_lock", "_server_name", "_ssl", "node", "scheme")
 
-    def __init__(self, scheme: str, node: UpstreamNode) -> None:
+    def __init__(
+        self,
+        scheme: str,
+        node: UpstreamNode,
+        server_name: str | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.scheme = scheme
         self.node = node
         self._connect_host = node.host.strip("[]")
         self._idle: list[tuple[http.client.HTTPConnection, float]] = []
         self._lock = threading.Lock()
-        self._ssl = ssl.create_default_context() if scheme == "https" else None
+        self._ssl = context
+        self._server_name = server_name or self._connect_host
 
     def new(self, connect_timeout: float) -> http.client.HTTPConnection:
         """A fresh, connected connection. Raises ``OSError`` (``TimeoutError`` on timeout) if not possible."""
         connection: http.client.HTTPConnection
         if self._ssl is not None:
-            connection = http.client.HTTPSConnection(
-                self._connect_host, self.node.port, timeout=connect_timeout, context=self._ssl
+            connection = TLSConnection(
+                self._connect_host,
+                self.node.port,
+                timeout=connect_timeout,
+                context=self._ssl,
+                server_name=self._server_name,
             )
         else:
             connection = http.client.HTTPConnection(
@@ -105,21 +153,22 @@ class NodePool:
 
 
 class ConnectionPool:
-    """A :class:`NodePool` per (scheme, node); made on first use."""
+    """A :class:`NodePool` per (scheme, node, TLS server name and settings); made on first use."""
 
     __slots__ = ("_lock", "_pools")
 
     def __init__(self) -> None:
-        self._pools: dict[tuple[str, str, int], NodePool] = {}
+        self._pools: dict[tuple[str, str, int, str | None, ssl.SSLContext | None], NodePool] = {}
         self._lock = threading.Lock()
 
     def for_node(self, upstream: Upstream, node: UpstreamNode) -> NodePool:
         """The pool of one node of an upstream."""
-        key = (upstream.scheme, node.host, node.port)
+        server_name, context = tls_for(upstream, node)
+        key = (upstream.scheme, node.host, node.port, server_name, context)
         pool = self._pools.get(key)
         if pool is None:
             with self._lock:
-                pool = self._pools.setdefault(key, NodePool(upstream.scheme, node))
+                pool = self._pools.setdefault(key, NodePool(upstream.scheme, node, server_name, context))
         return pool
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ second on it as it did on aiohttp's client, itself about ten times an httpx-base
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,17 @@ from consumer_auth.upstream import Upstream, UpstreamNode
 
 from ._balance import Balancers
 from ._client import Connection, UpstreamPool
-from ._common import Exchange, check_upstreams, default_upstream, log_fault, upstream_for
+from ._common import (
+    Exchange,
+    check_upstreams,
+    checked_upstreams,
+    default_upstream,
+    log_fault,
+    probe_tls,
+    tls_for,
+    upstream_for,
+)
+from ._health import Health, Outcome, probe_request, probe_status
 from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
@@ -43,6 +54,8 @@ __all__ = ["ASGIProxy"]
 # the proxy does not wait for the (empty) first http.request message.
 _HTTP1 = frozenset({"1.0", "1.1"})
 _LAST_CHUNK = b"0\r\n\r\n"
+# A websocket handshake is an HTTP request: X-Forwarded-Proto and the default port follow http/https.
+_HTTP_SCHEMES = {"ws": "http", "wss": "https"}
 # Responses that never have a body: a Content-Length there describes another response, and the server in
 # front would wait for those bytes.
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -68,9 +81,10 @@ def _client(scope: HTTPScope) -> ClientRequest:
     client = scope.get("client")
     server = scope.get("server")
     headers = scope["headers"]
+    scheme = scope.get("scheme", "http")
     return ClientRequest(
         headers=headers if isinstance(headers, list | tuple) else list(headers),
-        scheme=scope.get("scheme", "http"),
+        scheme=_HTTP_SCHEMES.get(scheme, scheme),
         peer=client[0] if client else None,
         server_port=server[1] if server else None,
         # With a root_path, servers disagree on whether raw_path includes it: use the decoded path then.
@@ -204,6 +218,9 @@ class ASGIProxy:
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
         self._pools: dict[asyncio.AbstractEventLoop, UpstreamPool] = {}
+        self.health = Health()
+        """The health of the nodes of upstreams with ``checks`` (probed while the proxy serves)."""
+        self._monitors: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
     # -- the pool ----------------------------------------------------------------------------------
 
@@ -215,10 +232,82 @@ class ASGIProxy:
         return pool
 
     async def aclose(self) -> None:
-        """Close the upstream connections of the running event loop (lifespan shutdown does this)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        """Close the upstream connections of the running event loop and stop its health probes
+        (lifespan shutdown does this)."""
+        loop = asyncio.get_running_loop()
+        monitor = self._monitors.pop(loop, None)
+        if monitor is not None:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+        pool = self._pools.pop(loop, None)
         if pool is not None:
             pool.close()
+
+    # -- active health checks ------------------------------------------------------------------------
+
+    def _watch_health(self) -> None:
+        """Start probing the upstreams with health checks from this event loop, if not yet done."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._monitors and checked_upstreams(self.gateway, self.default_upstream):
+            self._monitors[loop] = loop.create_task(self._monitor(), name="consumer-auth health checks")
+
+    async def _monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        probes: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                upstreams = checked_upstreams(self.gateway, self.default_upstream)
+                for upstream, node in self.health.due(upstreams, loop.time()):
+                    probe = loop.create_task(self._probe(upstream, node))
+                    probes.add(probe)
+                    probe.add_done_callback(probes.discard)
+                shortest = min(
+                    (
+                        min(u.checks.active.healthy_interval, u.checks.active.unhealthy_interval)
+                        for u in upstreams
+                        if u.checks is not None
+                    ),
+                    default=1.0,
+                )
+                await asyncio.sleep(self.health.next_due(upstreams, loop.time(), shortest))
+        finally:
+            for probe in probes:
+                probe.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+
+    async def _probe(self, upstream: Upstream, node: UpstreamNode) -> None:
+        checks = upstream.checks
+        if checks is None:
+            return
+        active = checks.active
+        kind, server_name, context = probe_tls(upstream, node)
+        outcome: Outcome | None
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(active.timeout):
+                reader, writer = await asyncio.open_connection(
+                    node.host.strip("[]"), node.port, ssl=context, server_hostname=server_name
+                )
+                if kind == "tcp":
+                    outcome = Outcome.SUCCESS
+                else:
+                    writer.write(probe_request(upstream, active, node))
+                    outcome = probe_status(active, await reader.readline())
+        except TimeoutError:
+            outcome = Outcome.TIMEOUT
+        except (OSError, ValueError):  # refused, reset, TLS refused; an over-long status line
+            outcome = Outcome.TCP_FAILURE
+        except BaseException:  # cancelled (the proxy is shutting down): drop the connection at once
+            if writer is not None:
+                writer.transport.abort()
+            raise
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(active.timeout):
+                    await writer.wait_closed()
+        self.health.report_probe(upstream, node, outcome, asyncio.get_running_loop().time())
 
     # -- ASGI --------------------------------------------------------------------------------------
 
@@ -243,6 +332,7 @@ class ASGIProxy:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._watch_health()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -272,7 +362,8 @@ class ASGIProxy:
         if isinstance(decision, Reject):
             await self._reject(scope, receive, send, decision, exchange)
             return
-        if scope["type"] == "websocket":
+        websocket = scope["type"] == "websocket"
+        if websocket and (decision.route is None or not decision.route.route.enable_websocket):
             await self._reject(scope, receive, send, NOT_IMPLEMENTED, exchange)
             return
         upstream = upstream_for(decision, self.default_upstream)
@@ -281,6 +372,9 @@ class ASGIProxy:
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
         request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
+        if websocket:
+            await self._websocket(scope, receive, send, upstream, request, decision, exchange)
+            return
         limit = self.max_body_bytes
         if decision.route is not None and decision.route.max_body_bytes is not None:
             limit = decision.route.max_body_bytes
@@ -298,6 +392,41 @@ class ASGIProxy:
             await self._reject(scope, receive, send, failed.answer, exchange)
             return
         await self._relay(pool, connection, receive, send, decision, exchange, upstream.timeout.read)
+
+    async def _websocket(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        upstream: Upstream,
+        request: UpstreamRequest,
+        decision: Allow,
+        exchange: Exchange,
+    ) -> None:
+        try:
+            from ._websocket import forward_websocket
+        except ImportError:  # the websockets library is missing (it comes with the proxy and server extras)
+            log_fault("websocket forwarding needs the websockets library", decision, None, None)
+            await self._reject(scope, receive, send, NOT_IMPLEMENTED, exchange)
+            return
+        if upstream.checks is not None:
+            self._watch_health()
+        nodes = self._balancers.order(upstream, self.health.unhealthy(upstream))
+        if not nodes:
+            log_fault("every upstream node is unhealthy", decision, None, None)
+            await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
+            return
+        await forward_websocket(
+            scope,  # type: ignore[arg-type]
+            receive,
+            send,
+            upstream=upstream,
+            nodes=nodes,
+            request=request,
+            decision=decision,
+            exchange=exchange,
+            health=self.health,
+        )
 
     async def _exchange(
         self,
@@ -320,9 +449,17 @@ class ASGIProxy:
         """
         timeout = upstream.timeout
         fault = BAD_GATEWAY
-        for node in self._balancers.order(upstream):
+        health = self.health
+        checked = upstream.checks is not None
+        if checked and asyncio.get_running_loop() not in self._monitors:
+            self._watch_health()
+        nodes = self._balancers.order(upstream, health.unhealthy(upstream))
+        if not nodes:
+            log_fault("every upstream node is unhealthy", decision, None, None)
+            raise _Failed(BAD_GATEWAY)
+        for node in nodes:
             exchange.node = node
-            key = (upstream.scheme, node.host, node.port)
+            key = (upstream.scheme, node.host, node.port, *tls_for(upstream, node))
             connection = pool.pooled(key)
             replay = connection is not None and request.method in IDEMPOTENT
             while True:
@@ -332,10 +469,14 @@ class ASGIProxy:
                     except TimeoutError as error:
                         fault = GATEWAY_TIMEOUT
                         log_fault("upstream connect timeout", decision, node, error)
+                        if checked:
+                            health.report_fault(upstream, node, Outcome.TIMEOUT)
                         break
                     except OSError as error:
                         fault = BAD_GATEWAY
                         log_fault("upstream connection failed", decision, node, error)
+                        if checked:
+                            health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                         break
                 try:
                     await self._send(connection, upstream, node, request, body, timeout.send)
@@ -350,6 +491,8 @@ class ASGIProxy:
                 except TimeoutError as error:
                     connection.abort()
                     log_fault("upstream timeout", decision, node, error)
+                    if checked:
+                        health.report_fault(upstream, node, Outcome.TIMEOUT)
                     raise _Failed(GATEWAY_TIMEOUT) from None
                 except ConnectionError as error:
                     connection.abort()
@@ -360,10 +503,14 @@ class ASGIProxy:
                         connection = None
                         continue
                     log_fault("upstream failed", decision, node, error)
+                    if checked:
+                        health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                     raise _Failed(BAD_GATEWAY) from None
                 except BaseException:
                     connection.abort()  # cancelled: the connection is in an unknown state
                     raise
+                if checked:
+                    health.report_status(upstream, node, connection.status)
                 return connection
         raise _Failed(fault)
 

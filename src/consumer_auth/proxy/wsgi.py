@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -14,7 +17,16 @@ from consumer_auth.upstream import Timeout, Upstream, UpstreamNode
 from consumer_auth.wsgi import facts_from_environ
 
 from ._balance import Balancers
-from ._common import Exchange, check_upstreams, default_upstream, log_fault, upstream_for
+from ._common import (
+    Exchange,
+    check_upstreams,
+    checked_upstreams,
+    default_upstream,
+    log_fault,
+    probe_tls,
+    upstream_for,
+)
+from ._health import Health, Outcome, probe_request, probe_status
 from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
@@ -211,10 +223,48 @@ class WSGIProxy:
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
         self._pool = ConnectionPool()
+        self.health = Health()
+        """The health of the nodes of upstreams with ``checks`` (probed by a daemon thread)."""
+        self._monitor: threading.Thread | None = None
+        self._monitor_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._watch_health()
 
     def close(self) -> None:
-        """Close the idle upstream connections."""
+        """Close the idle upstream connections and stop the health probes."""
+        self._closed.set()
         self._pool.close()
+
+    # -- active health checks ------------------------------------------------------------------------
+
+    def _watch_health(self) -> None:
+        """Start the probing thread if an upstream has health checks and it is not running yet."""
+        with self._monitor_lock:
+            if self._monitor is not None or self._closed.is_set():
+                return
+            if not checked_upstreams(self.gateway, self.default_upstream):
+                return
+            self._monitor = threading.Thread(
+                target=self._probe_loop, name="consumer-auth health checks", daemon=True
+            )
+            self._monitor.start()
+
+    def _probe_loop(self) -> None:
+        # Probes go one after the other: each is bounded by its timeout, and a node is probed again only
+        # once its interval has passed after its previous probe ended.
+        while not self._closed.is_set():
+            upstreams = checked_upstreams(self.gateway, self.default_upstream)
+            for upstream, node in self.health.due(upstreams, time.monotonic()):
+                self.health.report_probe(upstream, node, _probe(upstream, node), time.monotonic())
+            shortest = min(
+                (
+                    min(u.checks.active.healthy_interval, u.checks.active.unhealthy_interval)
+                    for u in upstreams
+                    if u.checks is not None
+                ),
+                default=1.0,
+            )
+            self._closed.wait(self.health.next_due(upstreams, time.monotonic(), shortest))
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
@@ -290,7 +340,15 @@ class WSGIProxy:
         """Send the request to the first node that takes a connection; the response, or the fault's answer."""
         timeout = upstream.timeout
         fault = BAD_GATEWAY
-        for node in self._balancers.order(upstream):
+        health = self.health
+        checked = upstream.checks is not None
+        if checked and self._monitor is None:
+            self._watch_health()
+        nodes = self._balancers.order(upstream, health.unhealthy(upstream))
+        if not nodes:
+            log_fault("every upstream node is unhealthy", decision, None, None)
+            return BAD_GATEWAY
+        for node in nodes:
             exchange.node = node
             pool = self._pool.for_node(upstream, node)
             host = request.host(upstream, node)
@@ -298,25 +356,39 @@ class WSGIProxy:
             # be replayed (no body sent yet, idempotent method) then goes once more on a new connection.
             for connection in pool.idle():
                 try:
-                    return self._send(connection, request, host, body, timeout, reused=True), connection, pool
+                    response = self._send(connection, request, host, body, timeout, reused=True)
                 except _Stale:
                     break  # nothing was lost: try a new connection to the same node
                 except _Failure as failure:
+                    if checked:
+                        failure.report(health, upstream, node)
                     return failure.answer(decision, node)
+                if checked:
+                    health.report_status(upstream, node, response.status)
+                return response, connection, pool
             try:
                 connection = pool.new(timeout.connect)
             except TimeoutError as error:
                 fault = GATEWAY_TIMEOUT
                 log_fault("upstream connect timeout", decision, node, error)
+                if checked:
+                    health.report_fault(upstream, node, Outcome.TIMEOUT)
                 continue
             except OSError as error:
                 fault = BAD_GATEWAY
                 log_fault("upstream connection failed", decision, node, error)
+                if checked:
+                    health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                 continue
             try:
-                return self._send(connection, request, host, body, timeout, reused=False), connection, pool
+                response = self._send(connection, request, host, body, timeout, reused=False)
             except _Failure as failure:
+                if checked:
+                    failure.report(health, upstream, node)
                 return failure.answer(decision, node)
+            if checked:
+                health.report_status(upstream, node, response.status)
+            return response, connection, pool
         return fault
 
     @staticmethod
@@ -375,6 +447,11 @@ class _Failure(Exception):
         self.timed_out = timed_out
         self.too_large = too_large
 
+    def report(self, health: Health, upstream: Upstream, node: UpstreamNode) -> None:
+        """Tell the passive health checks (a client that left says nothing about the upstream)."""
+        if self.error is not None:
+            health.report_fault(upstream, node, Outcome.TIMEOUT if self.timed_out else Outcome.TCP_FAILURE)
+
     def answer(self, decision: Allow, node: UpstreamNode) -> Reject:
         if self.too_large:
             return TOO_LARGE
@@ -385,3 +462,36 @@ class _Failure(Exception):
             return GATEWAY_TIMEOUT
         log_fault("upstream failed", decision, node, self.error)
         return BAD_GATEWAY
+
+
+def _probe(upstream: Upstream, node: UpstreamNode) -> Outcome | None:
+    """Send one active health probe to ``node`` and say what it found."""
+    checks = upstream.checks
+    if checks is None:
+        return None
+    active = checks.active
+    kind, server_name, context = probe_tls(upstream, node)
+    deadline = time.monotonic() + active.timeout
+    try:
+        sock = socket.create_connection((node.host.strip("[]"), node.port), timeout=active.timeout)
+        try:
+            if context is not None:
+                sock = context.wrap_socket(sock, server_hostname=server_name)
+            if kind == "tcp":
+                return Outcome.SUCCESS
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.sendall(probe_request(upstream, active, node))
+            line = b""
+            while b"\n" not in line and len(line) < 1024:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                data = sock.recv(1024)
+                if not data:
+                    break
+                line += data
+            return probe_status(active, line.partition(b"\n")[0])
+        finally:
+            sock.close()
+    except TimeoutError:
+        return Outcome.TIMEOUT
+    except OSError:
+        return Outcome.TCP_FAILURE
