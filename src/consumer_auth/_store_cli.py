@@ -210,17 +210,25 @@ def admin(args: argparse.Namespace) -> int:
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
+    from consumer_auth._limits import ServerLimits
+    from consumer_auth._server import uvicorn_options
     from consumer_auth.cli import logging_config
 
+    trusted = args.trusted_proxy or []
     api = AdminAPI(store, admin_key=key)
     uvicorn.run(
         Console(api, gateway_url=args.gateway_url) if args.console else api,
         host=args.host,
         port=args.port,
+        # serve's head limits, timeouts and per-client connection cap (docs/security.md)
+        **uvicorn_options(ServerLimits()),
         log_config=logging_config(args.log_level, access_log=True),
         log_level=args.log_level,
         server_header=False,
         lifespan="on",
+        # the access log shows the peer; X-Forwarded-For only from the proxies named
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
     )
     store.close()
     return 0
@@ -297,6 +305,13 @@ consumer-auth consumers passwd alex --store sqlite:///consumers.db
     )
     admin_command.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    admin_command.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="a proxy in front of the Admin API whose X-Forwarded-For the access log believes "
+        "(repeatable; default: none, the peer address is logged)",
     )
     admin_command.add_argument(
         "--console",

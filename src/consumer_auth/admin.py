@@ -29,6 +29,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,27 @@ logger = logging.getLogger("consumer_auth.admin")
 _PREFIX = "/apisix/admin/"
 _MAX_BODY = 1_572_864  # 1.5 MiB, as APISIX
 _JSON = [(b"content-type", b"application/json")]
+
+
+class _Unstorable(ValueError):
+    """A number JSON allows but a store cannot keep as written (infinite, or not a number)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unstorable("a number too large to store")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _Unstorable(f"{text} is not a JSON number")
+
+
+def _number_problem(error: ValueError) -> str:
+    if isinstance(error, _Unstorable):
+        return str(error)
+    return "an integer with too many digits"  # int() refuses more than sys.get_int_max_str_digits()
 
 
 class _Answer(Exception):
@@ -284,7 +306,7 @@ class AdminAPI:
         if not raw.strip():
             raise _Answer(400, {"error_msg": "invalid request body: empty"})
         try:
-            document = json.loads(raw.decode("utf-8"))
+            document = json.loads(raw.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise _Answer(400, {"error_msg": "invalid request body: not UTF-8"}) from None
         except json.JSONDecodeError as error:
@@ -294,6 +316,8 @@ class AdminAPI:
                     "error_msg": f"invalid request body: {error.msg} at line {error.lineno}, column {error.colno}"
                 },
             ) from None
+        except ValueError as error:  # an integer of more digits than Python reads, an infinite number
+            raise _Answer(400, {"error_msg": f"invalid request body: {_number_problem(error)}"}) from None
         if not isinstance(document, dict):
             raise _Answer(400, {"error_msg": "invalid request body: expected a JSON object"})
         return document

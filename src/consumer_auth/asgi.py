@@ -58,8 +58,9 @@ class VerificationPool:
 
     A bounded thread pool (``workers`` threads, at lower CPU priority on Linux) behind per-login lanes:
     one verification per lane at a time, so the pool's queue never holds more than one job per lane and
-    a flood of wrong passwords for one login cannot hold up the others. Nothing is refused; a request
-    waits for its turn. See ``consumer_auth._verify`` and ``docs/passwords.md``.
+    a flood of wrong passwords for one login cannot hold up the others. The pool refuses nothing: how
+    many verifications may be pending is bounded by the gateway before they get here (503 over the
+    bound). See ``consumer_auth._verify`` and ``docs/passwords.md``.
 
     Args:
         workers: Threads verifying at once (default: half the CPUs, at least one).

@@ -30,7 +30,7 @@ from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
-from consumer_auth.passwords import hash_password
+from consumer_auth.passwords import Argon2Password, hash_password
 from consumer_auth.store import FileStore, StoreWatcher
 from consumer_auth.store.watcher import logger as store_logger
 
@@ -169,7 +169,7 @@ def _proxy(
     limits = _with_tls(_limits(config, store), *tls)
     gateway, watchers = _gateway(config, store)
     try:
-        return gateway.asgi_proxy(upstream=upstream), limits, watchers
+        return gateway.asgi_proxy(upstream=upstream, max_body_bytes=limits.max_body_bytes), limits, watchers
     except BaseException:
         for watcher in watchers:
             watcher.stop()
@@ -318,6 +318,11 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
+    argon2_logins = any(
+        isinstance(credential.verifier, Argon2Password)
+        for consumer in gateway.consumers
+        for credential in consumer.credentials
+    )
     for route in gateway.compiled_routes:
         named = f"routes[{route.order}]" + (f" {route.id!r}" if route.id else "")
         if gateway.unmatched == "pass":  # SPEC §8: these requests are not passed, whatever the app does
@@ -333,6 +338,12 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
                     "other methods are answered 404 Route Not Found, not passed on",
                     file=out,
                 )
+        if argon2_logins and route.auth is not None and route.auth.brute_force is None:
+            print(
+                f"warning: {named} checks argon2 passwords without brute_force limits: "
+                "an internet-facing route wants brute_force with count_by: [client] (docs/security.md)",
+                file=out,
+            )
         if route.upstream is None:
             named = f" {route.id!r}" if route.id else ""
             print(

@@ -27,6 +27,7 @@ from ._validate import (
     expect_str_list,
     reject_unknown,
 )
+from ._verify import VerificationLimits
 from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
 from .failures import FailureStore, store_from_config
@@ -44,6 +45,7 @@ _TOP = (
     "verification_cache",
     "trusted_proxies",
     "brute_force_store",
+    "verification",
     "server",
     "consumers",
     "services",
@@ -62,6 +64,7 @@ _SERVICE = (
     "hosts",
     "upstream",
     "plugins",
+    "max_body_bytes",
 )
 _ROUTE = (
     "id",
@@ -76,6 +79,7 @@ _ROUTE = (
     "plugins",
     "service_id",
     "upstream",
+    "max_body_bytes",
     "enable_websocket",
 )
 
@@ -95,6 +99,8 @@ class GatewayConfig:
     brute_force_store: FailureStore | None = None
     server: ServerLimits = ServerLimits()
     """Limits of ``consumer-auth serve`` (the ``server:`` section); the gateway itself ignores them."""
+    verification_limits: VerificationLimits = VerificationLimits()
+    """How many slow verifications may be pending (the ``verification:`` section)."""
     path_matching: PathMatching = PathMatching()
     """The ``path_matching:`` section (``case_insensitive``)."""
 
@@ -222,12 +228,29 @@ def parse_config(document: object) -> GatewayConfig:
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
+    raw_verification = top.get("verification")
+    verification = (
+        _at("verification", lambda: VerificationLimits.from_config(raw_verification))
+        if raw_verification is not None
+        else VerificationLimits()
+    )
     cache = expect_mapping(top.get("verification_cache") or {}, "verification_cache")
     reject_unknown(cache, _CACHE, "verification_cache")
     size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
     ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
     return GatewayConfig(
-        consumers, services, routes, profile, unmatched, size, ttl, trusted, store, server, matching
+        consumers,
+        services,
+        routes,
+        profile,
+        unmatched,
+        size,
+        ttl,
+        trusted,
+        store,
+        server,
+        verification_limits=verification,
+        path_matching=matching,
     )
 
 

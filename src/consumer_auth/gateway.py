@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._paths import ODD_CHARACTER, examine
 from ._trust import TrustedProxies
+from ._verify import BUSY, Admission, VerificationLimits
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
 from .credentials import BasicCredentials
@@ -165,6 +166,7 @@ class Gateway:
         on_rehash: RehashHook | None = None,
         trusted_proxies: Iterable[str] = (),
         brute_force_store: FailureStore | None = None,
+        verification_limits: VerificationLimits | Mapping[str, Any] | None = None,
         path_matching: PathMatching | Mapping[str, Any] | None = None,
     ) -> None:
         try:
@@ -190,6 +192,11 @@ class Gateway:
         self.brute_force_store: FailureStore = (
             brute_force_store if brute_force_store is not None else MemoryFailureStore()
         )
+        try:
+            self.verification_limits = VerificationLimits.from_config(verification_limits or {})
+        except ConfigError as error:
+            raise error.within("verification") from None
+        self._admission = Admission(self.verification_limits)
         self._pass = Allow(None)
         self._lock = threading.Lock()
         self._services = tuple(services)
@@ -225,6 +232,7 @@ class Gateway:
             "cache_ttl": config.cache_ttl,
             "trusted_proxies": config.trusted_proxies,
             "brute_force_store": config.brute_force_store,
+            "verification_limits": config.verification_limits,
             "path_matching": config.path_matching,
         }
         if store is None:
@@ -320,6 +328,7 @@ class Gateway:
                     cache_ttl=settings.cache_ttl,
                     trusted_proxies=settings.trusted_proxies,
                     brute_force_store=settings.brute_force_store,
+                    verification_limits=settings.verification_limits,
                     path_matching=settings.path_matching,
                 )
             gateway = cls(**{**built, **options})
@@ -582,25 +591,51 @@ class Gateway:
             return decision
         guard = auth.brute_force
         if guard is None and not log:
-            return _check(
+            checked_now = _check(
                 route, auth, consumers, parsed, facts.method, self.verification_cache, self.on_rehash
             )
+            if isinstance(checked_now, Pending) and checked_now.slow:
+                return self._admit(checked_now, self.client_address(facts), route, log)
+            return checked_now
         client = self.client_address(facts)
         attempt = _Attempt(route, auth, consumers, parsed, facts.method, client, log)
         keys = guard.keys(parsed.username, client) if guard is not None else ()
         if guard is not None and keys:
             store = self.brute_force_store
             cache, on_rehash = self.verification_cache, self.on_rehash
-            return Pending(
+            pending = Pending(
                 store.blocking or auth.may_be_slow(parsed, consumers),
                 lambda: attempt.run_guarded(guard, keys, store, cache, on_rehash),
                 parsed.username,
             )
+            return self._admit(pending, client, route, log) if pending.slow else pending
         checked = auth.check(parsed, consumers, self.verification_cache, self.on_rehash)
         if isinstance(checked, SlowCheck):
             slow = checked.run
-            return Pending(True, lambda: attempt.conclude(slow()), checked.login)
+            pending = Pending(True, lambda: attempt.conclude(slow()), checked.login)
+            return self._admit(pending, client, route, log)
         return attempt.conclude(checked)
+
+    def _admit(
+        self, pending: Pending, client: str | None, route: CompiledRoute, log: bool
+    ) -> Pending | Reject:
+        """``pending`` if its client (and the gateway) may have one more slow verification pending,
+        else the 503 :data:`~consumer_auth._verify.BUSY` at once (see ``consumer_auth._verify``)."""
+        subject = client_subject(client) if client is not None else None
+        ticket = self._admission.enter(subject, pending.login)
+        if ticket is None:
+            if log:
+                _log(route, BUSY, client)
+            return BUSY
+        run = pending.run
+
+        def admitted() -> Decision:
+            try:
+                return run()
+            finally:
+                ticket.release()
+
+        return Pending(True, admitted, pending.login)
 
     def decide_now(self, facts: RequestFacts) -> Decision:
         """Decide a request, verifying any password in the calling thread."""
@@ -651,7 +686,12 @@ class Gateway:
 
         return ASGIGatewayMiddleware(app, self)
 
-    def asgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> ASGIProxy:
+    def asgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> ASGIProxy:
         """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
 
         Needs httptools (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
@@ -660,6 +700,8 @@ class Gateway:
         Args:
             upstream: Default upstream for routes without one (and for ``unmatched: pass``): a URL such
                 as ``"http://127.0.0.1:9001"`` or an APISIX-style mapping.
+            max_body_bytes: Largest request body for routes and services that set none (default: no
+                limit); larger is 413 (``docs/security.md``).
 
         Raises:
             ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
@@ -673,9 +715,14 @@ class Gateway:
                 "the ASGI proxy needs httptools: pip install 'consumer-auth[proxy]'", name=error.name
             ) from error
 
-        return ASGIProxy(self, upstream=upstream)
+        return ASGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
 
-    def wsgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> WSGIProxy:
+    def wsgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> WSGIProxy:
         """A WSGI app forwarding allowed requests to their upstream, with pooled connections.
 
         The same rules and answers as :meth:`asgi_proxy`, with the standard library's HTTP client; run it
@@ -683,13 +730,14 @@ class Gateway:
 
         Args:
             upstream: Default upstream, as for :meth:`asgi_proxy`.
+            max_body_bytes: As for :meth:`asgi_proxy`.
 
         Raises:
             ConfigError: as for :meth:`asgi_proxy`.
         """
         from .proxy.wsgi import WSGIProxy
 
-        return WSGIProxy(self, upstream=upstream)
+        return WSGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
 
 
 class Guard:

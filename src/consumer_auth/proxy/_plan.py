@@ -23,6 +23,7 @@ __all__ = [
     "HOP_BY_HOP",
     "IDEMPOTENT",
     "NOT_IMPLEMENTED",
+    "TOO_LARGE",
     "ClientRequest",
     "UpstreamRequest",
     "forward_target",
@@ -61,6 +62,9 @@ GATEWAY_TIMEOUT = json_reject(504, "error_msg", "504 Gateway Timeout")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be sent twice (RFC 9110 §9.2.2): only these are replayed after a reused upstream
 connection fails before answering, and only when none of their body went out (both proxies)."""
+
+TOO_LARGE = json_reject(413, "error_msg", "413 Request Entity Too Large", reason="body_too_large")
+"""The answer to a request body over its route's ``max_body_bytes``."""
 
 NOT_IMPLEMENTED = json_reject(501, "error_msg", "501 Not Implemented")
 """The answer to an allowed websocket handshake: the forwarders do not carry websockets."""

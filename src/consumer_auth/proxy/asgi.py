@@ -36,6 +36,7 @@ from ._plan import (
     GATEWAY_TIMEOUT,
     IDEMPOTENT,
     NOT_IMPLEMENTED,
+    TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
     response_headers,
@@ -62,6 +63,10 @@ _NO_BODY_STATUS = frozenset({204, 304})
 
 class ClientDisconnectedError(ConnectionError):
     """The client went away while its request body was being forwarded."""
+
+
+class _TooLarge(Exception):
+    """A request body grew past its limit while it was being forwarded."""
 
 
 class _Failed(Exception):
@@ -115,10 +120,11 @@ class _RequestBody:
     (HTTP/2 clients may send one without ``Content-Length``).
     """
 
-    __slots__ = ("_first", "_more", "_receive", "disconnected", "done", "present", "started")
+    __slots__ = ("_first", "_more", "_receive", "disconnected", "done", "limit", "present", "started")
 
-    def __init__(self, receive: ASGIReceiveCallable) -> None:
+    def __init__(self, receive: ASGIReceiveCallable, limit: int | None = None) -> None:
         self._receive = receive
+        self.limit = limit
         self._first = b""
         self._more = False
         self.present = False
@@ -138,11 +144,19 @@ class _RequestBody:
         return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's non-empty chunks, as the client sends them."""
+        """The body's non-empty chunks, as the client sends them.
+
+        Raises:
+            _TooLarge: before the chunk that takes the body past ``limit``.
+        """
         chunk, more = self._first, self._more
         self._first = b""
+        limit, size = self.limit, 0
         while True:
             if chunk:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _TooLarge
                 yield chunk
             if not more:
                 break
@@ -175,6 +189,10 @@ class ASGIProxy:
         upstream: Default upstream (URL or mapping) for routes without one and for ``unmatched: pass``.
         pool: Where slow hashes are verified (default: the process-wide
             :func:`~consumer_auth.asgi.verification_pool`).
+        max_body_bytes: Largest request body of routes (and services) that set no ``max_body_bytes``
+            of their own (default: no limit). A larger ``Content-Length`` is answered 413 before
+            anything is forwarded; a body of unknown length that grows past it drops the upstream
+            connection and is answered 413.
 
     Raises:
         ConfigError: a route has no upstream and no default is given (``routes[i].upstream``), or
@@ -191,9 +209,11 @@ class ASGIProxy:
         *,
         upstream: Upstream | str | object | None = None,
         pool: VerificationPool | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.gateway = gateway
         self.pool = pool
+        self.max_body_bytes = max_body_bytes
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
@@ -355,7 +375,13 @@ class ASGIProxy:
         if websocket:
             await self._websocket(scope, receive, send, upstream, request, decision, exchange)
             return
-        body = _RequestBody(receive)
+        limit = self.max_body_bytes
+        if decision.route is not None and decision.route.max_body_bytes is not None:
+            limit = decision.route.max_body_bytes
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            await self._reject(scope, receive, send, TOO_LARGE, exchange)
+            return
+        body = _RequestBody(receive, limit)
         if (request.has_body or scope.get("http_version") not in _HTTP1) and not await body.start():
             exchange.status = 499  # the client left before anything was forwarded (nginx's convention)
             return
@@ -455,6 +481,9 @@ class ASGIProxy:
                 try:
                     await self._send(connection, upstream, node, request, body, timeout.send)
                     await connection.response_head(timeout.read)
+                except _TooLarge:
+                    connection.abort()  # the upstream has part of a body: that request must not end
+                    raise _Failed(TOO_LARGE) from None
                 except ValueError as error:
                     connection.abort()
                     log_fault("invalid header value for the upstream", decision, node, error)

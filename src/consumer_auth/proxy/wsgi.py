@@ -31,6 +31,7 @@ from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
     IDEMPOTENT,
+    TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
     response_headers,
@@ -105,13 +106,18 @@ def _client(environ: WSGIEnvironment) -> ClientRequest:
     )
 
 
+class _TooLarge(Exception):
+    """A chunked request body grew past its limit while it was being forwarded."""
+
+
 class _RequestBody:
-    """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time."""
+    """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time (at most ``limit``)."""
 
-    __slots__ = ("_input", "started")
+    __slots__ = ("_input", "limit", "started")
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, limit: int | None = None) -> None:
         self._input = stream
+        self.limit = limit
         self.started = False
 
     def _read(self, size: int) -> bytes:
@@ -124,7 +130,11 @@ class _RequestBody:
     def copy(self, request: UpstreamRequest, connection: http.client.HTTPConnection) -> None:
         self.started = True
         if request.chunked:
+            size = 0
             while data := self._read(CHUNK):
+                size += len(data)
+                if self.limit is not None and size > self.limit:
+                    raise _TooLarge
                 connection.send(b"%x\r\n%b\r\n" % (len(data), data))
             connection.send(b"0\r\n\r\n")
             return
@@ -200,8 +210,15 @@ class WSGIProxy:
         ConfigError: as :class:`~consumer_auth.proxy.asgi.ASGIProxy`.
     """
 
-    def __init__(self, gateway: Gateway, *, upstream: Upstream | str | object | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        upstream: Upstream | str | object | None = None,
+        max_body_bytes: int | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
@@ -288,7 +305,12 @@ class WSGIProxy:
             log_fault("no upstream for this route", decision, None, None)
             return self._reject(start_response, BAD_GATEWAY, facts.method, exchange)
         request = upstream_request(facts, decision, _client(environ))
-        body = _RequestBody(environ.get("wsgi.input"))
+        limit = self.max_body_bytes
+        if decision.route is not None and decision.route.max_body_bytes is not None:
+            limit = decision.route.max_body_bytes
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            return self._reject(start_response, TOO_LARGE, facts.method, exchange)
+        body = _RequestBody(environ.get("wsgi.input"), limit)
         outcome = self._open(upstream, request, body, decision, exchange)
         if isinstance(outcome, Reject):
             return self._reject(start_response, outcome, facts.method, exchange)
@@ -401,6 +423,8 @@ class WSGIProxy:
             connection.close()
             if isinstance(error, _ClientGone):
                 raise _Failure(None) from None
+            if isinstance(error, _TooLarge):
+                raise _Failure(None, too_large=True) from None
             if isinstance(error, TimeoutError):
                 raise _Failure(error, timed_out=True) from None
             if isinstance(error, http.client.HTTPException | OSError):
@@ -416,9 +440,12 @@ class WSGIProxy:
 class _Failure(Exception):
     """Sending or waiting for the response failed; :meth:`answer` logs it and says what the client gets."""
 
-    def __init__(self, error: BaseException | None, *, timed_out: bool = False) -> None:
+    def __init__(
+        self, error: BaseException | None, *, timed_out: bool = False, too_large: bool = False
+    ) -> None:
         self.error = error
         self.timed_out = timed_out
+        self.too_large = too_large
 
     def report(self, health: Health, upstream: Upstream, node: UpstreamNode) -> None:
         """Tell the passive health checks (a client that left says nothing about the upstream)."""
@@ -426,6 +453,8 @@ class _Failure(Exception):
             health.report_fault(upstream, node, Outcome.TIMEOUT if self.timed_out else Outcome.TCP_FAILURE)
 
     def answer(self, decision: Allow, node: UpstreamNode) -> Reject:
+        if self.too_large:
+            return TOO_LARGE
         if self.error is None:  # the client went away mid-upload: nobody to tell, nothing wrong upstream
             return BAD_GATEWAY
         if self.timed_out:
