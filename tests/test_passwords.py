@@ -154,6 +154,7 @@ MALFORMED = [
     pytest.param("$5$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha256-crypt-digest-long"),
     pytest.param("$6$" + SECRET_PART + "toolong$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-salt-too-long"),
     pytest.param("$6$rounds=999$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-too-few-rounds"),
+    pytest.param("$6$rounds=1000001$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-too-many-rounds"),
     pytest.param("$6$rounds=x$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-rounds-not-a-number"),
     pytest.param("{PLAIN}", "an empty {PLAIN} password", id="plain-empty"),
     pytest.param("TJ91b34u7uQk2" + SECRET_PART, "unsupported hash format", id="des-crypt"),

@@ -370,12 +370,15 @@ class Apr1Password(_Encoded):
 
 # SHA-crypt, "$5$" (SHA-256) and "$6$" (SHA-512), as Ulrich Drepper published it ("Unix crypt using
 # SHA-256 and SHA-512") and glibc, `openssl passwd -5/-6` and `mkpasswd` write it: an optional
-# "rounds=N$" (1000-999999999, default 5000), a salt of up to 16 characters, "$", the encoded digest.
+# "rounds=N$" (glibc takes 1000-999999999, default 5000), a salt of up to 16 characters, "$", the encoded
+# digest. Rounds are bounded here at 1,000,000 (about a second per check in this pure-Python
+# implementation): the decoy of unknown usernames costs what a stored hash costs, so a writer must not
+# be able to choose minutes per request.
 # A fresh implementation (the standard library's `crypt` is deprecated and libc-dependent), checked
 # against vectors from `openssl passwd` and glibc in tests/test_passwords.py.
 _SHA_CRYPT = re.compile(r"\$([56])\$(?:rounds=([0-9]{1,9})\$)?([^$:\n]{0,16})\$([./0-9A-Za-z]+)")
 _SHA_CRYPT_DEFAULT_ROUNDS = 5000
-_SHA_CRYPT_ROUNDS = range(1000, 1_000_000_000)
+_SHA_CRYPT_ROUNDS = range(1000, 1_000_001)
 _SHA_CRYPT_LENGTH = {"5": 43, "6": 86}
 # The order in which the digest's bytes are encoded, three at a time, then the leftover ones.
 _SHA_CRYPT_ORDER = {
@@ -439,7 +442,7 @@ def sha_crypt_hash(
     if not re.fullmatch(r"[./0-9A-Za-z]{1,16}", salt):
         raise ValueError("a SHA-crypt salt is 1-16 characters of [./0-9A-Za-z]")
     if rounds is not None and rounds not in _SHA_CRYPT_ROUNDS:
-        raise ValueError("SHA-crypt rounds are 1000 to 999999999")
+        raise ValueError("SHA-crypt rounds are 1000 to 1000000")
     prefix = f"${variant}$" + (f"rounds={rounds}$" if rounds is not None else "")
     digest = _sha_crypt_digest(
         _bytes(password), salt.encode(), variant, _SHA_CRYPT_DEFAULT_ROUNDS if rounds is None else rounds
@@ -468,7 +471,7 @@ class ShaCryptPassword(_Encoded):
             or rounds not in _SHA_CRYPT_ROUNDS
         ):
             raise ConfigError(
-                "password_hash", "not a valid $5$/$6$ SHA-crypt hash (rounds 1000-999999999, salt up to 16)"
+                "password_hash", "not a valid $5$/$6$ SHA-crypt hash (rounds 1000-1000000, salt up to 16)"
             )
         self._variant = match.group(1)
         self._rounds = rounds
