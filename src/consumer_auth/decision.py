@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -14,16 +14,46 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDENTITY_HEADERS",
+    "IDENTITY_KEYS",
     "Allow",
     "Decision",
     "Pending",
     "Reject",
     "RequestFacts",
+    "header_key",
     "json_reject",
+    "without_headers",
 ]
 
 IDENTITY_HEADERS = ("x-consumer-username", "x-credential-identifier", "x-consumer-custom-id")
 """Header names the gateway sets after authentication; client-sent copies are always removed."""
+
+IDENTITY_KEYS = frozenset(name.encode() for name in IDENTITY_HEADERS)
+""":data:`IDENTITY_HEADERS` as :func:`header_key` gives them (lower-case bytes)."""
+
+
+def header_key(name: bytes) -> bytes:
+    """A header name as the servers behind the gateway may read it: lower case, ``_`` read as ``-``.
+
+    CGI-style servers (``wsgiref``, granian's WSGI, most CGI gateways) map both ``X-Consumer-Username``
+    and ``X_Consumer_Username`` to ``HTTP_X_CONSUMER_USERNAME``, so a header the gateway removes must
+    be recognised in either spelling. Every comparison of a client header name with a name the
+    gateway removes or sets goes through this rule.
+    """
+    return name.lower().replace(b"_", b"-")
+
+
+def without_headers(
+    headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]
+) -> list[tuple[bytes, bytes]]:
+    """``headers`` (names in lower case, as ASGI gives them) without those whose :func:`header_key` is
+    in ``drop``. Names without ``_`` are already their own key, so the usual header costs one lookup."""
+    return [
+        (name, value)
+        for name, value in headers
+        if name not in drop and (b"_" not in name or header_key(name) not in drop)
+    ]
+
 
 _TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")
 

@@ -42,13 +42,18 @@ if TYPE_CHECKING:
     from .store import Store, StoreWatcher
     from .upstream import Upstream
 
-__all__ = ["LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
 
 LOGGER = logging.getLogger("consumer_auth.auth")
 """One INFO record per decision (see the module docstring for its attributes)."""
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
+
+BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="bad_request")
+"""The answer to a request the gateway and the app (or upstream) could read differently, in every mode:
+more than one ``Host`` (SPEC §8); in the proxies also a ``Connection`` header naming a framing header."""
+_AMBIGUOUS_HOST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_host")
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,8 +465,15 @@ class Gateway:
         when the check may run a slow hash or the store talks to a server.
         """
         log = LOGGER.isEnabledFor(logging.INFO)
+        host = facts.host
+        if host is not None and "," in host:
+            # More than one Host header (WSGI servers join them with commas; the ASGI adapter does the
+            # same): the gateway and the app could each read a different one.
+            if log:
+                _log(None, _AMBIGUOUS_HOST, self.client_address(facts))
+            return _AMBIGUOUS_HOST
         state = self._state
-        route = state.routes.match(facts.method, facts.path, facts.host)
+        route = state.routes.match(facts.method, facts.path, host)
         if route is None:
             decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
             if log:
