@@ -1,0 +1,251 @@
+"""Request framing through the real proxies: ``Connection`` naming a framing header, bodies forwarded with
+their own framing, two ``Host`` headers, and upstream answers that do not match a request.
+
+Every front a user runs is driven over loopback sockets: ``consumer-auth serve`` (a subprocess), the ASGI
+proxy on uvicorn and the WSGI proxy on werkzeug, in front of :class:`~proxy_servers.RawUpstream`, which
+logs every byte it receives and reads requests as llhttp does. The attack of SPEC §8: a ``Connection:
+Content-Length`` used to make both proxies drop ``Content-Length`` while still sending the body, which the
+upstream then read as a second, unauthenticated request carrying a forged identity.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+import proxy_servers
+from consumer_auth import Gateway
+from proxy_servers import CONSUMER_AUTH, Process, RawUpstream
+from support import basic
+
+BAD_REQUEST = b'{"error_msg":"400 Bad Request"}\n'
+ALEX = basic("alex", "123456")
+SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: example.com\r\nX-Consumer-Username: admin\r\n\r\n"
+FRONTS = ["serve", "asgi-proxy", "wsgi-proxy"]
+
+
+def config(upstream: str) -> dict[str, Any]:
+    return {
+        "consumers": [
+            {"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password": "123456"}}}
+        ],
+        "routes": [
+            {"id": "public", "uri": "/public/*", "upstream": upstream},
+            {"id": "all", "uri": "/*", "upstream": upstream, "plugins": {"basic-auth": {}}},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, dict[str, Any]], int]]:
+    """Start a front of the given kind for a configuration; its port."""
+    processes: list[Process] = []
+
+    def run(kind: str, settings: dict[str, Any]) -> int:
+        if kind == "serve":
+            path = tmp_path_factory.mktemp("serve") / "gateway.yaml"
+            path.write_text(yaml.safe_dump(settings))
+            process = Process(
+                [CONSUMER_AUTH, "serve", "--config", str(path), "--port", "0", "--no-access-log"]
+            )
+            processes.append(process)
+            return process.uvicorn_port()
+        gateway = Gateway.from_dict(settings)
+        if kind == "asgi-proxy":
+            return proxy_servers.ASGIServer(gateway.asgi_proxy()).port
+        return proxy_servers.WSGIServer(gateway.wsgi_proxy()).port
+
+    yield run
+    for process in processes:
+        assert process.terminate() == 0
+
+
+@pytest.fixture(scope="module")
+def upstream() -> RawUpstream:
+    return RawUpstream(extra={"/extra/whole": _answer("/smuggled"), "/extra/part": _answer("/smuggled")[:20]})
+
+
+def _answer(target: str) -> bytes:
+    body = json.dumps({"target": target, "headers": [], "body": ""}).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+@pytest.fixture(scope="module", params=FRONTS)
+def front(
+    request: pytest.FixtureRequest, start: Callable[[str, dict[str, Any]], int], upstream: RawUpstream
+) -> int:
+    port: int = start(request.param, config(upstream.url))
+    return port
+
+
+def send(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes on a new connection; the first response (status, lower-case headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def _post(connection: str, *, auth: bool = True, target: str = "/v1/post") -> bytes:
+    head = f"POST {target} HTTP/1.1\r\nHost: example.com\r\nConnection: {connection}\r\n"
+    if auth:
+        head += f"Authorization: {ALEX}\r\n"
+    return head.encode() + b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED)
+
+
+FRAMING_IN_CONNECTION = [
+    pytest.param(_post("Content-Length"), id="content-length"),
+    pytest.param(_post("close, content-length"), id="close-content-length"),
+    pytest.param(_post("keep-alive, CONTENT-LENGTH"), id="upper-case"),
+    pytest.param(_post("Content_Length"), id="underscore"),
+    pytest.param(_post("content-length", auth=False, target="/public/post"), id="public-route"),
+    pytest.param(_post("Host"), id="host"),
+    pytest.param(
+        b"POST /v1/post HTTP/1.1\r\nHost: example.com\r\nConnection: Transfer-Encoding\r\n"
+        + f"Authorization: {ALEX}\r\n".encode()
+        + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED),
+        id="transfer-encoding",
+    ),
+]
+
+
+@pytest.mark.parametrize("data", FRAMING_IN_CONNECTION)
+def test_connection_naming_a_framing_header_is_refused(
+    front: int, upstream: RawUpstream, data: bytes
+) -> None:
+    before = len(upstream.requests)
+    status, headers, body = send(front, data)
+    assert (status, body) == (400, BAD_REQUEST)
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    # Nothing reached the upstream: neither the request nor the body read as one.
+    assert upstream.requests[before:] == []
+
+
+def test_a_body_goes_with_its_own_framing(front: int, upstream: RawUpstream) -> None:
+    """A body shaped like a request is a body: the upstream reads one request, its body intact."""
+    head = f"POST /v1/post HTTP/1.1\r\nHost: example.com\r\nAuthorization: {ALEX}\r\n".encode()
+    for framing in (
+        b"Content-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n" % (len(SMUGGLED), SMUGGLED),
+        b"Content_Length: 0\r\nContent-Length: %d\r\n\r\n%b" % (len(SMUGGLED), SMUGGLED),
+    ):
+        before = len(upstream.requests)
+        status, _, body = send(front, head + framing)
+        assert status == 200, body
+        seen = upstream.requests[before:]
+        assert [request["target"] for request in seen] == ["/v1/post"]
+        assert seen[0]["body"] == SMUGGLED.decode()
+        names = [name.lower().replace("_", "-") for name, _ in seen[0]["headers"]]
+        assert names.count("content-length") + names.count("transfer-encoding") == 1
+
+
+def test_no_smuggled_request_and_no_answer_to_another_client_under_load(
+    front: int, upstream: RawUpstream
+) -> None:
+    """Clients on kept-alive connections each get their own answer while others try to smuggle."""
+    before = len(upstream.requests)
+    wrong: list[tuple[str, str]] = []
+    failures: list[BaseException] = []
+    attacks = [param.values[0] for param in FRAMING_IN_CONNECTION]
+
+    def client(number: int) -> None:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", front, timeout=30)
+            for round_ in range(15):
+                target = f"/v1/client/{number}/{round_}"
+                connection.request("GET", target, headers={"Host": "example.com", "Authorization": ALEX})
+                response = connection.getresponse()
+                got = json.loads(response.read())["target"]
+                if got != target:
+                    wrong.append((target, got))
+                if round_ % 5 == 0:
+                    status, _, _ = send(front, attacks[(number + round_) % len(attacks)])
+                    if status != 400:
+                        wrong.append(("attack", str(status)))
+            connection.close()
+        except BaseException as error:  # reported below, with the thread's name
+            failures.append(error)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures
+    assert wrong == []
+    targets = [request["target"] for request in upstream.requests[before:]]
+    assert len(targets) == 8 * 15
+    assert all(target.startswith("/v1/client/") for target in targets)
+
+
+@pytest.mark.parametrize("path", ["/extra/whole", "/extra/part"])
+def test_a_connection_that_answered_twice_is_not_reused(front: int, upstream: RawUpstream, path: str) -> None:
+    """An upstream that writes a second answer (whole, or its start) after the one asked for: the next
+    request through the proxy gets its own answer, never the extra one."""
+    headers = {"Host": "example.com", "Authorization": ALEX}
+    connection = http.client.HTTPConnection("127.0.0.1", front, timeout=30)
+    try:
+        for round_ in range(5):
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            assert json.loads(response.read())["target"] == path
+            target = f"/v1/after/{round_}"
+            connection.request("GET", target, headers=headers)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["target"] == target
+    finally:
+        connection.close()
+
+
+TWO_HOSTS = [
+    pytest.param(b"Host: public.example.com\r\nHost: secure.example.com\r\n", id="two"),
+    pytest.param(b"Host: secure.example.com\r\nHost: public.example.com\r\n", id="two-reversed"),
+    pytest.param(b"Host: secure.example.com\r\nhost: secure.example.com\r\n", id="same-twice"),
+    pytest.param(b"Host: secure.example.com, public.example.com\r\n", id="comma"),
+]
+
+
+def tenants(upstream: str) -> dict[str, Any]:
+    """Route ``/tenant`` public on one host, guarded on the other (issue: the ASGI adapter read the last
+    Host, Starlette the first)."""
+    return {
+        "consumers": [
+            {"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password": "123456"}}}
+        ],
+        "routes": [
+            {"id": "pub", "uri": "/tenant", "hosts": ["public.example.com"], "upstream": upstream},
+            {
+                "id": "sec",
+                "uri": "/tenant",
+                "hosts": ["secure.example.com"],
+                "upstream": upstream,
+                "plugins": {"basic-auth": {}},
+            },
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", FRONTS)
+def test_two_host_headers_are_refused_by_the_proxies(
+    start: Callable[[str, dict[str, Any]], int], upstream: RawUpstream, kind: str
+) -> None:
+    port = start(kind, tenants(upstream.url))
+    before = len(upstream.requests)
+    for hosts in TWO_HOSTS:
+        status, headers, body = send(port, b"GET /tenant HTTP/1.1\r\n" + hosts.values[0] + b"\r\n")
+        assert (status, body) == (400, BAD_REQUEST), hosts.id
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert upstream.requests[before:] == []
+    # One Host still decides as before.
+    assert send(port, b"GET /tenant HTTP/1.1\r\nHost: public.example.com\r\n\r\n")[0] == 200
+    assert send(port, b"GET /tenant HTTP/1.1\r\nHost: secure.example.com\r\n\r\n")[0] == 401
