@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import wsgiref.simple_server
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -516,3 +517,33 @@ class RawUpstream:
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+class _QuietWSGIRefHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+class WSGIRefServer:
+    """A WSGI app on the standard library's ``wsgiref`` server (one request per connection), in a thread.
+
+    ``wsgiref`` maps header names the CGI way: ``X-A`` and ``X_A`` both become ``HTTP_X_A``, repeats
+    joined by commas; the tests use it as the reading of CGI-style servers.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.server = wsgiref.simple_server.make_server(
+            "127.0.0.1", 0, app, handler_class=_QuietWSGIRefHandler
+        )
+        self.port = int(self.server.server_port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        _running.append(self.stop)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        close = getattr(self.server.get_app(), "close", None)
+        if close is not None:
+            close()
