@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .store import Store, StoreWatcher
     from .upstream import Upstream
 
-__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "check_anonymous", "compile_routes"]
 
 LOGGER = logging.getLogger("consumer_auth.auth")
 """One INFO record per decision (see the module docstring for its attributes)."""
@@ -84,7 +84,12 @@ def compile_routes(
     return RouteIndex(compiled)
 
 
-def _check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+def check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+    """Refuse a route whose ``anonymous_consumer`` names no consumer (files, Python and stores alike).
+
+    Raises:
+        ConfigError: at ``routes[i].plugins.basic-auth.anonymous_consumer`` (or the service's).
+    """
     for route in routes.routes:
         name = route.auth.anonymous_consumer if route.auth is not None else None
         if name is not None and consumers.consumer(name) is None:
@@ -176,7 +181,7 @@ class Gateway:
             ConsumerIndex(consumers),
             compile_routes(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
         )
-        _check_anonymous(state.routes, state.consumers)
+        check_anonymous(state.routes, state.consumers)
         self._state = state
         self._watcher: StoreWatcher | None = None
 
