@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httptools
 import pytest
 import yaml
 
@@ -246,3 +247,147 @@ def test_two_host_headers_are_refused_by_the_proxies(
     # One Host still decides as before.
     assert send(port, b"GET /tenant HTTP/1.1\r\nHost: public.example.com\r\n\r\n")[0] == 200
     assert send(port, b"GET /tenant HTTP/1.1\r\nHost: secure.example.com\r\n\r\n")[0] == 401
+
+
+# -- what already held, kept holding -------------------------------------------------------------------
+
+
+def exchange_all(port: int, data: bytes) -> bytes:
+    """Send ``data`` on one connection and read until the front closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+        return b"".join(chunks)
+
+
+def _get(target: str, *, auth: bool = True, close: bool = False, extra: bytes = b"") -> bytes:
+    head = f"GET {target} HTTP/1.1\r\nHost: example.com\r\n".encode()
+    if auth:
+        head += f"Authorization: {ALEX}\r\n".encode()
+    if close:
+        head += b"Connection: close\r\n"
+    return head + extra + b"\r\n"
+
+
+def _post_body(target: str, body: bytes) -> bytes:
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: example.com\r\nAuthorization: {ALEX}\r\n".encode()
+        + b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+class _Answers:
+    """httptools callbacks: every response in a stream of bytes, as (status, body)."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.found: list[tuple[int, bytes]] = []
+        self.body = b""
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.found.append((self.parser.get_status_code(), self.body))
+        self.body = b""
+
+
+def answers(data: bytes) -> list[tuple[int, bytes]]:
+    parsed = _Answers()
+    parsed.parser.feed_data(data)
+    return parsed.found
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            _get("/v1/one") + _post_body("/v1/two", SMUGGLED) + _get("/v1/three", close=True),
+            [(200, "/v1/one"), (200, "/v1/two"), (200, "/v1/three")],
+            id="get-post-get",
+        ),
+        pytest.param(
+            _post_body("/v1/one", SMUGGLED) + _get("/v1/two", close=True),
+            [(200, "/v1/one"), (200, "/v1/two")],
+            id="post-get",
+        ),
+        pytest.param(
+            _get("/v1/one") + _get("/v1/admin", auth=False, close=True),
+            [(200, "/v1/one"), (401, None)],
+            id="then-unauthenticated",
+        ),
+    ],
+)
+def test_pipelined_requests_are_answered_in_order(
+    request: pytest.FixtureRequest,
+    front: int,
+    upstream: RawUpstream,
+    data: bytes,
+    expected: list[tuple[int, str | None]],
+) -> None:
+    before = len(upstream.requests)
+    got = answers(exchange_all(front, data))
+    if request.node.callspec.params["front"] == "wsgi-proxy":
+        # werkzeug's development server answers one request per connection (Connection: close) and
+        # drops the rest: what it answers must still be the first request's answer.
+        expected = expected[:1]
+    assert [status for status, _ in got] == [status for status, _ in expected]
+    targets = [target for _, target in expected if target is not None]
+    assert [json.loads(body)["target"] for status, body in got if status == 200] == targets
+    assert [request["target"] for request in upstream.requests[before:]] == targets
+
+
+def test_absolute_form_targets_are_decided_on_their_path(front: int, upstream: RawUpstream) -> None:
+    before = len(upstream.requests)
+    status, _, _ = send(front, b"GET http://example.com/v1/abs HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    assert status == 401
+    assert upstream.requests[before:] == []
+    status, _, body = send(front, _get("http://example.com/v1/abs"))
+    assert status == 200, body
+    (seen,) = upstream.requests[before:]
+    assert seen["target"] == "/v1/abs"  # origin-form upstream
+
+
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        pytest.param(
+            b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n",
+            id="h2c",
+        ),
+        pytest.param(
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n",
+            id="websocket",
+        ),
+    ],
+)
+def test_upgrades_never_become_a_tunnel(front: int, upstream: RawUpstream, upgrade: bytes) -> None:
+    """An upgrade is never carried: whatever the front answers, the bytes after it are never relayed to
+    the upstream as a request of their own."""
+    before = len(upstream.requests)
+    exchange_all(front, _get("/v1/up", extra=upgrade) + _get("/v1/admin", auth=False, close=True))
+    seen = upstream.requests[before:]
+    assert all(request["target"] == "/v1/up" for request in seen), seen
+    for request in seen:
+        names = {name.lower() for name, _ in request["headers"]}
+        # Forwarded at most as a plain request: the upstream is never asked to switch protocols.
+        assert "upgrade" not in names
+        assert "http2-settings" not in names  # named in Connection: hop-by-hop
+
+
+def test_connect_is_never_a_tunnel(front: int, upstream: RawUpstream) -> None:
+    before = len(upstream.received)
+    answer = exchange_all(
+        front,
+        f"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nAuthorization: {ALEX}\r\n\r\n".encode()
+        + SMUGGLED,
+    )
+    assert answer.startswith(b"HTTP/1.1 "), answer
+    assert not answer.startswith(b"HTTP/1.1 200"), answer
+    assert b"/admin" not in b"".join(upstream.received[before:])
