@@ -65,7 +65,9 @@ class RequestFacts:
     Attributes:
         method: Upper-case HTTP method (``GET``); websocket handshakes use ``GET``.
         path: The decoded path (no query string).
-        host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown.
+        host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown. Several
+            ``Host`` headers are given joined by commas (as WSGI servers join them): the gateway refuses
+            such a request (400), since the app could read another one than the gateway.
         authorization: Every ``Authorization`` header value, in order (never shown by ``repr``).
         client: The peer's address as the server saw it (WSGI ``REMOTE_ADDR``, ASGI ``scope["client"]``);
             ``None`` if unknown. ``X-Forwarded-For`` only counts when this peer is a trusted proxy (see
