@@ -385,7 +385,27 @@ def test_the_differential_catches_a_proxy_without_the_name_rule(
     differential finds a forged header within its examples."""
     import consumer_auth.proxy._plan as plan
 
-    monkeypatch.setattr(plan, "header_key", bytes.lower)
+    exact = plan.HOP_BY_HOP | plan._REPLACED
+    monkeypatch.setattr(plan, "_REQUEST_DROP", exact)
+    monkeypatch.setattr(plan, "_REQUEST_DROP_CREDENTIALS", exact | {b"authorization"})
     port = start("asgi-proxy", settings_for(raw_upstream.url))
     with pytest.raises(AssertionError):
         differential(port, "asgi-proxy", raw_upstream, 200)
+
+
+@settings(max_examples=2000, derandomize=True, database=None, deadline=None)
+@given(
+    name=st.sampled_from([*WATCHED, "content-length", "proxy-authorization", "x-other-header"]).flatmap(
+        spelling
+    ),
+    junk=st.text(alphabet="-_abcxyz", max_size=4),
+)
+def test_spellings_are_exactly_what_header_key_reads_alike(name: str, junk: str) -> None:
+    """The precomputed sets the adapters use hold a lower-case name exactly when the rule says so."""
+    from consumer_auth.decision import IDENTITY_KEYS, IDENTITY_SPELLINGS, spellings
+
+    for candidate in (name.lower(), (name + junk).lower(), (junk + name).lower()):
+        encoded = candidate.encode()
+        assert (encoded in IDENTITY_SPELLINGS) == (header_key(encoded) in IDENTITY_KEYS)
+        watched = frozenset(n.encode() for n in WATCHED)
+        assert (encoded in spellings(watched)) == (header_key(encoded) in watched)

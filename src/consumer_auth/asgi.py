@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
-from .decision import IDENTITY_KEYS, Allow, Decision, Pending, Reject, RequestFacts, without_headers
+from .decision import IDENTITY_SPELLINGS, Allow, Decision, Pending, Reject, RequestFacts
 from .routing import normalize_path
 from .wsgi import CONSUMER_KEY
 
@@ -43,7 +43,7 @@ __all__ = [
     "verification_pool",
 ]
 
-_IDENTITY_AND_AUTHORIZATION = IDENTITY_KEYS | {b"authorization"}
+_IDENTITY_AND_AUTHORIZATION = IDENTITY_SPELLINGS | {b"authorization"}
 
 
 class VerificationPool:
@@ -184,8 +184,8 @@ def apply_allow_scope(
     ``auth``; a stripped service prefix is appended to ``root_path`` (``path`` stays whole, as Starlette's
     ``Mount`` does).
     """
-    drop = _IDENTITY_AND_AUTHORIZATION if decision.hide_credentials else IDENTITY_KEYS
-    headers = without_headers(scope["headers"], drop)
+    drop = _IDENTITY_AND_AUTHORIZATION if decision.hide_credentials else IDENTITY_SPELLINGS
+    headers = [(name, value) for name, value in scope["headers"] if name not in drop]
     headers.extend((name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers)
     changed: dict[str, Any] = dict(scope)
     changed["headers"] = headers

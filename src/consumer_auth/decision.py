@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = [
     "IDENTITY_HEADERS",
     "IDENTITY_KEYS",
+    "IDENTITY_SPELLINGS",
     "Allow",
     "Decision",
     "Pending",
@@ -22,7 +23,7 @@ __all__ = [
     "RequestFacts",
     "header_key",
     "json_reject",
-    "without_headers",
+    "spellings",
 ]
 
 IDENTITY_HEADERS = ("x-consumer-username", "x-credential-identifier", "x-consumer-custom-id")
@@ -43,16 +44,25 @@ def header_key(name: bytes) -> bytes:
     return name.lower().replace(b"_", b"-")
 
 
-def without_headers(
-    headers: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]
-) -> list[tuple[bytes, bytes]]:
-    """``headers`` (names in lower case, as ASGI gives them) without those whose :func:`header_key` is
-    in ``drop``. Names without ``_`` are already their own key, so the usual header costs one lookup."""
-    return [
-        (name, value)
-        for name, value in headers
-        if name not in drop and (b"_" not in name or header_key(name) not in drop)
-    ]
+def spellings(names: Iterable[bytes]) -> frozenset[bytes]:
+    """Every lower-case header name that :func:`header_key` reads as one of ``names`` (lower case,
+    with ``-``): ``x-real-ip``, ``x_real-ip``, ``x-real_ip``, ``x_real_ip``.
+
+    Precomputed once, the set applies the rule to lower-case names (ASGI's, and the proxies') with the
+    one set lookup an exact comparison costs.
+    """
+    found: set[bytes] = set()
+    for name in names:
+        first, *rest = name.split(b"-")
+        variants = [first]
+        for part in rest:
+            variants = [variant + separator + part for variant in variants for separator in (b"-", b"_")]
+        found.update(variants)
+    return frozenset(found)
+
+
+IDENTITY_SPELLINGS = spellings(IDENTITY_KEYS)
+"""Every lower-case spelling of :data:`IDENTITY_HEADERS` (``x_consumer_username`` too)."""
 
 
 _TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")

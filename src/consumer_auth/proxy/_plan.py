@@ -13,7 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
-from consumer_auth.decision import IDENTITY_KEYS, Allow, Reject, RequestFacts, header_key, json_reject
+from consumer_auth.decision import (
+    IDENTITY_KEYS,
+    Allow,
+    Reject,
+    RequestFacts,
+    header_key,
+    json_reject,
+    spellings,
+)
 from consumer_auth.gateway import BAD_REQUEST
 from consumer_auth.routing import normalize_host
 from consumer_auth.upstream import Upstream, UpstreamNode
@@ -86,10 +94,10 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _RESPONSE_REPLACED = frozenset({b"date", b"server"})
 # The usual Connection values name only headers that are dropped anyway.
 _NAMES_NOTHING_MORE = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
-_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+# Every spelling header_key reads alike is removed (x_consumer_username is x-consumer-username): servers
+# behind the proxy may map them to one CGI variable. Names arrive in lower case.
+_REQUEST_DROP = spellings(HOP_BY_HOP | _REPLACED)
 _REQUEST_DROP_CREDENTIALS = _REQUEST_DROP | {b"authorization"}
-# A name holding "_" is compared as header_key reads it (x_consumer_username is x-consumer-username):
-# servers behind the proxy may map both spellings to one CGI variable.
 _RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_REPLACED
 # Request headers whose value the rules read (besides deciding whether they pass).
 _READ = frozenset({b"host", b"x-forwarded-for", b"transfer-encoding", b"content-length", b"connection"})
@@ -99,6 +107,9 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _NOT_ON_REQUEST_LINE = re.compile(rb"[\x00-\x20\x7f]")
 _SCHEMES = {"http": b"http", "https": b"https"}
 _CHUNKED = (b"transfer-encoding", b"chunked")
+# "%" as a byte value: ``b"%" in raw`` would first try b"%" as an integer inside CPython, raising and
+# clearing a TypeError on every request.
+_PERCENT = 0x25
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +229,7 @@ def response_headers(headers: Iterable[Header]) -> list[Header]:
 
 def _decodes_to(raw: bytes, path: str) -> bool:
     """Whether a raw path means exactly ``path`` (percent-decoded as UTF-8, or latin-1 as a fallback)."""
-    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
+    decoded = unquote_to_bytes(raw) if _PERCENT in raw else raw
     try:
         return decoded.decode("utf-8") == path
     except UnicodeDecodeError:
@@ -300,7 +311,7 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
                     content_length = int(value)
             else:
                 listed = _listed(value, listed)
-        if name not in drop and (b"_" not in name or header_key(name) not in drop):
+        if name not in drop:
             kept.append((name, value))
     if listed:
         if names_framing(listed):
