@@ -13,6 +13,8 @@ import proxy_servers
 from pg import BASE_URL, Database
 from support import MODES, Mode, service_unavailable
 
+pytest_plugins = ["browser"]  # the browser and page fixtures (a real Chromium), for any module
+
 _made: dict[str, Mode] = {}
 
 
@@ -47,3 +49,12 @@ def postgres() -> Iterator[Database]:
         yield database
     finally:
         database.execute(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_django_schema() -> Iterator[None]:
+    """Drop the PostgreSQL schema the Django tests used, at the end of the session."""
+    yield
+    import django_db
+
+    django_db.drop_postgres_schema()

@@ -6,13 +6,18 @@ catch-all view that answers the same JSON document as the plain echo apps. Reque
 as in the plain WSGI and ASGI modes (``support.wsgi_call`` / ``support.call_asgi``), through the
 framework's real handler, so every conformance row runs through every integration.
 
-Importing this module configures Django for the whole test session (``settings.configure``).
+Importing this module configures Django for the whole test session (``settings.configure``), with
+Django admin and a SQLite database in a temporary directory (``django_db.py`` migrates it on demand).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import django
@@ -20,6 +25,7 @@ from django.conf import settings
 from fastapi import FastAPI, Request, Response
 
 import configs
+import django_db
 from consumer_auth.contrib.fastapi import install as install_fastapi
 from consumer_auth.contrib.starlette import get_consumer as starlette_consumer
 from support import MODES, Headers, Mode, Reply, call_asgi, echo_document, wsgi_call
@@ -27,15 +33,46 @@ from support import MODES, Headers, Mode, Reply, call_asgi, echo_document, wsgi_
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 if not settings.configured:
+    _database_dir = Path(tempfile.mkdtemp(prefix="consumer-auth-django-"))
+    atexit.register(shutil.rmtree, _database_dir, ignore_errors=True)
     settings.configure(
         DEBUG=False,
         SECRET_KEY="consumer-auth-tests",
         ALLOWED_HOSTS=["*"],
-        INSTALLED_APPS=["consumer_auth.contrib.django"],
+        INSTALLED_APPS=[
+            "django.contrib.admin",
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "django.contrib.sessions",
+            "django.contrib.messages",
+            "django.contrib.staticfiles",
+            "consumer_auth.contrib.django",
+        ],
+        STATIC_URL="/static/",
         MIDDLEWARE=["consumer_auth.contrib.django.middleware.ConsumerAuthMiddleware"],
         ROOT_URLCONF="django_echo_urls",
         CONSUMER_AUTH=configs.CONFIGS["guide"],
-        DATABASES={},
+        DATABASES={
+            "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": str(_database_dir / "db.sqlite3")},
+            **django_db.POSTGRES_DATABASES,
+        },
+        DATABASE_ROUTERS=["django_db.ConsumerRouter"],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "APP_DIRS": True,
+                "OPTIONS": {
+                    "context_processors": [
+                        "django.template.context_processors.request",
+                        "django.contrib.auth.context_processors.auth",
+                        "django.contrib.messages.context_processors.messages",
+                    ]
+                },
+            }
+        ],
+        # The admin pages run with the usual middleware; the conformance modes keep the gateway alone.
+        SILENCED_SYSTEM_CHECKS=["admin.E408", "admin.E409", "admin.E410"],
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],  # the test superuser only
         USE_TZ=True,
     )
     django.setup()

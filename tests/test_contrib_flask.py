@@ -297,3 +297,40 @@ def test_stripped_prefix_mounts_the_app_like_script_name() -> None:
 
     response = app.test_client().get("/v1/json", headers={"Host": "example.com", "Authorization": ALEX})
     assert response.get_json() == {"consumer": "alex", "url": "/v1/json", "root": "/v1"}
+
+
+def test_a_store_url_in_the_setting(tmp_path: Path) -> None:
+    from consumer_auth.store import SQLStore
+
+    url = f"sqlite:///{tmp_path / 'consumers.db'}"
+    store = SQLStore(url)
+    store.put_resource(
+        "consumers", "alex", {"plugins": {"basic-auth": {"username": "alex", "password": "123456"}}}
+    )
+    app = Flask(__name__)
+    app.config["CONSUMER_AUTH"] = {"store": url, "routes": [{"uri": "/json", "plugins": {"basic-auth": {}}}]}
+    auth = ConsumerAuth(app)
+
+    @app.get("/json")
+    def json_view() -> str:
+        consumer = get_consumer()
+        return consumer.username if consumer else "-"
+
+    client = app.test_client()
+    with app.app_context():
+        gateway = auth.gateway
+    try:
+        assert client.get("/json", headers={"Authorization": basic("alex", "123456")}).data == b"alex"
+        store.put_resource(
+            "consumers", "jack", {"plugins": {"basic-auth": {"username": "jack", "password": "x"}}}
+        )
+        assert gateway.watcher is not None
+        gateway.watcher.check()  # what its thread does every second
+        assert client.get("/json", headers={"Authorization": basic("jack", "x")}).data == b"jack"
+    finally:
+        gateway.close()
+        store.close()
+    other = Flask("other")
+    other.config["CONSUMER_AUTH"] = {"store": "django", "routes": []}  # Django's own store type
+    with pytest.raises(ConfigError, match=r"CONSUMER_AUTH\.store: expected a store URL"):
+        ConsumerAuth(other)

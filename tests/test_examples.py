@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.test import AsyncClient, Client, override_settings
 
+from django_db import sqlite_db  # noqa: F401 - the fixture
 from support import Headers, Reply, basic, call_asgi, wsgi_call
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -102,14 +105,24 @@ def test_fastapi_example_whoami_and_docs() -> None:
 # -- Django --------------------------------------------------------------------------------------------
 
 
+GUIDE_FIXTURE = EXAMPLES / "django" / "guide_site" / "fixtures" / "guide_consumers.json"
+
+
 @pytest.fixture
-def guide_site(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The example site's settings, applied over the test session's Django configuration."""
+def guide_site(monkeypatch: pytest.MonkeyPatch, sqlite_db: str) -> Any:  # noqa: F811 - the fixture
+    """The example site's settings, applied over the test session's Django configuration, with the
+    example's fixture (alex / 123456) loaded into the session's database, as its README does."""
+    from consumer_auth.contrib.django.conf import conf
+
     monkeypatch.syspath_prepend(str(EXAMPLES / "django"))
     settings = importlib.import_module("guide_site.settings")
+    call_command("loaddata", str(GUIDE_FIXTURE), verbosity=0)
     names = ("ALLOWED_HOSTS", "MIDDLEWARE", "ROOT_URLCONF", "CONSUMER_AUTH")
     with override_settings(**{name: getattr(settings, name) for name in names}):
-        yield importlib.import_module("guide_site.views")
+        try:
+            yield importlib.import_module("guide_site.views")
+        finally:
+            conf.reset()  # the gateway stops following the store
 
 
 @pytest.mark.parametrize(("headers", "status", "body"), CURLS)
@@ -131,6 +144,27 @@ def test_django_example_whoami(guide_site: Any) -> None:
     assert Client().get("/v1/whoami", headers=dict(ALEX)).json() == {"consumer": "alex"}
     assert asyncio.run(AsyncClient().get("/v1/whoami", headers=dict(ALEX))).json() == {"consumer": "alex"}
     assert Client().get("/v1/whoami").status_code == 401
+
+
+def test_django_example_readme_commands(tmp_path: Path) -> None:
+    # migrate, loaddata and check --database in the example's own settings, on a database of its own
+    manage = [sys.executable, str(EXAMPLES / "django" / "manage.py")]
+    env = {**os.environ, "GUIDE_SITE_DATABASE": str(tmp_path / "db.sqlite3")}
+    outputs = []
+    for command in (
+        ["migrate", "--verbosity", "0"],
+        ["loaddata", "guide_consumers"],
+        ["check", "--database", "default"],
+        ["consumer_auth_export"],
+    ):
+        result = subprocess.run(
+            [*manage, *command], capture_output=True, text=True, timeout=120, check=False, env=env
+        )
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        outputs.append(result.stdout)
+    assert "Installed 2 object(s)" in outputs[1]
+    assert "System check identified no issues" in outputs[2]
+    assert outputs[3].startswith("consumers:\n- username: alex\n")
 
 
 def test_django_example_manage_py_check() -> None:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
-__all__ = ["CURLS", "SLIDESHOW", "guide_config", "stand_in_upstream", "usage"]
+__all__ = [
+    "CURLS",
+    "SLIDESHOW",
+    "curl_commands",
+    "guide_config",
+    "guide_requests",
+    "stand_in_upstream",
+    "usage",
+]
 
 SLIDESHOW = (
     json.dumps(
@@ -65,13 +75,43 @@ def guide_config(upstream: str) -> dict[str, Any]:
     }
 
 
-CURLS = (
-    ("", "401", '{"message":"Missing authorization in request"}', "WWW-Authenticate: Basic realm='.'"),
-    ("-u alex:123456 ", "200", "httpbin's /json slideshow (429 bytes of application/json)", ""),
-    ("-u wrong-user:wrong-password ", "401", '{"message":"Invalid user key in authorization"}', ""),
-    ("-u alex:wrong-password ", "401", '{"message":"Password is error"}', ""),
-)
+Request = tuple[str, str, str, str]
+"""One request to try: curl options, the status, the body and a header it answers with."""
+
+
+def guide_requests(login: str, password: str, realm: str, answer: str) -> tuple[Request, ...]:
+    """The guide's four requests against a basic-auth route, as the classic profile answers them.
+
+    Args:
+        login: A credential username that exists; ``password`` is its password (or a placeholder).
+        realm: The route's realm (``.`` when unset, under the classic profile).
+        answer: What the route answers once authenticated (its upstream's answer).
+    """
+    return (
+        (
+            "",
+            "401",
+            '{"message":"Missing authorization in request"}',
+            f"WWW-Authenticate: Basic realm='{realm}'",
+        ),
+        (f"-u {shlex.quote(f'{login}:{password}')} ", "200", answer, ""),
+        ("-u wrong-user:wrong-password ", "401", '{"message":"Invalid user key in authorization"}', ""),
+        (f"-u {shlex.quote(f'{login}:wrong-password')} ", "401", '{"message":"Password is error"}', ""),
+    )
+
+
+CURLS = guide_requests("alex", "123456", ".", "httpbin's /json slideshow (429 bytes of application/json)")
 """The guide's four requests: curl options, the status, the body and a header they answer with."""
+
+
+def curl_commands(gateway: str, host: str | None, path: str, requests: Iterable[Request]) -> list[str]:
+    """The lines that show each request as a ``curl`` command, followed by what it should answer."""
+    lines = []
+    host_option = f"-H {shlex.quote(f'Host: {host}')} " if host else ""
+    for options, status, body, header in requests:
+        lines.append(f"curl -i {host_option}{options}{gateway}{path}")
+        lines.append(f"  => {status} {body}" + (f"  ({header})" if header else ""))
+    return lines
 
 
 def usage(gateway: str, upstream: str) -> str:
@@ -87,9 +127,7 @@ def usage(gateway: str, upstream: str) -> str:
         "Try:",
         "",
     ]
-    for options, status, body, header in CURLS:
-        lines.append(f"  curl -i -H 'Host: example.com' {options}{gateway}/v1/json")
-        lines.append(f"    => {status} {body}" + (f"  ({header})" if header else ""))
+    lines += ["  " + line for line in curl_commands(gateway, "example.com", "/v1/json", CURLS)]
     lines += ["", "Press Ctrl+C to stop."]
     return "\n".join(lines)
 

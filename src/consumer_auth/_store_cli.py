@@ -191,10 +191,17 @@ def _consumers(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO 
 
 
 def admin(args: argparse.Namespace) -> int:
-    """Serve the Admin API on its own listener until SIGTERM or SIGINT."""
-    import uvicorn
+    """Serve the Admin API, with the console at ``/ui/``, on its own listener until SIGTERM or SIGINT."""
+    try:
+        import uvicorn
+
+        if args.console:
+            import jinja2  # noqa: F401 - the console's templates
+    except ModuleNotFoundError as error:
+        return _fail(f"this command needs {error.name}: pip install 'consumer-auth[server]'")
 
     from consumer_auth.admin import AdminAPI
+    from consumer_auth.console import Console
 
     key = os.environ.get(ADMIN_KEY_ENV, "")
     if not key:
@@ -206,8 +213,9 @@ def admin(args: argparse.Namespace) -> int:
         return _fail(str(error))
     from consumer_auth.cli import logging_config
 
+    api = AdminAPI(store, admin_key=key)
     uvicorn.run(
-        AdminAPI(store, admin_key=key),
+        Console(api, gateway_url=args.gateway_url) if args.console else api,
         host=args.host,
         port=args.port,
         log_config=logging_config(args.log_level, access_log=True),
@@ -260,7 +268,8 @@ def add_commands(commands: Any) -> None:
     passwd.add_argument("--credential-id", help="which credential, when the consumer has several")
 
     admin_command = commands.add_parser(
-        "admin", help=f"serve the Admin API on its own listener (key from ${ADMIN_KEY_ENV})"
+        "admin",
+        help=f"serve the Admin API and the web console on their own listener (key from ${ADMIN_KEY_ENV})",
     )
     admin_command.add_argument(
         "--store", required=True, metavar="URL", help="sqlite:///FILE or postgresql://HOST/DB[?schema=NAME]"
@@ -269,5 +278,18 @@ def add_commands(commands: Any) -> None:
     admin_command.add_argument("--port", type=int, default=9180, help="port to listen on (default 9180)")
     admin_command.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    admin_command.add_argument(
+        "--console",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the web console at /ui/ (default on; docs/console.md)",
+    )
+    admin_command.add_argument(
+        "--gateway-url",
+        default="http://127.0.0.1:9080",
+        metavar="URL",
+        help="where the gateway following this store answers, for the console's curl commands "
+        "(default http://127.0.0.1:9080)",
     )
     admin_command.set_defaults(run=admin)

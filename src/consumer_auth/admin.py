@@ -168,11 +168,46 @@ class AdminAPI:
 
     def _authorized(self, headers: Iterable[tuple[bytes, bytes]]) -> bool:
         given = [value for name, value in headers if name == b"x-api-key"]
-        if len(given) != 1:
-            return False
+        return len(given) == 1 and self.is_admin_key(given[0])
+
+    def is_admin_key(self, given: bytes) -> bool:
+        """Whether ``given`` is one of the admin keys (compared in constant time)."""
         # Compare with every key, whatever matches, so timing tells nothing about which one is close.
-        matches = [hmac.compare_digest(given[0], key) for key in self._keys]
+        matches = [hmac.compare_digest(given, key) for key in self._keys]
         return any(matches)
+
+    # -- operations: the HTTP handlers below and the console (consumer_auth.console) both use these ---
+
+    async def list_resources(self, kind: str, parent: str | None = None) -> list[Resource]:
+        """Every resource of a kind (credentials of one consumer with ``parent``), off the event loop."""
+        found: list[Resource] = await self._call(self.store.list_resources, kind, parent)
+        return found
+
+    async def get_resource(self, kind: str, key: str) -> Resource | None:
+        """One resource, or ``None``."""
+        found: Resource | None = await self._call(self.store.get_resource, kind, key)
+        return found
+
+    async def put_resource(self, kind: str, key: str, body: Mapping[str, Any]) -> tuple[Resource, bool]:
+        """Validate and store one resource (passwords hashed), then tell ``on_change``.
+
+        Raises:
+            ConfigError: the document, or the store's content with it, is invalid; nothing changed.
+        """
+        result: tuple[Resource, bool] = await self._call(self.store.put_resource, kind, key, body)
+        self._changed()
+        return result
+
+    async def delete_resource(self, kind: str, key: str) -> bool:
+        """Delete one resource (a consumer with its credentials); ``False`` when there was none.
+
+        Raises:
+            ConfigError: the content without it would be invalid (a service that routes still use).
+        """
+        deleted: bool = await self._call(self.store.delete_resource, kind, key)
+        if deleted:
+            self._changed()
+        return deleted
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -200,9 +235,9 @@ class AdminAPI:
         self, method: str, kind: str, receive: ASGIReceiveCallable, *, parent: str | None = None
     ) -> tuple[int, Mapping[str, Any]]:
         if method == "GET":
-            if parent is not None and await self._call(self.store.get_resource, "consumers", parent) is None:
+            if parent is not None and await self.get_resource("consumers", parent) is None:
                 raise _not_found()
-            found = await self._call(self.store.list_resources, kind, parent)
+            found = await self.list_resources(kind, parent)
             return 200, {"total": len(found), "list": [_shown(resource) for resource in found]}
         if kind == "consumers" and method == "PUT":
             body = await self._body(receive)
@@ -222,23 +257,21 @@ class AdminAPI:
         self, method: str, kind: str, key: str, receive: ASGIReceiveCallable
     ) -> tuple[int, Mapping[str, Any]]:
         if method == "GET":
-            resource = await self._call(self.store.get_resource, kind, key)
+            resource = await self.get_resource(kind, key)
             if resource is None:
                 raise _not_found()
             return 200, _shown(resource)
         if method == "PUT":
             return await self._put(kind, key, await self._body(receive))
         if method == "DELETE":
-            if not await self._call(self.store.delete_resource, kind, key):
+            if not await self.delete_resource(kind, key):
                 raise _not_found()
-            self._changed()
             shown = _shown(Resource(kind, key, {}, 0, 0))["key"]
             return 200, {"deleted": "1", "key": shown}
         raise _Answer(405, {"error_msg": "method not allowed"}, [(b"allow", b"GET, PUT, DELETE")])
 
     async def _put(self, kind: str, key: str, body: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
-        resource, created = await self._call(self.store.put_resource, kind, key, body)
-        self._changed()
+        resource, created = await self.put_resource(kind, key, body)
         return (201 if created else 200), _shown(resource)
 
     def _changed(self) -> None:

@@ -8,12 +8,21 @@ Each problem has a stable id:
 ``consumer_auth.E003``  the configuration is invalid (the message names the exact place).
 ``consumer_auth.E004``  no routes while unmatched requests are rejected: every request would get 404.
 ``consumer_auth.E005``  ``ConsumerAuthMiddleware`` is not in ``MIDDLEWARE``: the routes guard nothing.
+``consumer_auth.E010``  ``CONSUMER_AUTH["store"]`` is invalid (an unknown type or option, a database
+                        alias not in ``DATABASES``, a bad URL, ``consumers`` given beside a store).
+``consumer_auth.E011``  the ``"django"`` store cannot be read: the database does not answer, or what it
+                        holds is invalid (the message names the resource). A database check, run
+                        by ``migrate`` and ``check --database default``.
 =====================  ========================================================================
+
+With a store, the checks validate the setting without reading the store (only E011 reads it). Missing
+tables are not a check message: ``migrate`` runs the database checks before it creates them
+(``runserver`` lists unapplied migrations, and a gateway refuses to start saying "run manage.py migrate").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -21,15 +30,19 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.utils.module_loading import import_string
 
+from consumer_auth.config import parse_config
 from consumer_auth.contrib._settings import (
     SETTING,
     gateway_from_setting,
     setting_kind_error,
+    split_store,
     unreachable_reason,
 )
-from consumer_auth.errors import ConfigError
+from consumer_auth.errors import ConfigError, StoreError
 
-__all__ = ["check_settings"]
+from .conf import STORES
+
+__all__ = ["check_database", "check_settings"]
 
 _MIDDLEWARE = "consumer_auth.contrib.django.middleware.ConsumerAuthMiddleware"
 
@@ -59,6 +72,8 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     if kind_error is not None:
         errors.append(Error(str(kind_error), id="consumer_auth.E002"))
         return errors
+    if isinstance(value, Mapping) and "store" in value:
+        return errors + _check_store_setting(value)
     try:
         gateway = gateway_from_setting(value)
     except ConfigError as error:
@@ -68,6 +83,66 @@ def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
     if reason is not None:
         errors.append(Error(f"{SETTING}: {reason}.", id="consumer_auth.E004"))
     return errors
+
+
+def _check_store_setting(value: Mapping[str, Any]) -> list[CheckMessage]:
+    try:
+        config, store, _ = split_store(value, SETTING, STORES)
+    except ConfigError as error:
+        return [Error(str(error), id="consumer_auth.E010")]
+    if store is not None:
+        store.close()
+    if config.get("consumers"):
+        return [
+            Error(
+                f"{SETTING}.consumers: the consumers come from the store: remove them from the setting.",
+                id="consumer_auth.E010",
+            )
+        ]
+    try:
+        parsed = parse_config(config)
+    except ConfigError as error:
+        return [Error(str(error.within(SETTING)), id="consumer_auth.E003")]
+    reason = unreachable_reason(value, parsed)
+    if reason is not None:
+        return [Error(f"{SETTING}: {reason}.", id="consumer_auth.E004")]
+    return []
+
+
+def check_database(
+    app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """With ``"store": "django"``: can the store's tables be read? (E011; a ``database`` check)."""
+    value = getattr(settings, SETTING, None)
+    if not databases or not isinstance(value, Mapping) or "store" not in value:
+        return []
+    try:
+        _, store, _ = split_store(value, SETTING, STORES)
+    except ConfigError:
+        return []  # E010 says it
+    from .store import DjangoStore
+
+    if not isinstance(store, DjangoStore):
+        if store is not None:
+            store.close()
+        return []
+    try:
+        if store.alias not in databases:
+            return []
+        if not store.tables_exist():
+            return []  # not migrated yet: this may be migrate itself, which runs these checks first
+        store.load()
+    except (StoreError, ConfigError) as error:
+        return [
+            Error(
+                f"{SETTING}.store: cannot read the consumers from database {store.alias!r}: {error}",
+                hint="Run manage.py migrate; check the database settings.",
+                id="consumer_auth.E011",
+            )
+        ]
+    finally:
+        store.close()
+    return []
 
 
 def _middleware_installed() -> bool:
