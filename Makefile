@@ -31,11 +31,14 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# pytest runs on every core (pytest-xdist). Every test is independent of the others (its own servers on
+# port 0, its own PostgreSQL schema and Redis keys, its own temporary files); one that ever needs to run
+# alone goes in @pytest.mark.xdist_group("serial"), which --dist loadgroup keeps on one worker.
 test: $(VENV)/.dev-installed browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadgroup
 
 # Re-takes the screenshots of docs/console.md and docs/django.md (the browser tests write them there
 # only when asked).

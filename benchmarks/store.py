@@ -7,22 +7,28 @@
   with the store idle, and with a writer in the same process changing one consumer as often as it gets the
   interpreter (at most every 50 ms) while the watcher reloads.
   Requests never wait on the store; the ratio shows what the reload thread costs them in CPU.
+- PostgreSQL propagation (when a PostgreSQL answers at ``$CONSUMER_AUTH_TEST_POSTGRES``, by default
+  ``postgresql://postgres@127.0.0.1:5432/test``): how long a password change written to the store takes to
+  reach a gateway following it (``LISTEN/NOTIFY``), against the one second the deployment guide promises.
+  ``tests/test_store_postgres.py`` checks that changes arrive; this measures how fast.
 
 Run alone: ``python benchmarks/store.py``; or ``make bench BENCH_ARGS='--only store'``.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import argon2
 from _common import Result, Target, interleaved, median
 
-from consumer_auth import Gateway, RequestFacts
+from consumer_auth import Allow, Gateway, RequestFacts
 from consumer_auth.store import SQLStore
 
 CONSUMERS = 2_000
@@ -55,6 +61,60 @@ def _decisions_per_second(gateway: Gateway, seconds: float) -> float:
             gateway.decide_now(facts)
         count += 1_000
     return count / seconds
+
+
+POSTGRES = os.environ.get("CONSUMER_AUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _propagation(rounds: int) -> list[float] | None:
+    """Seconds from each password change written to PostgreSQL to a gateway following the store honouring
+    it; ``None`` without a PostgreSQL to measure on."""
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES, connect_timeout=3):
+            pass
+    except Exception:  # noqa: BLE001 - any failure to connect means "nothing to measure on"
+        return None
+    schema = f"consumer_auth_bench_{uuid.uuid4().hex[:12]}"
+    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    store = SQLStore(f"{POSTGRES}?schema={schema}")
+    gateway: Gateway | None = None
+    try:
+        store.put_resource("routes", "json", ROUTES[0])
+
+        def set_password(password: str) -> None:
+            document = {
+                "plugins": {"basic-auth": {"username": "alex", "password_hash": hasher.hash(password)}}
+            }
+            store.put_resource("consumers", "alex", document)
+
+        set_password("pw-0")
+        gateway = Gateway.from_store(store)
+        delays = []
+        for index in range(1, rounds + 1):
+            facts = RequestFacts("GET", "/json", "localhost", (f"Basic {_basic('alex', f'pw-{index}')}",))
+            started = time.perf_counter()
+            set_password(f"pw-{index}")
+            while not isinstance(gateway.decide_now(facts), Allow):
+                if time.perf_counter() - started > 30:
+                    raise RuntimeError("a change did not reach the gateway within 30 s")
+                time.sleep(0.001)
+            delays.append(time.perf_counter() - started)
+        return delays
+    finally:
+        if gateway is not None:
+            gateway.close()
+        else:
+            store.close()
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+def _basic(login: str, password: str) -> str:
+    import base64
+
+    return base64.b64encode(f"{login}:{password}".encode()).decode()
 
 
 def run(quick: bool = False) -> Result:
@@ -142,6 +202,21 @@ def run(quick: bool = False) -> Result:
     result.notes.append(
         f"{writes} writes during the busy rounds; at the end the gateway served revision {applied} of {latest}."
     )
+    delays = _propagation(5 if quick else 20)
+    if delays is None:
+        result.notes.append(f"PostgreSQL propagation not measured: no PostgreSQL answered at {POSTGRES}.")
+    else:
+        result.table += [
+            [
+                f"PostgreSQL change to a following gateway, median of {len(delays)}",
+                f"{median(delays) * ms:.1f} ms",
+                "",
+            ],
+            ["PostgreSQL change to a following gateway, slowest", f"{max(delays) * ms:.1f} ms", ""],
+        ]
+        result.targets.append(
+            Target("slowest PostgreSQL change to a gateway vs 1 s", max(delays) / 1.0, 1.0, "<=")
+        )
     result.targets.append(Target("store reload vs building the gateway", again / baseline, 1.0, "<="))
     result.targets.append(
         Target("decisions/s while the store changes vs idle", busy_rate / idle_rate, 0.7, ">=")

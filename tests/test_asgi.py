@@ -120,7 +120,7 @@ def test_fastapi_mounted_under_service_prefix() -> None:
     )
 
     async def run() -> httpx.Response:
-        transport = httpx.ASGITransport(app=gateway.asgi(starlette_style_app()))  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=gateway.asgi(starlette_style_app()))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return await client.get("/v1/json?a=1", headers={"Authorization": basic("alex", "123456")})
 

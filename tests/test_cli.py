@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import copy
 import http.client
+import importlib.metadata
 import io
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,8 +23,10 @@ import pytest
 import yaml
 
 import configs
+import consumer_auth
 from consumer_auth import cli
 from consumer_auth.passwords import verifier_from_hash
+from consumer_auth.store import SQLStore
 from proxy_servers import CONSUMER_AUTH, Handler, Process, UpstreamServer, request, start_upstream
 from support import basic
 
@@ -187,6 +195,93 @@ def test_serve_needs_an_upstream_for_every_route(tmp_path: Path, upstream: Upstr
     assert process.terminate() == 0
 
 
+# -- SIGHUP -----------------------------------------------------------------------------------------
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Replace a file atomically (a new inode), as editors and configuration tools do."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 60) -> bool:
+    """Whether ``predicate`` holds before ``timeout`` seconds (a generous deadline: no duration is asserted)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def with_bob(path: Path, password: str) -> str:
+    document = yaml.safe_load(path.read_text())
+    document["consumers"].append(
+        {"username": "bob", "plugins": {"basic-auth": {"username": "bob", "password": password}}}
+    )
+    return yaml.safe_dump(document)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_sighup_reloads_the_config_and_a_bad_file_keeps_the_last_good_one(
+    tmp_path: Path, upstream: UpstreamServer, workers: int
+) -> None:
+    path = guide_config(tmp_path, upstream.url)
+    process, port = serve("--config", str(path), workers=workers)
+
+    def all_answer(credentials: tuple[str, str], status: int) -> bool:  # several, so every worker answers
+        return all(ask(port, credentials).status == status for _ in range(4 * workers))
+
+    assert all_answer(("bob", "bob-secret"), 401)
+    rewrite(path, with_bob(path, "bob-secret"))
+    assert all_answer(("bob", "bob-secret"), 401)  # a file is read again on SIGHUP only
+    process.proc.send_signal(signal.SIGHUP)
+    assert eventually(lambda: all_answer(("bob", "bob-secret"), 200))
+    assert_guide(port)
+
+    good = path.read_text()
+    rewrite(path, good.replace("hide_credentials: false", "hide_credentials: 'yes'"))
+    process.proc.send_signal(signal.SIGHUP)
+    expected = r"ERROR consumer_auth\.store: .*gateway\.yaml: invalid content .*still serving the file of .*: routes\[0\]\.plugins\.basic-auth\.hide_credentials: expected a boolean, got 'yes'$"
+    process.wait_for(expected, process.stderr, timeout=60, count=workers)  # logged by every worker
+    assert all_answer(("bob", "bob-secret"), 200)  # the last good configuration
+    assert process.proc.poll() is None  # SIGHUP never stops the server
+    assert process.terminate() == 0
+    logged = "\n".join(process.stdout + process.stderr)
+    assert "bob-secret" not in logged
+    assert "123456" not in logged
+
+
+def test_sighup_reloads_the_routes_file_next_to_a_store(tmp_path: Path, upstream: UpstreamServer) -> None:
+    store_url = f"sqlite:///{tmp_path / 'consumers.db'}"
+    store = SQLStore(store_url)
+    store.put_resource(
+        "consumers", "alex", {"plugins": {"basic-auth": {"username": "alex", "password": "123456"}}}
+    )
+    store.close()
+    routes = tmp_path / "routes.yaml"
+    guarded = {"uri": "/json", "upstream": upstream.url, "plugins": {"basic-auth": {}}}
+    open_route = {
+        "uri": "/open",
+        "upstream": upstream.url,
+        "plugins": {"basic-auth": {"anonymous_consumer": "alex"}},
+    }
+    routes.write_text(yaml.safe_dump({"routes": [guarded, open_route]}))
+    process, port = serve("--config", str(routes), "--store", store_url)
+    alex = [("Authorization", basic("alex", "123456"))]
+    assert request(port, "GET", "/json", alex).status == 200
+    assert request(port, "GET", "/slides", alex).status == 404
+    rewrite(routes, routes.read_text().replace("uri: /json", "uri: /slides"))
+    process.proc.send_signal(signal.SIGHUP)
+    assert eventually(lambda: request(port, "GET", "/slides", alex).status == 200)
+    assert request(port, "GET", "/json", alex).status == 404
+    # The file's anonymous_consumer is a consumer of the store, not of the file: the file is still good.
+    assert request(port, "GET", "/open").status == 200
+    assert not any("invalid content" in line for line in process.stderr)
+    assert process.terminate() == 0
+
+
 # -- demo -------------------------------------------------------------------------------------------
 
 
@@ -331,6 +426,77 @@ def test_serve_and_demo_help_name_their_options() -> None:
     assert result.returncode == 0
     for option in ("--config", "--host", "--port", "--workers", "--upstream", "--graceful-timeout"):
         assert option in result.stdout
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CONSUMER_AUTH, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "command", ["serve", "demo", "import-htpasswd", "check", "hash-password", "consumers", "admin"]
+)
+def test_every_command_help_has_a_description_and_examples(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    usage, description = result.stdout.split("\n\n")[:2]
+    assert usage.startswith(f"usage: consumer-auth {command}")
+    assert len(description.split()) >= 8  # a sentence or two, not just the option list
+    examples = result.stdout.split("examples:\n", 1)[1]
+    assert examples.lstrip().startswith(f"consumer-auth {command}") or f"consumer-auth {command}" in examples
+
+
+def test_import_htpasswd_help_explains_format() -> None:
+    words = " ".join(run("import-htpasswd", "--help").stdout.split())
+    assert "--format {yaml,json} print the consumers: document as YAML (default) or JSON" in words
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"consumer-auth {consumer_auth.__version__}\n",
+        "",
+    )
+    assert consumer_auth.__version__ == importlib.metadata.version("consumer-auth")
+
+
+@pytest.mark.parametrize("command", ["serve", "demo", "admin"])
+@pytest.mark.parametrize(
+    ("port", "shown"),
+    [("80000", "80000"), ("-1", "-1"), ("http", "'http'")],
+    ids=["too-high", "negative", "not-a-number"],
+)
+def test_a_port_out_of_range_is_refused_with_exit_1(
+    command: str, port: str, shown: str, tmp_path: Path
+) -> None:
+    result = (
+        run(command, "--config", str(tmp_path / "never-read.yaml"), "--port", port)
+        if command == "serve"
+        else run(command, "--store", "sqlite:///never-opened.db", "--port", port)
+        if command == "admin"
+        else run(command, "--port", port)
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == f"consumer-auth: error: --port: expected a port number from 0 to 65535, got {shown}\n"
+    )
+    assert result.stdout == ""
+
+
+def test_serve_reports_a_busy_port_on_one_line(tmp_path: Path, upstream: UpstreamServer) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = str(guide_config(tmp_path, upstream.url))
+        for workers in ("1", "2"):
+            result = run("serve", "--config", path, "--port", str(port), "--workers", workers)
+            assert result.returncode == 1
+            assert result.stderr.endswith(
+                f"consumer-auth: error: cannot listen on 127.0.0.1:{port} (Address already in use); try --port\n"
+            )
+            assert "Traceback" not in result.stderr
 
 
 def test_serve_without_the_server_extra_says_what_to_install(

@@ -27,6 +27,7 @@ import pytest
 from browser import log_of, screenshot
 from consumer_auth import _demo
 from consumer_auth.console import CONTENT_SECURITY_POLICY
+from consumer_auth.store import SQLStore
 from proxy_servers import CONSUMER_AUTH, Process
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """``serve --store`` and ``admin --store`` (the console) on one SQLite file, and the upstream."""
     store = f"sqlite:///{tmp_path_factory.mktemp('console') / 'consumers.db'}"
+    created = SQLStore(store)  # an empty store, as `admin` makes it: `serve` never starts one itself
+    created.revision()
+    created.close()
     with httpbin_stand_in() as upstream:
         serve = Process([CONSUMER_AUTH, "serve", "--store", store, "--port", "0", "--no-access-log"])
         try:
@@ -197,7 +201,7 @@ def test_the_guide_by_clicks_then_serve_answers_its_curl_commands(page: Page, se
     rows = expected_answers(try_it, setup.gateway)
     assert [status for _, status, _, _ in rows] == [401, 200, 401, 401]
     # serve logs (with its clock, to the millisecond) when it puts a new store revision in force.
-    line = setup.serve.wait_for(r"^(\S+ \S+) INFO .* in force \(1 consumers", setup.serve.stderr).group(1)
+    line = setup.serve.wait_for(r"^(\S+ \S+) INFO .* in force \(1 consumer,", setup.serve.stderr).group(1)
     in_force = datetime.strptime(line, "%Y-%m-%d %H:%M:%S,%f").timestamp()
     print(
         f"serve put alex in force {in_force - last_click:.2f} s after the last click "

@@ -102,6 +102,16 @@ def test_fastapi_example_whoami_and_docs() -> None:
         assert schema["paths"][route]["get"]["security"] == [{"basic-auth": []}]
 
 
+@pytest.mark.parametrize(("headers", "status", "body"), CURLS)
+def test_fastapi_protect_example(headers: Headers, status: int, body: bytes | None) -> None:
+    example = load("fastapi/protect_app.py", "example_fastapi_protect_app")
+    reply = asyncio.run(call_asgi(example.application, "GET", "/v1/json", headers))
+    check_json(reply, status, body, {"title": "Sample Slide Show"})
+    # `app` is still the FastAPI app, unguarded: its routes were added after protect() as before it.
+    assert type(example.app).__name__ == "FastAPI"
+    assert asyncio.run(call_asgi(example.guarded, "GET", "/v1/json", [])).status == 401
+
+
 # -- Django --------------------------------------------------------------------------------------------
 
 
@@ -178,3 +188,12 @@ def test_django_example_manage_py_check() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_the_readme_fastapi_line_is_the_checked_example_and_the_docs_line() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.endswith("# FastAPI: serve `application`"))
+    code = line.split("  #")[0]
+    assert code == 'application = protect(app, consumers=[Consumer("alex", password="123456")])'
+    assert code in (EXAMPLES / "fastapi" / "protect_app.py").read_text()  # type-checked by mypy --strict
+    assert code in (EXAMPLES.parent / "docs" / "fastapi.md").read_text()

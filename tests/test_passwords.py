@@ -2,7 +2,8 @@
 
 The htpasswd vectors were made with Apache's ``htpasswd`` 2.4 (``-m`` APR1, ``-s`` SHA-1, ``-B`` bcrypt)
 and pasted here, so the tests need no htpasswd installed. The ``$2a$`` vectors are the classic
-OpenBSD/John-the-Ripper ones.
+OpenBSD/John-the-Ripper ones. The SHA-crypt vectors were made with ``openssl passwd -5``/``-6``
+(OpenSSL 3.0) and, for ``rounds=``, glibc's ``crypt()``; two are the published ones of the algorithm.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from consumer_auth.passwords import (
     BcryptPassword,
     PlaintextPassword,
     Sha1Password,
+    ShaCryptPassword,
     VerificationCache,
     apr1_hash,
     hash_password,
+    sha_crypt_hash,
     verifier_from_hash,
 )
 
 COLON = "pässwörd:with colon"
 LONG = "a" * 100
+PASSPHRASE = "correct horse battery staple, a passphrase longer than sixty-four bytes in all!!"
 
 # fmt: off
 VECTORS = [
@@ -34,6 +38,18 @@ VECTORS = [
     pytest.param("$apr1$CcgnmhAb$y8PvqOZ33yrJroRULv3Gk1", "a-rather-long-password-that-goes-well-beyond-sixteen-bytes-of-md5-output", Apr1Password, id="apr1-long"),
     pytest.param("$apr1$OASJbfhE$KgLxIVomW/UkvngPRCTIA.", LONG, Apr1Password, id="apr1-100-bytes"),
     pytest.param("$apr1$aHVJR7uB$TuW4PrMPyU3xyNyL2RSw61", "ünï", Apr1Password, id="apr1-unicode"),
+    pytest.param("$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5", "Hello world!", ShaCryptPassword, id="sha256-crypt-published"),
+    pytest.param("$5$8tkPvr4tqmngHXXY$7ff2pBj6FGzNlBuFiFsFR9T7YauocPbeFBFuDBOJKy5", "123456", ShaCryptPassword, id="sha256-crypt"),
+    pytest.param("$5$hPrbEFW4N4tgBA9Q$v.gTKnvymfBD6kMqlt9tc/Ci4iVEhahzl6Gp2tbZq47", PASSPHRASE, ShaCryptPassword, id="sha256-crypt-long"),
+    pytest.param("$5$mgVIP3VRY58UDc$eRI6zO2AUU/930jsNzkxg7.yyuzx57us7ncuuj5xKG1", "pässwörd€", ShaCryptPassword, id="sha256-crypt-utf8-short-salt"),
+    pytest.param("$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA", "Hello world!", ShaCryptPassword, id="sha256-crypt-rounds"),
+    pytest.param("$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1", "Hello world!", ShaCryptPassword, id="sha512-crypt-published"),
+    pytest.param("$6$ugsjr7t2KvEybH4s$Oxr6Kh.XJ9cCMugW.OshO4wkKorPWXwOYGSg.UZc0O3qn5rqEdmTZG8hjs5ywfCKSC/jccKeA78kJzjmtUW8L.", "123456", ShaCryptPassword, id="sha512-crypt"),
+    pytest.param("$6$myQchK1TaB3bpHX$jksK0LmKoQXp21XCN5nW5di/90.n9.ABi0J5v9lztwzir4PXYKMehAF7V9bepaEh4ecTYu.mCeraRRnSK4UvZ0", PASSPHRASE, ShaCryptPassword, id="sha512-crypt-long"),
+    pytest.param("$6$RrOFbXM78VU49AE1$rJlNnCwXbWzFcTmm7Eas1jo/j0dAI61pEvix0ZkrIz9wth5ZTMv2bRIUUoyiRM..4jt9foVYljbzGXcDnwwtR.", "pässwörd€", ShaCryptPassword, id="sha512-crypt-utf8"),
+    pytest.param("$6$ab$jnZj29NS/hK2GaouP6AGMIBwD6owZFRejcn9QRdlwSjZaVr.fR9dH2TXrKL/PaacUXwtGfI.4O9zxvy2k6fbE1", "x", ShaCryptPassword, id="sha512-crypt-one-character"),
+    pytest.param("$6$rounds=1400$anotherlongsalts$5FGyu8c4BZDX4wJgs0Un26YOw2XibT5eTkHF1I1aP3QqStoJI9BHD2YPJYsAjEePVGUyBjdZxcNqMWlrrbIOC.", "Hello world!", ShaCryptPassword, id="sha512-crypt-rounds"),
+    pytest.param("{PLAIN}123456", "123456", PlaintextPassword, id="nginx-plain"),
     pytest.param("{SHA}fEqNCco3Yq9h5ZUglD3CZJT4lBs=", "123456", Sha1Password, id="sha"),
     pytest.param("{SHA}RQRO0i/ARBGVPhWCuk1XtFj3OEU=", COLON, Sha1Password, id="sha-utf8-colon"),
     pytest.param("{SHA}FG8R/ry6NO0ND4gk1NihsjyEgMc=", "ünï", Sha1Password, id="sha-unicode"),
@@ -77,6 +93,22 @@ def test_apr1_hash_reproduces_htpasswd() -> None:
         apr1_hash("x", "bad$salt")
 
 
+def test_sha_crypt_hash_reproduces_openssl_and_glibc() -> None:
+    assert sha_crypt_hash("123456", "6", "ugsjr7t2KvEybH4s") == (
+        "$6$ugsjr7t2KvEybH4s$Oxr6Kh.XJ9cCMugW.OshO4wkKorPWXwOYGSg.UZc0O3qn5rqEdmTZG8hjs5ywfCKSC/jccKeA78kJzjmtUW8L."
+    )
+    assert sha_crypt_hash("Hello world!", "5", "saltstringsaltst", rounds=10000) == (
+        "$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA"
+    )
+    made = sha_crypt_hash("secret", "5")
+    assert made.startswith("$5$")
+    assert ShaCryptPassword(made).verify("secret")
+    with pytest.raises(ValueError, match="salt"):
+        sha_crypt_hash("x", "6", "bad$salt")
+    with pytest.raises(ValueError, match="rounds"):
+        sha_crypt_hash("x", "6", rounds=999)
+
+
 def test_empty_password_never_verifies_even_if_the_hash_is_of_the_empty_string() -> None:
     assert not verifier_from_hash("$apr1$2bo1ycbU$S/CyIk6OjcyFFhv9xMpOL.").verify("")
     assert not verifier_from_hash("{SHA}2jmj7l5rSw0yVb/vlWAYkK/YBwk=").verify("")
@@ -108,7 +140,12 @@ MALFORMED = [
     pytest.param("$2y$05$" + SECRET_PART, "not a valid bcrypt hash", id="bcrypt-short"),
     pytest.param("$2y$99$e9ENqlaIJqas5L4yTVt3MOCFk3.0Gt25/tj9OSsiCombZUauYCrsq", "not a valid bcrypt hash", id="bcrypt-cost-out-of-range"),
     pytest.param("$argon2id$v=19$" + SECRET_PART, "not a valid argon2 hash", id="argon2-truncated"),
-    pytest.param("$6$" + SECRET_PART + "$abc", "unsupported hash format", id="sha512-crypt"),
+    pytest.param("$6$" + SECRET_PART + "$abc", "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-digest-short"),
+    pytest.param("$5$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha256-crypt-digest-long"),
+    pytest.param("$6$" + SECRET_PART + "toolong$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-salt-too-long"),
+    pytest.param("$6$rounds=999$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-too-few-rounds"),
+    pytest.param("$6$rounds=x$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-rounds-not-a-number"),
+    pytest.param("{PLAIN}", "an empty {PLAIN} password", id="plain-empty"),
     pytest.param("TJ91b34u7uQk2" + SECRET_PART, "unsupported hash format", id="des-crypt"),
     pytest.param("$1$" + SECRET_PART + "$abc", "unsupported hash format", id="md5-crypt-not-apr1"),
 ]

@@ -93,7 +93,7 @@ def test_detects_interfaces() -> None:
 
 def test_not_an_app_is_a_clear_error() -> None:
     with pytest.raises(UnsupportedAppError, match="expected a WSGI or ASGI application, got str"):
-        protect("app", consumers=[ALEX])
+        protect("app", consumers=[ALEX])  # type: ignore[call-overload]
 
 
 def test_hide_credentials_and_anonymous() -> None:

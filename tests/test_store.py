@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from consumer_auth import (
     StoreError,
     StoreUnavailableError,
 )
-from consumer_auth.store import FileStore, Snapshot, SQLStore, open_store, redact
+from consumer_auth.store import FileStore, Snapshot, SQLStore, StoreWatcher, open_store, redact
 from support import basic
 
 _CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -203,7 +204,7 @@ def test_invalid_stored_content_is_logged_and_skipped(
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert (
-            "invalid content at revision 2, still serving revision 1: consumers/alex.plugins: expected a mapping, got int"
+            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got int"
             in errors[0]
         )
     finally:
@@ -292,6 +293,11 @@ def test_a_file_store_reloads_and_a_bad_file_keeps_the_last_good_config(
         assert status(gateway, "alex", "second-secret") == 401
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "secret" not in logged
+        # Revisions read as a time and a size, counts in the singular when there is one.
+        version = r"the file of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} UTC \(\d+ bytes\)"
+        assert re.search(rf"gateway\.json: {version} in force \(1 consumer, 1 route\)$", logged, re.M)
+        assert re.search(rf"invalid content \({version}\), still serving {version}: routes\[0\]", logged)
+        assert not re.search(r"\d{16}", logged)  # no raw nanosecond timestamps
     finally:
         gateway.close()
 
@@ -365,30 +371,46 @@ class FlakyStore:
         pass
 
 
+class RecordedWaits(threading.Event):
+    """An event that remembers the timeout of every wait on it (the watcher's polls and back-offs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timeouts.append(timeout)
+        return super().wait(timeout)
+
+
 def test_an_outage_keeps_the_snapshot_logs_once_each_way_backs_off_and_catches_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FlakyStore(["alex"])
     gateway = guarded()
     with caplog.at_level(logging.INFO, "consumer_auth.store"):
-        watcher = gateway.attach(store, poll_interval=0.01)
-        watcher.max_backoff = 0.2
+        watcher = StoreWatcher(gateway, store, poll_interval=0.01, max_backoff=0.2)
+        waits = RecordedWaits()
+        watcher._wake = waits
+        watcher.start()
         try:
             store.up = False
             assert within(10, lambda: store.failures >= 5)
             assert status(gateway, "alex", "pw") == 200
             assert watcher.available is False
-            started, failures = time.monotonic(), store.failures
-            time.sleep(0.5)
-            # Backing off: at most one try per 0.2 s once the delay has grown (not one per 0.01 s poll).
-            assert store.failures - failures <= (time.monotonic() - started) / 0.2 + 2
 
             store.consumers, store.counter = ["bob"], 2  # changed while unreachable
             store.up = True
             assert within(10, lambda: status(gateway, "bob", "pw") == 200)
             assert status(gateway, "alex", "pw") == 401
         finally:
-            gateway.close()
+            watcher.stop()
+    # Backing off: after each failed try the watcher waits 0.25 s, doubling up to max_backoff (0.2 here),
+    # never just the 0.01 s poll interval.
+    backoffs = [timeout for timeout in waits.timeouts if timeout != 0.01]
+    assert len(backoffs) >= 5
+    assert backoffs[0] == 0.25
+    assert set(backoffs[1:]) <= {0.2, None}  # None: stop() waking the thread
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot read the store" in m for m in messages) == 1
     assert sum("answers again" in m for m in messages) == 1

@@ -258,6 +258,9 @@ def test_serve_with_two_workers_follows_a_sqlite_store(store_url: str, tmp_path:
     routes.write_text(
         f"routes:\n  - uri: /json\n    upstream: {upstream.url}\n    plugins:\n      basic-auth: {{}}\n"
     )
+    empty = SQLStore(store_url)  # serve follows an existing store: it never starts an empty one itself
+    empty.revision()
+    empty.close()
     process = Process(
         [COMMAND, "serve", "--config", str(routes), "--store", store_url, "--port", "0", "--workers", "2"]
     )
@@ -315,3 +318,40 @@ def test_serve_refuses_consumers_in_the_config_with_a_store(store_url: str, tmp_
     assert result.stderr == (
         "consumer-auth: error: consumers: the consumers come from the store: remove them from the configuration\n"
     )
+
+
+def test_a_mistyped_sqlite_path_is_an_error_naming_it_not_an_empty_store(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "missing" / "dir" / "x.db"
+    for args in (
+        ["consumers", "list"],
+        ["consumers", "remove", "alex"],
+        ["serve", "--upstream", "http://127.0.0.1:9"],
+    ):
+        result = cli(*args, "--store", f"sqlite:///{missing_dir}")
+        assert result.returncode == 1, args
+        assert result.stderr.startswith(f"consumer-auth: error: {missing_dir}: no such directory"), args
+    missing_file = tmp_path / "consumers.db"
+    for args in (["consumers", "list"], ["serve", "--upstream", "http://127.0.0.1:9"]):
+        result = cli(*args, "--store", f"sqlite:///{missing_file}")
+        assert result.returncode == 1, args
+        assert result.stderr.startswith(f"consumer-auth: error: {missing_file}: no such SQLite file"), args
+    assert not missing_file.exists()  # nothing was created by reading
+    # A relative URL is resolved against the current directory, and the message says so.
+    result = subprocess.run(
+        [COMMAND, "consumers", "list", "--store", "sqlite:///consumers.db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert f"{missing_file}: no such SQLite file" in result.stderr
+    assert "relative to the current directory" in result.stderr
+    # `consumers add` is the command that starts a new store.
+    assert (
+        cli("consumers", "add", "alex", "--store", f"sqlite:///{missing_file}", password=SECRET).returncode
+        == 0
+    )
+    listed = cli("consumers", "list", "--store", f"sqlite:///{missing_file}")
+    assert listed.returncode == 0
+    assert "alex" in listed.stdout

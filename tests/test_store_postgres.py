@@ -1,6 +1,9 @@
 """Two ``consumer-auth serve`` processes on one PostgreSQL store: a consumer added, a password rotated, a
-consumer removed (with ``consumer-auth consumers`` and through ``consumer-auth admin``) reach both within a
-second, and both ride out the store's connections being terminated.
+consumer removed (with ``consumer-auth consumers`` and through ``consumer-auth admin``) reach both, and both
+ride out the store's connections being terminated.
+
+The tests wait for each change with a generous deadline and assert that it arrives, never how fast: how
+fast (under a second) is measured by ``benchmarks/store.py`` (docs/deployment.md).
 
 Every process is real: the gateways and the Admin API are ``consumer-auth`` commands on ephemeral
 loopback ports, in front of an echo upstream; the store is a schema of its own in the test database.
@@ -58,17 +61,15 @@ class Gateway:
         return "\n".join(self.process.stderr)
 
 
-def honoured(gateway: Gateway, login: str, password: str, status: int, seconds: float = 1.0) -> None:
-    """Assert that ``gateway`` answers ``status`` for these credentials within ``seconds``.
+CHANGE_DEADLINE = 60.0
+"""How long a change may take to reach a gateway before the test fails: generous, since these tests
+assert that changes arrive, not their speed (a loaded machine may take seconds)."""
 
-    On failure, keep polling a while longer to say whether the change came late or never, with the log.
-    """
-    started = time.monotonic()
-    if within(seconds, lambda: gateway.status(login, password) == status):
-        return
-    late = within(10.0, lambda: gateway.status(login, password) == status)
-    took = f"after {time.monotonic() - started:.2f} s" if late else "not even after 10 s"
-    pytest.fail(f"{login} got {status} {took} (bound {seconds} s); the gateway's log:\n{gateway.log()}")
+
+def honoured(gateway: Gateway, login: str, password: str, status: int) -> None:
+    """Assert that ``gateway`` comes to answer ``status`` for these credentials (the gateway's log if not)."""
+    if not within(CHANGE_DEADLINE, lambda: gateway.status(login, password) == status):
+        pytest.fail(f"{login} never got {status}; the gateway's log:\n{gateway.log()}")
 
 
 def consumers(*args: str, store: str, password: str | None = None) -> str:
@@ -118,7 +119,7 @@ def admin(postgres: Database) -> Iterator[str]:
         process.kill()
 
 
-def test_add_rotate_and_remove_reach_both_gateways_within_a_second(
+def test_add_rotate_and_remove_reach_both_gateways(
     postgres: Database, gateways: tuple[Gateway, Gateway], admin: str
 ) -> None:
     one, two = gateways
@@ -194,10 +195,10 @@ def test_both_gateways_ride_out_terminated_connections_and_catch_up(
     # A change made while they reconnect (its notification may be lost) is caught up with.
     consumers("add", "bob", store=postgres.url, password="pw-bob")
     for gateway in gateways:
-        gateway.process.wait_for("the store answers again", gateway.process.stderr, timeout=10)
-        honoured(gateway, "bob", "pw-bob", 200, seconds=10.0)
+        gateway.process.wait_for("the store answers again", gateway.process.stderr, timeout=CHANGE_DEADLINE)
+        honoured(gateway, "bob", "pw-bob", 200)
 
-    # Once reconnected, the next change reaches both within a second.
+    # Once reconnected, the next change reaches both.
     consumers("remove", "bob", store=postgres.url)
     for gateway in gateways:
         honoured(gateway, "bob", "pw-bob", 401)

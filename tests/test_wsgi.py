@@ -34,7 +34,7 @@ def test_flask_sees_its_own_paths_under_the_prefix() -> None:
             "consumer": request.environ[CONSUMER_KEY].username,
         }
 
-    app.wsgi_app = prefixed_gateway().wsgi(app.wsgi_app)  # type: ignore[method-assign,assignment]
+    app.wsgi_app = prefixed_gateway().wsgi(app.wsgi_app)  # type: ignore[method-assign]
     response = app.test_client().get("/v1/json", headers={"Authorization": basic("alex", "123456")})
     assert response.status_code == 200
     assert response.json == {"script_name": "/v1", "path": "/json", "url": "/v1/json", "consumer": "alex"}

@@ -24,7 +24,7 @@ GATEWAY: dict[str, Any] = {
             "id": "json",
             "service_id": "basic-auth-app",
             "uri": "/json",
-            "methods": ["GET", "HEAD"],  # HEAD too: with "unmatched: pass" it would reach the view unguarded
+            "methods": ["GET", "HEAD"],  # HEAD: implied by GET with "unmatched: pass"; listed to say so
             "plugins": {"basic-auth": {"hide_credentials": False}},
         }
     ],

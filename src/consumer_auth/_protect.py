@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from .consumers import Consumer
 from .errors import UnsupportedAppError
@@ -16,7 +16,11 @@ from .routing import Route
 
 __all__ = ["detect_interface", "protect"]
 
-App = TypeVar("App")
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
+    from .asgi import ASGIApp, ASGIGatewayMiddleware
+    from .wsgi import GatewayMiddleware
 
 
 def detect_interface(app: object) -> Literal["wsgi", "asgi"]:
@@ -33,8 +37,40 @@ def detect_interface(app: object) -> Literal["wsgi", "asgi"]:
     return "wsgi"
 
 
+@overload
 def protect(
-    app: App,
+    app: ASGIApp,
+    consumers: Iterable[Consumer],
+    *,
+    realm: str | None = None,
+    hide_credentials: bool = False,
+    anonymous_consumer: str | None = None,
+    profile: Profile | str = Profile.CLASSIC,
+    brute_force: BruteForce | Mapping[str, Any] | None = None,
+    brute_force_store: FailureStore | None = None,
+    trusted_proxies: Iterable[str] = (),
+    interface: Literal["auto", "asgi"] = "auto",
+) -> ASGIGatewayMiddleware: ...
+
+
+@overload
+def protect(
+    app: WSGIApplication,
+    consumers: Iterable[Consumer],
+    *,
+    realm: str | None = None,
+    hide_credentials: bool = False,
+    anonymous_consumer: str | None = None,
+    profile: Profile | str = Profile.CLASSIC,
+    brute_force: BruteForce | Mapping[str, Any] | None = None,
+    brute_force_store: FailureStore | None = None,
+    trusted_proxies: Iterable[str] = (),
+    interface: Literal["auto", "wsgi"] = "auto",
+) -> GatewayMiddleware: ...
+
+
+def protect(
+    app: ASGIApp | WSGIApplication,
     consumers: Iterable[Consumer],
     *,
     realm: str | None = None,
@@ -45,7 +81,7 @@ def protect(
     brute_force_store: FailureStore | None = None,
     trusted_proxies: Iterable[str] = (),
     interface: Literal["auto", "wsgi", "asgi"] = "auto",
-) -> App:
+) -> ASGIGatewayMiddleware | GatewayMiddleware:
     """Require basic-auth credentials of ``consumers`` on every path of a WSGI or ASGI app.
 
     Args:
@@ -62,7 +98,9 @@ def protect(
         interface: ``"auto"`` detects ASGI (coroutine ``__call__``) or WSGI; force one if detection fails.
 
     Returns:
-        The wrapped app, of the same interface.
+        The middleware wrapping ``app``: an :class:`~consumer_auth.asgi.ASGIGatewayMiddleware` for an ASGI
+        app, a :class:`~consumer_auth.wsgi.GatewayMiddleware` for a WSGI one. It is a new application, not
+        ``app``: keep ``app`` for its own API (FastAPI's ``@app.get``) and serve the result.
 
     Raises:
         UnsupportedAppError: ``app`` is not an application.
@@ -72,7 +110,7 @@ def protect(
         Flask (WSGI) and FastAPI (ASGI) alike::
 
             app.wsgi_app = protect(app.wsgi_app, consumers=[Consumer("alex", password="123456")])
-            app = protect(FastAPI(), consumers=[Consumer("alex", password="123456")])
+            application = protect(app, consumers=[Consumer("alex", password="123456")])  # serve this
     """
     kind = detect_interface(app) if interface == "auto" else interface
     plugin = BasicAuthPlugin(
@@ -88,5 +126,6 @@ def protect(
         trusted_proxies=trusted_proxies,
         brute_force_store=brute_force_store,
     )
-    wrapped: Any = gateway.asgi(cast(Any, app)) if kind == "asgi" else gateway.wsgi(cast(Any, app))
-    return cast(App, wrapped)
+    if kind == "asgi":
+        return gateway.asgi(cast("ASGIApp", app))
+    return gateway.wsgi(cast("WSGIApplication", app))

@@ -41,8 +41,8 @@ def _password(stdin: TextIO) -> str:
         raise _Refused(str(error)) from None
 
 
-def _writable(url: str) -> WritableStore:
-    store = open_store(url)
+def _writable(url: str, *, create: bool = False) -> WritableStore:
+    store = open_store(url, create=create)
     if not isinstance(store, WritableStore):
         store.close()
         raise _Refused(f"{url} is a configuration file: edit it (gateways reload it when it changes)")
@@ -180,7 +180,7 @@ Action = Callable[[WritableStore, argparse.Namespace, TextIO, TextIO], None]
 def _consumers(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     action: Action = args.action
     try:
-        store = _writable(args.store)
+        store = _writable(args.store, create=action is _add)  # only `add` may start a new SQLite file
         try:
             action(store, args, stdin, out)
         finally:
@@ -207,7 +207,7 @@ def admin(args: argparse.Namespace) -> int:
     if not key:
         return _fail(f"set the admin key in the {ADMIN_KEY_ENV} environment variable")
     try:
-        store = _writable(args.store)
+        store = _writable(args.store, create=True)  # the Admin API may fill a new store
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
@@ -229,13 +229,27 @@ def admin(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """Add ``consumers`` and ``admin`` to the ``consumer-auth`` sub-command parsers."""
-    consumers = commands.add_parser(
-        "consumers", help="add, list, remove consumers or change passwords in a store"
+    from consumer_auth.cli import _command, port_number
+
+    consumers = _command(
+        commands,
+        "consumers",
+        "add, list, remove consumers or change passwords in a store",
+        "Manage the consumers of a SQLite or PostgreSQL store that gateways follow. Passwords are read "
+        "from the terminal (asked twice) or one line of standard input, and stored as argon2id hashes. "
+        "Only `add` starts a new SQLite file.",
+        """
+consumer-auth consumers add alex --store sqlite:///consumers.db
+consumer-auth consumers list --store postgresql://gateway@db/gateway
+consumer-auth consumers passwd alex --store sqlite:///consumers.db
+""",
     )
     actions = consumers.add_subparsers(dest="action_name", required=True, metavar="ACTION")
 
     def action(name: str, run: Action, help: str) -> argparse.ArgumentParser:  # noqa: A002 - argparse's word
-        parser: argparse.ArgumentParser = actions.add_parser(name, help=help)
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name, help=help, description=help[:1].upper() + help[1:] + "."
+        )
         parser.add_argument(
             "--store",
             required=True,
@@ -267,15 +281,21 @@ def add_commands(commands: Any) -> None:
     passwd.add_argument("name", help="the consumer's name")
     passwd.add_argument("--credential-id", help="which credential, when the consumer has several")
 
-    admin_command = commands.add_parser(
+    admin_command = _command(
+        commands,
         "admin",
-        help=f"serve the Admin API and the web console on their own listener (key from ${ADMIN_KEY_ENV})",
+        f"serve the Admin API and the web console on their own listener (key from ${ADMIN_KEY_ENV})",
+        "Serve the APISIX-compatible Admin API (/apisix/admin/consumers, routes, services) and the web "
+        f"console (/ui/) for a SQL store; requests need the key of ${ADMIN_KEY_ENV}.",
+        f"{ADMIN_KEY_ENV}=$(cat /etc/consumer-auth/admin-key) consumer-auth admin --store sqlite:///consumers.db",
     )
     admin_command.add_argument(
         "--store", required=True, metavar="URL", help="sqlite:///FILE or postgresql://HOST/DB[?schema=NAME]"
     )
     admin_command.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    admin_command.add_argument("--port", type=int, default=9180, help="port to listen on (default 9180)")
+    admin_command.add_argument(
+        "--port", type=port_number, default=9180, help="port to listen on (default 9180)"
+    )
     admin_command.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
     )

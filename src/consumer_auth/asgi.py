@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,6 @@ from .wsgi import CONSUMER_KEY
 
 if TYPE_CHECKING:
     from asgiref.typing import (
-        ASGI3Application,
         ASGIReceiveCallable,
         ASGISendCallable,
         HTTPScope,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 __all__ = [
+    "ASGIApp",
     "ASGIGatewayMiddleware",
     "AuthScopes",
     "VerificationPool",
@@ -42,6 +43,10 @@ __all__ = [
     "resolve",
     "verification_pool",
 ]
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+"""An ASGI 3 application, however its framework types the scope and the two callables (asgiref's
+``ASGI3Application``, Starlette's and FastAPI's ``MutableMapping`` scopes are all one)."""
 
 _IDENTITY_AND_AUTHORIZATION = IDENTITY_SPELLINGS | {b"authorization"}
 
@@ -240,14 +245,12 @@ class ASGIGatewayMiddleware:
     ``pool`` is where slow hashes are verified (default: the process-wide :func:`verification_pool`).
     """
 
-    def __init__(
-        self, app: ASGI3Application, gateway: Gateway, *, pool: VerificationPool | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, *, pool: VerificationPool | None = None) -> None:
         self.app = app
         self.gateway = gateway
         self.pool = pool
 
-    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    async def _handle(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -258,7 +261,16 @@ class ASGIGatewayMiddleware:
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return
-        await self.app(self.allowed_scope(scope, facts, decision), receive, send)  # type: ignore[arg-type]
+        await self.app(self.allowed_scope(scope, facts, decision), receive, send)
+
+    if TYPE_CHECKING:
+        # To type checkers the middleware takes any framework's ASGI types (asgiref's TypedDict scopes,
+        # Starlette's MutableMapping ones), so it can go wherever an ASGI app goes: uvicorn, Starlette's
+        # mount, httpx's ASGITransport. At run time it is _handle itself, with no extra call.
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None: ...
+
+    else:
+        __call__ = _handle
 
     def allowed_scope(
         self, scope: HTTPScope | WebSocketScope, facts: RequestFacts, decision: Allow

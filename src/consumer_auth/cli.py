@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -23,15 +25,23 @@ from typing import TYPE_CHECKING, Any, TextIO
 from consumer_auth import _store_cli, htpasswd
 from consumer_auth._limits import ServerLimits
 from consumer_auth._prompt import read_password
+from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError, UpstreamAbortedError
 from consumer_auth.gateway import Gateway
 from consumer_auth.passwords import hash_password
+from consumer_auth.store import FileStore, StoreWatcher
+from consumer_auth.store.watcher import logger as store_logger
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from consumer_auth.proxy.asgi import ASGIProxy
 
 __all__ = ["main"]
+
+_ON_SIGHUP_ONLY = threading.TIMEOUT_MAX
+"""The poll interval of ``serve``'s ``--config`` file: read again when SIGHUP wakes its watcher, not by the clock."""
 
 _WORKER_ENV = "CONSUMER_AUTH_SERVE"
 """How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream, store)."""
@@ -87,13 +97,42 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _gateway(config: str | None, store: str | None) -> Gateway:
-    """Routes and settings from ``config``, consumers from ``store`` (followed), or everything from either."""
+def _gateway(config: str | None, store: str | None) -> tuple[Gateway, list[StoreWatcher]]:
+    """Routes and settings from ``config``, consumers from ``store`` (followed), or everything from either;
+    and the watchers that SIGHUP wakes.
+
+    ``--store`` is followed as it changes; the ``--config`` file is read again when its watcher is woken
+    (SIGHUP), as nginx does with its configuration.
+    """
     if config is None:
         if store is None:
             raise ConfigError("", "give --config, --store, or both")
-        return Gateway.from_store(store)
-    return Gateway.from_file(config, store=store)
+        gateway = Gateway.from_store(store)
+    elif store is None:
+        gateway = Gateway.from_store(FileStore(config, poll_interval=_ON_SIGHUP_ONLY))
+    else:
+        gateway = Gateway.from_file(config, store=store)
+        routes_file = FileStore(config, poll_interval=_ON_SIGHUP_ONLY, consumers=False)
+        routes = StoreWatcher(gateway, routes_file, routes=True, consumers=False)
+        try:
+            routes.start()
+        except BaseException:
+            gateway.close()
+            raise
+        return gateway, [watcher for watcher in (gateway.watcher, routes) if watcher is not None]
+    return gateway, [watcher for watcher in (gateway.watcher,) if watcher is not None]
+
+
+def _reload_on_sighup(watchers: list[StoreWatcher]) -> None:
+    """SIGHUP: check the configuration file and the store now (in their watchers' threads); a bad file
+    is logged there and the last good configuration stays."""
+
+    def reload(signum: int, frame: object) -> None:
+        store_logger.info("SIGHUP: reading the configuration again")
+        for watcher in watchers:
+            watcher.wake()
+
+    signal.signal(signal.SIGHUP, reload)
 
 
 def _limits(config: str | None, store: str | None) -> ServerLimits:
@@ -106,14 +145,15 @@ def _limits(config: str | None, store: str | None) -> ServerLimits:
 
 def _proxy(
     config: str | None, upstream: str | None, store: str | None = None
-) -> tuple[ASGIProxy, ServerLimits]:
-    """The forwarding app, and the ``server:`` limits to serve it with."""
+) -> tuple[ASGIProxy, ServerLimits, list[StoreWatcher]]:
+    """The forwarding app, the ``server:`` limits to serve it with, and the watchers SIGHUP wakes."""
     limits = _limits(config, store)
-    gateway = _gateway(config, store)
+    gateway, watchers = _gateway(config, store)
     try:
-        return gateway.asgi_proxy(upstream=upstream), limits
+        return gateway.asgi_proxy(upstream=upstream), limits, watchers
     except BaseException:
-        gateway.close()
+        for watcher in watchers:
+            watcher.stop()
         raise
 
 
@@ -122,8 +162,9 @@ def worker_app() -> ASGIProxy:
     from consumer_auth._server import uvicorn_options
 
     options = json.loads(os.environ[_WORKER_ENV])
-    proxy, limits = _proxy(options["config"], options["upstream"], options.get("store"))
+    proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"))
     uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
+    _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervise)
     return proxy
 
 
@@ -171,22 +212,69 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
-    try:
-        proxy, limits = _proxy(config, args.upstream, args.store)  # validate before any worker starts
+    try:  # checked here, before any worker starts
+        proxy, limits, watchers = _proxy(config, args.upstream, args.store)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
+    busy = _cannot_listen(args.host, args.port)
+    if busy is not None:
+        for watcher in watchers:
+            watcher.stop()
+        return _fail(busy)
     options = _uvicorn_options(args, limits)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     if args.workers == 1:
-        uvicorn.run(proxy, **options)
-    else:
-        proxy.gateway.close()  # each worker follows the store itself
-        os.environ[_WORKER_ENV] = json.dumps(
-            {"config": config, "upstream": args.upstream, "store": args.store}
-        )
-        uvicorn.run("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options)
+        _reload_on_sighup(watchers)
+        server = uvicorn.Server(uvicorn.Config(proxy, **options))
+        server.run()
+        if not server.started:  # uvicorn has logged why (the port was taken meanwhile, ...)
+            return 1
+        return 0
+    for watcher in watchers:  # each worker follows its configuration and store itself
+        watcher.stop()
+    os.environ[_WORKER_ENV] = json.dumps({"config": config, "upstream": args.upstream, "store": args.store})
+    _supervise(uvicorn.Config("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options))
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket | str:
+    """A socket bound to ``host:port`` as uvicorn binds one, or why it cannot be (the error line's text)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        return f"cannot listen on {host}:{port} ({error.strerror or error}); try --port"
+    return sock
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (checked by binding it, then releasing it)."""
+    bound = _bind(host, port)
+    if isinstance(bound, str):
+        return bound
+    bound.close()
+    return None
+
+
+def _supervise(config: uvicorn.Config) -> None:
+    """Run ``config.workers`` worker processes, as ``uvicorn.run`` does, except on SIGHUP: the parent
+    passes it on to every worker, whose watchers read the configuration again. (uvicorn's own answer
+    replaces every worker, and a replacement started on a bad file fails to start.)"""
+    from uvicorn.supervisors import Multiprocess
+
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+
+    def forward(signum: int, frame: object) -> None:
+        for worker in supervisor.processes:
+            if worker.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGHUP)
+
+    signal.signal(signal.SIGHUP, forward)  # after Multiprocess installed its own handlers
+    supervisor.run()
 
 
 def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -196,13 +284,9 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
         return _fail(str(error))
-
-    def count(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
     print(
-        f"OK: {count(len(gateway.consumers), 'consumer')}, {count(len(gateway.services), 'service')}, "
-        f"{count(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
+        f"OK: {counted(len(gateway.consumers), 'consumer')}, {counted(len(gateway.services), 'service')}, "
+        f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
     for route in gateway.compiled_routes:
@@ -237,13 +321,9 @@ def demo(args: argparse.Namespace) -> int:
 
     from consumer_auth import _demo
 
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as error:
-        sock.close()
-        return _fail(f"cannot listen on {args.host}:{args.port} ({error.strerror}); try --port")
+    sock = _bind(args.host, args.port)
+    if isinstance(sock, str):
+        return _fail(sock)
     sock.listen(2048)  # connections queue from now on: the printed commands work as soon as they show
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
@@ -266,16 +346,58 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class BadValue(Exception):
+    """An option's value is refused: a ``consumer-auth: error:`` line and exit status 1.
+
+    Raised by the ``type=`` of an option; argparse lets it through (it is not a ``ValueError``), so
+    :func:`main` reports it on one line instead of argparse's usage message.
+    """
+
+
+def port_number(text: str) -> int:
+    """The ``type=`` of ``--port``: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise BadValue(f"--port: expected a port number from 0 to 65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise BadValue(f"--port: expected a port number from 0 to 65535, got {port}")
+    return port
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str, examples: str
+) -> argparse.ArgumentParser:
+    """A sub-command whose ``--help`` has a description and examples."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in examples.strip().splitlines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
+    from consumer_auth import __version__
+
     parser = argparse.ArgumentParser(
         prog="consumer-auth",
-        description="APISIX-style Consumer + Basic Auth gateway.",
+        description="APISIX-style Consumer + Basic Auth gateway. "
+        "`consumer-auth COMMAND --help` describes each command, with examples.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def server_options(command: argparse.ArgumentParser, host: str, port: int) -> None:
         command.add_argument("--host", default=host, help=f"address to listen on (default {host})")
-        command.add_argument("--port", type=int, default=port, help=f"port to listen on (default {port})")
+        command.add_argument(
+            "--port",
+            type=port_number,
+            default=port,
+            help=f"port to listen on, 0 for any free one (default {port})",
+        )
         command.add_argument(
             "--log-level",
             default="info",
@@ -296,7 +418,20 @@ def _parser() -> argparse.ArgumentParser:
             help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
         )
 
-    serve_command = commands.add_parser("serve", help="run the forwarding gateway")
+    serve_command = _command(
+        commands,
+        "serve",
+        "run the forwarding gateway",
+        "Run the forwarding gateway on uvicorn: requests the routes allow go to their upstream. The --store "
+        "is followed as it changes; on SIGHUP the --config file is read again (a bad one is logged and the "
+        "last good configuration stays). SIGTERM or Ctrl+C finish the requests in flight, then exit 0.",
+        """
+consumer-auth serve --config gateway.yaml
+consumer-auth serve --config routes.yaml --store sqlite:////var/lib/consumer-auth/consumers.db --workers 4
+consumer-auth serve --store gateway.yaml --upstream http://127.0.0.1:8000 --port 8080
+kill -HUP PID    # read gateway.yaml again
+""",
+    )
     serve_command.add_argument(
         "--config",
         metavar="FILE",
@@ -323,24 +458,57 @@ def _parser() -> argparse.ArgumentParser:
     server_options(serve_command, "127.0.0.1", 9080)
     serve_command.set_defaults(run=serve)
 
-    check_command = commands.add_parser("check", help="validate a configuration file")
+    check_command = _command(
+        commands,
+        "check",
+        "validate a configuration file",
+        "Validate a YAML, JSON or TOML configuration as the gateway would; print a summary, or the "
+        "mistake with its place (exit status 1).",
+        "consumer-auth check --config gateway.yaml",
+    )
     check_command.add_argument(
         "--config", required=True, metavar="FILE", help="YAML, JSON or TOML configuration"
     )
     check_command.set_defaults(run=check)
 
-    hash_command = commands.add_parser(
-        "hash-password", help="print an argon2id hash of a password read from the terminal or stdin"
+    hash_command = _command(
+        commands,
+        "hash-password",
+        "print an argon2id hash of a password read from the terminal or stdin",
+        "Print an argon2id hash for password_hash: in a configuration. The password is asked twice on a "
+        "terminal, or read as one line of standard input; never from the command line.",
+        """
+consumer-auth hash-password
+printf '%s\\n' "$PASSWORD" | consumer-auth hash-password
+""",
     )
     hash_command.set_defaults(run=hash_password_command)
 
-    import_command = commands.add_parser(
-        "import-htpasswd", help="print the consumers of an htpasswd file as configuration (hashes kept)"
+    import_command = _command(
+        commands,
+        "import-htpasswd",
+        "print the consumers of an htpasswd file as configuration (hashes kept)",
+        "Print the users of an Apache or nginx htpasswd file as a consumers: document (a configuration "
+        "file of its own), each keeping its hash: $apr1$, bcrypt, {SHA}, $5$/$6$ SHA-crypt, {PLAIN}.",
+        """
+consumer-auth import-htpasswd /etc/nginx/.htpasswd > consumers.yaml
+consumer-auth import-htpasswd users.htpasswd --format json --skip-unsupported
+""",
     )
     htpasswd.add_arguments(import_command)
     import_command.set_defaults(run=htpasswd.run)
 
-    demo_command = commands.add_parser("demo", help="serve the guide's scenario with a built-in upstream")
+    demo_command = _command(
+        commands,
+        "demo",
+        "serve the guide's scenario with a built-in upstream",
+        "Serve the guide's scenario (consumer alex / 123456, GET /v1/json on host example.com) in front of "
+        "a built-in stand-in for httpbin, and print the curl commands to try.",
+        """
+consumer-auth demo
+consumer-auth demo --port 8080
+""",
+    )
     server_options(demo_command, "127.0.0.1", 9080)
     demo_command.set_defaults(run=demo)
 
@@ -351,7 +519,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except BadValue as error:
+        return _fail(str(error))
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
     if args.command == "serve" and args.config is None and args.store is None:

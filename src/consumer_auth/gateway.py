@@ -35,12 +35,13 @@ from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, r
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
-    from asgiref.typing import ASGI3Application
 
+    from .asgi import ASGIApp, ASGIGatewayMiddleware
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
     from .store import Store, StoreWatcher
     from .upstream import Upstream
+    from .wsgi import GatewayMiddleware
 
 __all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "check_anonymous", "compile_routes"]
 
@@ -553,7 +554,7 @@ class Gateway:
 
     # -- adapters ---------------------------------------------------------------------------------
 
-    def wsgi(self, app: WSGIApplication) -> WSGIApplication:
+    def wsgi(self, app: WSGIApplication) -> GatewayMiddleware:
         """Wrap a WSGI app: requests reach it only when this gateway allows them.
 
         The app finds the consumer in ``environ["consumer_auth.consumer"]`` and the identity headers
@@ -563,7 +564,7 @@ class Gateway:
 
         return GatewayMiddleware(app, self)
 
-    def asgi(self, app: ASGI3Application) -> ASGI3Application:
+    def asgi(self, app: ASGIApp) -> ASGIGatewayMiddleware:
         """Wrap an ASGI app (HTTP and websocket; lifespan passes through).
 
         The app finds the consumer in ``scope["consumer_auth.consumer"]`` and in ``scope["user"]``

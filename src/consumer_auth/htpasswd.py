@@ -1,9 +1,10 @@
 """Read an Apache ``htpasswd`` file into consumers for the configuration (``consumer-auth import-htpasswd``).
 
 Each ``user:hash`` line becomes one consumer with one basic-auth credential that keeps the stored hash:
-APR1-MD5 (``$apr1$``, htpasswd's default), bcrypt (``$2y$``) and SHA-1 (``{SHA}``) carry over as they are.
-Blank lines and ``#`` comments are skipped. Hash forms the library cannot verify (``crypt()``, ``$5$``/``$6$``,
-plaintext) are an error naming the line, or are skipped with a note when asked to.
+APR1-MD5 (``$apr1$``, htpasswd's default), bcrypt (``$2y$``), SHA-1 (``{SHA}``), SHA-crypt (``$5$``/``$6$``,
+``openssl passwd -5/-6``) and nginx's clear-text ``{PLAIN}`` carry over as they are. Blank lines and ``#``
+comments are skipped. Hash forms the library cannot verify (DES ``crypt()``, ``$1$`` MD5-crypt) are an error
+naming the line, or are skipped with a note when asked to.
 
 A consumer name may only hold letters, digits, ``_`` and ``-``; a login such as ``ann@example.com`` keeps
 that login as its credential username and gets the consumer name ``ann_example_com``.
@@ -144,8 +145,13 @@ def consumers_document(entries: list[HtpasswdEntry]) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``import-htpasswd``, for the ``consumer-auth`` command and :func:`main`."""
-    parser.add_argument("file", help="the htpasswd file")
-    parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    parser.add_argument("file", help="the htpasswd file (Apache's or nginx's auth_basic_user_file)")
+    parser.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="print the consumers: document as YAML (default) or JSON; either loads as a configuration file",
+    )
     parser.add_argument(
         "--skip-unsupported",
         action="store_true",

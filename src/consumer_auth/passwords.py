@@ -8,7 +8,9 @@ form                    written by                                  slow   needs
 ``$argon2id$...``       ``consumer-auth hash-password``              yes    if its parameters are not the defaults
 ``$2a$``/``$2b$``/``$2y$``  ``htpasswd -B``, most bcrypt libraries    yes    always
 ``$apr1$...``           ``htpasswd -m`` (htpasswd's default)         yes    always
+``$5$``/``$6$...``      ``openssl passwd -5/-6``, ``mkpasswd``        yes    always
 ``{SHA}...``            ``htpasswd -s``                             no     always
+``{PLAIN}...``          nginx's plain-text scheme                    no     always
 clear ``password``      the configuration itself                    no     always
 ======================  ==========================================  =====  ==============
 
@@ -54,9 +56,11 @@ __all__ = [
     "PasswordVerifier",
     "PlaintextPassword",
     "Sha1Password",
+    "ShaCryptPassword",
     "VerificationCache",
     "apr1_hash",
     "hash_password",
+    "sha_crypt_hash",
     "verifier_from_hash",
 ]
 
@@ -341,6 +345,126 @@ class Apr1Password(_Encoded):
         return True
 
 
+# SHA-crypt, "$5$" (SHA-256) and "$6$" (SHA-512), as Ulrich Drepper published it ("Unix crypt using
+# SHA-256 and SHA-512") and glibc, `openssl passwd -5/-6` and `mkpasswd` write it: an optional
+# "rounds=N$" (1000-999999999, default 5000), a salt of up to 16 characters, "$", the encoded digest.
+# A fresh implementation (the standard library's `crypt` is deprecated and libc-dependent), checked
+# against vectors from `openssl passwd` and glibc in tests/test_passwords.py.
+_SHA_CRYPT = re.compile(r"\$([56])\$(?:rounds=([0-9]{1,9})\$)?([^$:\n]{0,16})\$([./0-9A-Za-z]+)")
+_SHA_CRYPT_DEFAULT_ROUNDS = 5000
+_SHA_CRYPT_ROUNDS = range(1000, 1_000_000_000)
+_SHA_CRYPT_LENGTH = {"5": 43, "6": 86}
+# The order in which the digest's bytes are encoded, three at a time, then the leftover ones.
+_SHA_CRYPT_ORDER = {
+    "5": (
+        (0, 10, 20), (21, 1, 11), (12, 22, 2), (3, 13, 23), (24, 4, 14),
+        (15, 25, 5), (6, 16, 26), (27, 7, 17), (18, 28, 8), (9, 19, 29),
+    ),
+    "6": (
+        (0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4), (47, 5, 26), (6, 27, 48),
+        (28, 49, 7), (50, 8, 29), (9, 30, 51), (31, 52, 10), (53, 11, 32), (12, 33, 54), (34, 55, 13),
+        (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19), (62, 20, 41),
+    ),
+}  # fmt: skip
+
+
+def _repeat(block: bytes, length: int) -> bytes:
+    return (block * (length // len(block) + 1))[:length]
+
+
+def _sha_crypt_digest(password: bytes, salt: bytes, variant: str, rounds: int) -> str:
+    new = hashlib.sha256 if variant == "5" else hashlib.sha512
+    alternate = new(password + salt + password).digest()
+    context = new(password + salt + _repeat(alternate, len(password)))
+    length = len(password)
+    while length:
+        context.update(alternate if length & 1 else password)
+        length >>= 1
+    current = context.digest()
+    p_bytes = _repeat(new(password * len(password)).digest(), len(password))
+    s_bytes = _repeat(new(salt * (16 + current[0])).digest(), len(salt))
+    for round_ in range(rounds):
+        context = new(p_bytes if round_ & 1 else current)
+        if round_ % 3:
+            context.update(s_bytes)
+        if round_ % 7:
+            context.update(p_bytes)
+        context.update(current if round_ & 1 else p_bytes)
+        current = context.digest()
+    text = "".join(
+        _to64((current[a] << 16) | (current[b] << 8) | current[c], 4) for a, b, c in _SHA_CRYPT_ORDER[variant]
+    )
+    if variant == "5":
+        return text + _to64((current[31] << 8) | current[30], 3)
+    return text + _to64(current[63], 2)
+
+
+def sha_crypt_hash(
+    password: str, variant: str = "6", salt: str | None = None, rounds: int | None = None
+) -> str:
+    """Hash a password as ``openssl passwd -6`` (``variant="6"``, SHA-512) or ``-5`` (SHA-256) does.
+    For tests and migrations only: prefer :func:`hash_password` (argon2id) for anything new.
+
+    Example:
+        >>> sha_crypt_hash("Hello world!", "6", "saltstring")[:40]
+        '$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8'
+    """
+    if variant not in _SHA_CRYPT_LENGTH:
+        raise ValueError("variant is '5' (SHA-256) or '6' (SHA-512)")
+    if salt is None:
+        salt = "".join(secrets.choice(_ITOA64) for _ in range(16))
+    if not re.fullmatch(r"[./0-9A-Za-z]{1,16}", salt):
+        raise ValueError("a SHA-crypt salt is 1-16 characters of [./0-9A-Za-z]")
+    if rounds is not None and rounds not in _SHA_CRYPT_ROUNDS:
+        raise ValueError("SHA-crypt rounds are 1000 to 999999999")
+    prefix = f"${variant}$" + (f"rounds={rounds}$" if rounds is not None else "")
+    digest = _sha_crypt_digest(
+        _bytes(password), salt.encode(), variant, _SHA_CRYPT_DEFAULT_ROUNDS if rounds is None else rounds
+    )
+    return f"{prefix}{salt}${digest}"
+
+
+class ShaCryptPassword(_Encoded):
+    """A SHA-crypt hash: ``$6$`` (SHA-512) or ``$5$`` (SHA-256), as ``openssl passwd -6``/``-5``,
+    ``mkpasswd`` and ``/etc/shadow`` write it, and as nginx accepts in its ``auth_basic_user_file``.
+
+    It runs ``rounds`` hash rounds (5,000 by default: tens of milliseconds here), so it counts as slow:
+    off the event loop, and cached. A success always asks for a rehash to argon2id.
+    """
+
+    slow: ClassVar[bool] = True
+    __slots__ = ("_digest", "_rounds", "_salt", "_variant")
+
+    def __init__(self, encoded: str) -> None:
+        match = _SHA_CRYPT.fullmatch(encoded)
+        given = match.group(2) if match is not None else None
+        rounds = int(given) if given is not None else _SHA_CRYPT_DEFAULT_ROUNDS
+        if (
+            match is None
+            or len(match.group(4)) != _SHA_CRYPT_LENGTH[match.group(1)]
+            or rounds not in _SHA_CRYPT_ROUNDS
+        ):
+            raise ConfigError(
+                "password_hash", "not a valid $5$/$6$ SHA-crypt hash (rounds 1000-999999999, salt up to 16)"
+            )
+        self._variant = match.group(1)
+        self._rounds = rounds
+        self._salt = match.group(3).encode("utf-8")
+        self._digest = match.group(4)
+        self._hash = encoded
+
+    def verify(self, password: str) -> bool:
+        computed = _sha_crypt_digest(_bytes(password), self._salt, self._variant, self._rounds)
+        return hmac.compare_digest(computed, self._digest) and bool(password)
+
+    def decoy(self) -> PasswordVerifier:
+        rounds = None if self._rounds == _SHA_CRYPT_DEFAULT_ROUNDS else self._rounds
+        return ShaCryptPassword(sha_crypt_hash(secrets.token_urlsafe(16), self._variant, rounds=rounds))
+
+    def needs_rehash(self) -> bool:
+        return True
+
+
 class Sha1Password(_Encoded):
     """An unsalted SHA-1 hash (``{SHA}`` + base64), as ``htpasswd -s`` writes it.
 
@@ -372,11 +496,21 @@ class Sha1Password(_Encoded):
         return True
 
 
+def _plain_scheme(encoded: str) -> PasswordVerifier:
+    # RFC 2307's "{PLAIN}" scheme, as nginx's auth_basic_user_file accepts it: the password in clear.
+    password = encoded[len("{PLAIN}") :]
+    if not password:
+        raise ConfigError("password_hash", "an empty {PLAIN} password never authenticates")
+    return PlaintextPassword(password)
+
+
 _FORMATS: tuple[tuple[tuple[str, ...], Callable[[str], PasswordVerifier]], ...] = (
     (("$argon2id$", "$argon2i$", "$argon2d$"), Argon2Password),
     (("$2a$", "$2b$", "$2y$"), BcryptPassword),
     (("$apr1$",), Apr1Password),
+    (("$5$", "$6$"), ShaCryptPassword),
     (("{SHA}",), Sha1Password),
+    (("{PLAIN}",), _plain_scheme),
 )
 
 
@@ -384,7 +518,8 @@ def verifier_from_hash(encoded: str) -> PasswordVerifier:
     """Build the verifier for a stored hash, chosen by its prefix.
 
     Accepts argon2 (``$argon2id$``), bcrypt (``$2a$``/``$2b$``/``$2y$``, needs the ``bcrypt`` extra),
-    APR1-MD5 (``$apr1$``) and SHA-1 (``{SHA}``) hashes.
+    APR1-MD5 (``$apr1$``), SHA-crypt (``$5$``/``$6$``) and SHA-1 (``{SHA}``) hashes, and nginx's
+    ``{PLAIN}`` scheme (the password in clear, kept as a :class:`PlaintextPassword`).
 
     Raises:
         ConfigError: at ``password_hash`` when the hash is malformed or not in a supported format (the
@@ -396,7 +531,8 @@ def verifier_from_hash(encoded: str) -> PasswordVerifier:
         if encoded.startswith(prefixes):
             return build(encoded)
     raise ConfigError(
-        "password_hash", "unsupported hash format (expected $argon2id$, $2b$/$2y$ bcrypt, $apr1$ or {SHA})"
+        "password_hash",
+        "unsupported hash format (expected $argon2id$, $2b$/$2y$ bcrypt, $apr1$, $5$/$6$, {SHA} or {PLAIN})",
     )
 
 

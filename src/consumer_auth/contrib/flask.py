@@ -123,7 +123,7 @@ class ConsumerAuth:
         else:
             gateway = load_gateway(app.config.get(SETTING), SETTING)
         app.extensions[EXTENSION] = _AppState(gateway)
-        app.wsgi_app = gateway.wsgi(app.wsgi_app)  # type: ignore[method-assign, assignment]
+        app.wsgi_app = gateway.wsgi(app.wsgi_app)  # type: ignore[method-assign]
         app.context_processor(lambda: {"current_consumer": current_consumer})
 
     @property

@@ -50,10 +50,12 @@ __all__ = [
 _FILE_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
 
-def open_store(url: str | os.PathLike[str]) -> Store:
+def open_store(url: str | os.PathLike[str], *, create: bool = False) -> Store:
     """Open a store from a URL or a path.
 
-    - ``sqlite:///path/consumers.db`` — a SQLite file (created when missing);
+    - ``sqlite:///path/consumers.db`` — a SQLite file: reading one that does not exist is a
+      :class:`~consumer_auth.StoreError` naming the path, unless ``create`` (``sqlite:///x.db`` is
+      relative to the current directory, ``sqlite:////var/lib/x.db`` absolute); a write creates it;
     - ``postgresql://user@host:5432/db`` (``?schema=NAME`` for a schema of its own) — PostgreSQL;
     - ``gateway.yaml``, ``file:///etc/gateway.yaml`` (``.yaml``, ``.yml``, ``.json``, ``.toml``) — a
       watched configuration file.
@@ -66,7 +68,7 @@ def open_store(url: str | os.PathLike[str]) -> Store:
     if scheme.startswith(("sqlite", "postgresql", "postgres")):
         from .sql import SQLStore
 
-        return SQLStore(text)
+        return SQLStore(text, create=create)
     if scheme == "file":
         text = text[len("file://") :]
         scheme = ""

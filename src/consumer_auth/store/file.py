@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
+from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreUnavailableError
-from consumer_auth.gateway import Gateway
+from consumer_auth.gateway import Gateway, compile_routes
 
 from .base import Snapshot
 
-__all__ = ["FileStore"]
+__all__ = ["FileRevision", "FileStore"]
 
-_Stat = tuple[int, int, int, int]
+
+class FileRevision(NamedTuple):
+    """What tells one version of a watched file from another: modification time, size, inode, device."""
+
+    mtime_ns: int
+    size: int
+    inode: int
+    device: int
+
+    def describe(self) -> str:
+        """``the file of 2026-12-02 16:20:01.123 UTC (532 bytes)``, for log lines."""
+        when = datetime.fromtimestamp(self.mtime_ns / 1e9, tz=UTC)
+        return f"the file of {when:%Y-%m-%d %H:%M:%S}.{when.microsecond // 1000:03d} UTC ({counted(self.size, 'byte')})"
 
 
 class FileStore:
@@ -32,23 +47,31 @@ class FileStore:
     Args:
         path: The file; its extension (``.yaml``, ``.yml``, ``.json``, ``.toml``) chooses the parser.
         poll_interval: Default seconds between checks.
+        consumers: Whether the file holds the consumers. ``False`` for a file of routes, services and
+            settings whose consumers come from another store (``Gateway.from_file(path, store=...)``,
+            followed with ``StoreWatcher(..., routes=True, consumers=False)``): the file must then list no
+            consumers, and the rules that need them (a route's ``anonymous_consumer`` naming one) are
+            left to the gateway, as at start.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, poll_interval: float = 1.0, consumers: bool = True
+    ) -> None:
         self.path = Path(path)
+        self.consumers = consumers
         self.name = str(self.path)
         self.default_poll_interval = poll_interval
 
-    def _stat(self) -> _Stat:
+    def _stat(self) -> FileRevision:
         try:
             found = os.stat(self.path)
         except OSError as error:
             raise StoreUnavailableError(
                 f"{self.path}: cannot read the file ({error.strerror or type(error).__name__})"
             ) from None
-        return (found.st_mtime_ns, found.st_size, found.st_ino, found.st_dev)
+        return FileRevision(found.st_mtime_ns, found.st_size, found.st_ino, found.st_dev)
 
-    def revision(self) -> _Stat:
+    def revision(self) -> FileRevision:
         """The file's modification time, size, inode and device."""
         return self._stat()
 
@@ -72,7 +95,16 @@ class FileStore:
         else:
             raise ConfigError(str(self.path), "the file keeps changing while it is read; will read it again")
         config = parse_config(document)
-        Gateway.from_config(config)  # every rule of a static configuration holds for a watched one
+        if self.consumers:
+            Gateway.from_config(config)  # every rule of a static configuration holds for a watched one
+        elif config.consumers:
+            raise ConfigError(
+                "consumers", "the consumers come from the store: remove them from the configuration"
+            )
+        else:
+            compile_routes(
+                config.routes, config.services, config.profile, head_with_get=config.unmatched == "pass"
+            )
         return Snapshot(
             revision=before,
             consumers=config.consumers,

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
@@ -62,7 +63,7 @@ class SQLStore:
     """Consumers, credentials, services and routes in a SQL database, shared by every gateway using it.
 
     Args:
-        url: A SQLAlchemy URL: ``sqlite:///path/consumers.db`` (created when missing; nothing to run) or
+        url: A SQLAlchemy URL: ``sqlite:///path/consumers.db`` (nothing to run; see ``create``) or
             ``postgresql://user@host/db`` (needs ``pip install 'consumer-auth[postgres]'``). A ``schema``
             query parameter (``...?schema=gateway``) puts the tables in that PostgreSQL schema.
         schema: The same, as an argument.
@@ -70,6 +71,10 @@ class SQLStore:
             rest; SQLite: 1).
         connect_timeout: Seconds to wait for a PostgreSQL connection before calling the store
             unavailable.
+        create: SQLite: create the file when it is missing (the default here). With ``False``, as
+            :func:`~consumer_auth.store.open_store` opens a URL for a gateway, reading a file that does
+            not exist is a :class:`~consumer_auth.StoreError` naming it (a mistyped path must not serve
+            an empty store); a write still creates it. A missing directory is always an error.
 
     Tables are created on first use. Every public method may raise
     :class:`~consumer_auth.StoreUnavailableError` (connection refused, reset, timed out) or
@@ -88,6 +93,7 @@ class SQLStore:
         schema: str | None = None,
         poll_interval: float | None = None,
         connect_timeout: float = 5.0,
+        create: bool = True,
     ) -> None:
         try:
             parsed = make_url(url)
@@ -110,8 +116,12 @@ class SQLStore:
             if parsed.database in (None, "", ":memory:"):
                 raise StoreError("an in-memory SQLite database cannot be shared: give a file, sqlite:///FILE")
             connect_args["timeout"] = connect_timeout
+            self._sqlite_file: Path | None = Path(parsed.database).absolute()
         else:
             raise StoreError(f"unsupported database {backend!r} (expected sqlite or postgresql)")
+        if backend != "sqlite":
+            self._sqlite_file = None
+        self.create = create
         self._url = parsed
         self._postgres = backend == "postgresql"
         self._connect_args = connect_args
@@ -179,10 +189,23 @@ class SQLStore:
                 raise StoreUnavailableError(_reason(error)) from None
             raise StoreError(_reason(error)) from None
 
-    def _ensure(self) -> None:
-        """Create the schema, tables and revision row when missing (safe with concurrent processes)."""
+    def _ensure(self, write: bool = False) -> None:
+        """Create the schema, tables and revision row when missing (safe with concurrent processes).
+
+        A SQLite file is created by a write only: reading one that does not exist is a mistyped path
+        (``sqlite:///x.db`` is relative, ``sqlite:////x.db`` absolute), not an empty store.
+        """
         if self._ready:
             return
+        file = self._sqlite_file
+        if file is not None:
+            if not file.parent.is_dir():
+                raise StoreError(f"{file}: no such directory ({self._relative_hint()})")
+            if not (write or self.create or file.exists()):
+                raise StoreError(
+                    f"{file}: no such SQLite file ({self._relative_hint()}; the first write, "
+                    "e.g. `consumer-auth consumers add`, creates it)"
+                )
         for attempt in range(3):
             try:
                 with self._engine.begin() as connection:
@@ -200,6 +223,12 @@ class SQLStore:
                 if attempt == 2:
                     raise
 
+    def _relative_hint(self) -> str:
+        database = self._url.database or ""
+        if Path(database).is_absolute():
+            return f"{self.name} names an absolute path"
+        return f"{self.name} is relative to the current directory; sqlite:////PATH is an absolute one"
+
     def _current(self, connection: Connection) -> int:
         return int(connection.execute(select(self._revision.c.revision)).scalar_one())
 
@@ -215,7 +244,7 @@ class SQLStore:
         then validates everything and notifies listeners; nothing is kept when ``change`` says it
         changed nothing or the result is invalid."""
         with self._guard():
-            self._ensure()
+            self._ensure(write=True)
             with self._engine.connect() as connection, connection.begin() as transaction:
                 connection.execute(
                     update(self._revision)

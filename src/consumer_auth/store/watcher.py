@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
+from consumer_auth._words import counted
 from consumer_auth.errors import ConfigError, StoreError
 
 from .base import Snapshot, Store
@@ -16,11 +17,17 @@ from .base import Snapshot, Store
 if TYPE_CHECKING:
     from consumer_auth.gateway import Gateway
 
-__all__ = ["StoreWatcher", "logger"]
+__all__ = ["StoreWatcher", "logger", "shown"]
 
 logger = logging.getLogger("consumer_auth.store")
 """Where store events are logged: a change of revision (INFO), invalid content (ERROR), the store
 becoming unreachable and reachable again (WARNING, once per change of state)."""
+
+
+def shown(revision: Hashable) -> str:
+    """A revision as a log line shows it: ``revision 42`` (SQL), or a file's modification time and size."""
+    describe = getattr(revision, "describe", None)
+    return str(describe()) if callable(describe) else f"revision {revision}"
 
 
 class StoreWatcher:
@@ -41,6 +48,12 @@ class StoreWatcher:
     In a process forked after the watcher started (a pre-forking server), the child starts its own
     thread with fresh connections.
 
+    What it takes from the store: the consumers, and with ``routes=True`` the routes and services too;
+    ``consumers=False`` leaves the consumers alone (a routes file next to a consumer store, as
+    ``consumer-auth serve --config FILE --store URL`` follows its ``--config``). :meth:`wake` checks at
+    once (``serve`` wakes its watchers on SIGHUP; its ``--config`` file is given a ``poll_interval`` of
+    ``threading.TIMEOUT_MAX``, so that waking it is the only time it is read again).
+
     Attributes:
         revision: The store revision in force.
         available: Whether the store answered the last check.
@@ -52,12 +65,14 @@ class StoreWatcher:
         store: Store,
         *,
         routes: bool = False,
+        consumers: bool = True,
         poll_interval: float | None = None,
         max_backoff: float = 30.0,
     ) -> None:
         self.gateway = gateway
         self.store = store
         self.routes = routes
+        self.consumers = consumers
         self.poll_interval = poll_interval or store.default_poll_interval
         self.max_backoff = max_backoff
         self.revision: Hashable = None
@@ -153,10 +168,10 @@ class StoreWatcher:
         except ConfigError as error:
             self._bad = revision
             logger.error(
-                "%s: invalid content at revision %s, still serving revision %s: %s",
+                "%s: invalid content (%s), still serving %s: %s",
                 self.store.name,
-                revision,
-                self.revision,
+                shown(revision),
+                shown(self.revision),
                 error,
             )
             return False
@@ -164,21 +179,17 @@ class StoreWatcher:
 
     def _apply(self, snapshot: Snapshot) -> None:
         with self._lock:
-            if self.routes:
-                self.gateway.replace(
-                    consumers=snapshot.consumers, routes=snapshot.routes, services=snapshot.services
-                )
-            else:
-                self.gateway.replace(consumers=snapshot.consumers)
+            self.gateway.replace(
+                consumers=snapshot.consumers if self.consumers else None,
+                routes=snapshot.routes if self.routes else None,
+                services=snapshot.services if self.routes else None,
+            )
             self.revision = snapshot.revision
             self._bad = None
-        logger.info(
-            "%s: revision %s in force (%d consumers%s)",
-            self.store.name,
-            snapshot.revision,
-            len(snapshot.consumers),
-            f", {len(snapshot.routes)} routes" if self.routes else "",
-        )
+        counts = [counted(len(snapshot.consumers), "consumer")] if self.consumers else []
+        if self.routes:
+            counts.append(counted(len(snapshot.routes), "route"))
+        logger.info("%s: %s in force (%s)", self.store.name, shown(snapshot.revision), ", ".join(counts))
         settings = snapshot.config
         changed = settings is not None and (
             settings.profile is not self.gateway.profile or settings.unmatched != self.gateway.unmatched
@@ -193,10 +204,10 @@ class StoreWatcher:
         if self.available:
             self.available = False
             logger.warning(
-                "%s: cannot read the store (%s); serving the last snapshot (revision %s), retrying with backoff",
+                "%s: cannot read the store (%s); serving the last snapshot (%s), retrying with backoff",
                 self.store.name,
                 error if error is not None else "unexpected error",
-                self.revision,
+                shown(self.revision),
             )
 
     def _up(self) -> None:

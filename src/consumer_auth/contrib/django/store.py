@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import (
     DatabaseError,
@@ -67,6 +67,21 @@ def _reason(error: BaseException) -> str:
 
 def _text(document: Mapping[str, Any]) -> str:
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+class DjangoRevision(NamedTuple):
+    """The revision row: ``epoch`` changes when the row is recreated, ``counter`` with every change."""
+
+    epoch: str | None
+    counter: int
+
+    def describe(self) -> str:
+        """``revision 7``, for log lines (the epoch only tells a recreated row apart)."""
+        return f"revision {self.counter}"
+
+
+def _revision_of(row: tuple[Any, Any] | None) -> DjangoRevision:
+    return DjangoRevision(str(row[0]), int(row[1])) if row is not None else DjangoRevision(None, 0)
 
 
 class DjangoStore:
@@ -163,11 +178,11 @@ class DjangoStore:
     # -- Store ---------------------------------------------------------------------------------------
 
     def revision(self) -> Hashable:
-        """The revision row, ``(epoch, counter)``: one primary-key query."""
+        """The revision row, a :class:`DjangoRevision`: one primary-key query."""
 
         def read(alias: str) -> Hashable:
             row = Revision.objects.using(alias).filter(pk=1).values_list("epoch", "value").first()
-            return (str(row[0]), int(row[1])) if row is not None else (None, 0)
+            return _revision_of(row)
 
         return self._query(read)
 
@@ -181,7 +196,7 @@ class DjangoStore:
         def read(alias: str) -> tuple[Hashable, dict[str, list[tuple[str, str]]]]:
             with transaction.atomic(using=alias):
                 row = Revision.objects.using(alias).filter(pk=1).values_list("epoch", "value").first()
-                revision = (str(row[0]), int(row[1])) if row is not None else (None, 0)
+                revision = _revision_of(row)
                 # Plain values, not model instances: a reload reads every row (see docs/django.md).
                 consumers = Consumer.objects.using(alias).order_by("pk")
                 rows = [
