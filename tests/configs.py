@@ -222,6 +222,32 @@ HASHES: dict[str, Any] = {
     "routes": [{"uri": "/hashed", "plugins": {"basic-auth": {}}}],
 }
 
+# SPEC §8: a public prefix beside guarded ones, a route on one host, one on GET only, an anonymous one.
+_ALEX = GUIDE["consumers"][0]
+PATHS: dict[str, Any] = {
+    "consumers": [_ALEX, {"username": "guest"}],
+    "routes": [
+        {"id": "pub", "uri": "/v1/pub/*"},
+        {"id": "admin", "uris": ["/v1/admin", "/v1/admin/*"], "plugins": {"basic-auth": {}}},
+        {
+            "id": "hosted",
+            "uri": "/v1/hosted/*",
+            "hosts": ["example.com"],
+            "plugins": {"basic-auth": {}},
+        },
+        {"id": "get-only", "uri": "/v1/get-only", "methods": ["GET"], "plugins": {"basic-auth": {}}},
+        {"id": "anon", "uri": "/v1/anon", "plugins": {"basic-auth": {"anonymous_consumer": "guest"}}},
+    ],
+}
+
+# Item 11 of the path work: a stripped service prefix under unmatched: pass (the app's view is /json).
+MOUNTED: dict[str, Any] = {
+    "consumers": [_ALEX],
+    "unmatched": "pass",
+    "services": [{"id": "app", "path_prefix": "/v1", "upstream": "http://127.0.0.1:9001"}],
+    "routes": [{"id": "json", "service_id": "app", "uri": "/json", "plugins": {"basic-auth": {}}}],
+}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "guide": GUIDE,
     "guide-apisix3": _with(GUIDE, profile="apisix-3"),
@@ -236,6 +262,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "unmatched-pass": _with(APISIX_BASIC_AUTH, unmatched="pass"),
     "hashes": HASHES,
     "hashes-apisix3": _with(HASHES, profile="apisix-3"),
+    "paths": PATHS,
+    "paths-pass": _with(PATHS, unmatched="pass"),
+    "paths-folded": _with(PATHS, unmatched="pass", path_matching={"case_insensitive": True}),
+    "mounted": MOUNTED,
 }
 
 _built: dict[str, Gateway] = {}

@@ -23,7 +23,7 @@ import wsgiref.simple_server
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import uvicorn
@@ -244,19 +244,26 @@ def download_source(handler: Handler) -> None:
 
 
 class ASGIServer:
-    """An ASGI app on uvicorn (uvloop + httptools when installed, as ``consumer-auth serve``), in a thread."""
+    """An ASGI app on uvicorn (uvloop + httptools when installed, as ``consumer-auth serve``), in a thread.
 
-    def __init__(self, app: Any) -> None:
+    ``http="h11"`` serves with uvicorn's h11 protocol instead, which passes request targets on as
+    hypercorn and daphne do (no leading ``/``, a ``#`` fragment, a lower-case method).
+    """
+
+    def __init__(
+        self, app: Any, *, http: str = "auto", lifespan: Literal["auto", "on", "off"] = "on"
+    ) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             app,
-            lifespan="on",
+            lifespan=lifespan,
             log_level="warning",
             access_log=False,
             proxy_headers=False,
             server_header=False,
+            http=http,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)

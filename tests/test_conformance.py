@@ -36,6 +36,40 @@ class Passed:
 
 
 NOT_FOUND = Rejected(404, "404 Route Not Found", key="error_msg")
+BAD_REQUEST = Rejected(400, "400 Bad Request", key="error_msg")
+MISSING = Rejected(401, "Missing authorization in request", "Basic realm='.'")
+ALEX = basic("alex", "123456")
+
+# Segments Tomcat, Jetty, Spring (`..;`), IIS (`..\`) or a double-decoding server read as `..` or `.`, and
+# control characters (Python's `$` matches before a final newline): 400 in every mode (SPEC §8).
+HIDDEN_DOTS_AND_CONTROLS = [
+    ("dotdot-semicolon", "/v1/pub/..;/admin/x"),
+    ("encoded-dotdot-semicolon", "/v1/pub/%2e%2e;/admin/x"),
+    ("dotdot-encoded-semicolon", "/v1/pub/..%3b/admin/x"),
+    ("dotdot-params", "/v1/pub/..;x/admin/x"),
+    ("twice", "/v1/pub/x/..;/..;/admin/x"),
+    ("dot-semicolon", "/v1/pub/.;/x"),
+    ("dotdot-backslash", "/v1/pub/..%5cadmin%5cx"),
+    ("encoded-dotdot-backslash", "/v1/pub/%2e%2e%5cadmin"),
+    ("double-encoded-dotdot", "/v1/pub/%252e%252e/admin/x"),
+    ("trailing-newline", "/v1/admin%0A"),
+    ("newline-public", "/v1/pub/x%0a"),
+    ("nul", "/v1/pub/a%00"),
+    ("del", "/v1/pub/%7f"),
+    ("tab", "/v1/pub/a%09b"),
+]
+
+# Readings of a guarded path that servlet containers, IIS or Windows make (SPEC §8, unmatched: pass).
+LENIENT = [
+    ("params", "/v1/admin;x=1/x"),
+    ("params-on-prefix", "/v1;a/admin/x"),
+    ("params-exact", "/v1/admin;x=1"),
+    ("params-segment", "/v1/admin;/x"),
+    ("backslash", "/v1/admin%5cx"),
+    ("trailing-dot", "/v1/admin%2e"),
+    ("trailing-dot-segment", "/v1/admin./x"),
+    ("trailing-space", "/v1/admin%20/x"),
+]
 CLASSIC_CHALLENGE = "Basic realm='.'"
 APISIX3_CHALLENGE = 'Basic realm="basic"'
 
@@ -175,6 +209,44 @@ CASES = [
     row("unmatched-pass", "GET", "/hello", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="unmatched-pass-still-guards-routes"),
     row("unmatched-pass", "HEAD", "/get-only", [], Rejected(401, "Missing authorization in request", CLASSIC_CHALLENGE), id="unmatched-pass-head-guarded-like-get"),
     row("apisix", "HEAD", "/get-only", [], NOT_FOUND, id="head-on-get-route-is-404-when-rejecting"),
+    # SPEC §8, in every mode whatever `unmatched` says: hidden dot segments and control characters are 400.
+    *[
+        row(config, "GET", path, [], BAD_REQUEST, id=f"{config}-400-{name}")
+        for config in ("paths", "paths-pass")
+        for name, path in HIDDEN_DOTS_AND_CONTROLS
+    ],
+    row("paths", "GET", "/v1/pub/x", [], Passed("/v1/pub/x"), id="paths-public-passes"),
+    row("paths", "GET", "/v1/pub/file.txt", [], Passed("/v1/pub/file.txt"), id="paths-public-file-passes"),
+    row("paths", "GET", "/v1/pub/a;b=1", [], Passed("/v1/pub/a;b=1"), id="paths-public-params-pass"),
+    row("paths", "GET", "/v1/pub/%2e%2e/admin/x", [], MISSING, id="paths-decoded-dots-resolved"),
+    row("paths", "GET", "/v1/admin/x", [("Authorization", ALEX)], Passed("/v1/admin/x", "alex"), id="paths-guarded-with-credentials"),
+    row("paths", "GET", "/v1/admin;x=1/x", [], NOT_FOUND, id="paths-reject-params-unmatched-404"),
+    row("paths", "GET", "/v1/hosted/x", [("Host", "other.com")], NOT_FOUND, id="paths-reject-host-mismatch-404"),
+    # §8 with `unmatched: pass`: the lenient reading decides; a host or method mismatch is 404, not passed.
+    *[
+        row("paths-pass", "GET", path, [], MISSING, id=f"pass-lenient-{name}")
+        for name, path in LENIENT
+    ],
+    row("paths-pass", "GET", "/v1/hosted/x", [("Host", "other.com")], NOT_FOUND, id="pass-host-mismatch-404"),
+    row("paths-pass", "GET", "/v1/hosted/x", [("Host", "example.com")], MISSING, id="pass-host-match-guarded"),
+    row("paths-pass", "POST", "/v1/get-only", [], NOT_FOUND, id="pass-method-mismatch-404"),
+    row("paths-pass", "PUT", "/v1/get-only;x", [], NOT_FOUND, id="pass-lenient-method-mismatch-404"),
+    row("paths-pass", "HEAD", "/v1/get-only", [], MISSING, id="pass-head-guarded"),
+    row("paths-pass", "GET", "/health", [], Passed("/health"), id="pass-unrouted-passes"),
+    row("paths-pass", "GET", "/v1/pub;x/a", [], Passed("/v1/pub;x/a"), id="pass-lenient-public-passes"),
+    row("paths-pass", "GET", "/V1/ADMIN/x", [], Passed("/V1/ADMIN/x"), id="pass-case-sensitive-by-default"),
+    row("paths-folded", "GET", "/V1/ADMIN/x", [], MISSING, id="folded-guarded-case-insensitively"),
+    row("paths-folded", "GET", "/V1/Admin;x/y", [], MISSING, id="folded-lenient"),
+    row("paths-folded", "GET", "/V1/PUB/x", [], Passed("/V1/PUB/x"), id="folded-public-passes"),
+    # §8a: an anonymous consumer is not authenticated; the login that failed is not passed on.
+    row("paths", "GET", "/v1/anon", [], Passed("/v1/anon", "guest"), id="anonymous-passes"),
+    row("paths", "GET", "/v1/anon", [("Authorization", basic("alex", "bad"))], Passed("/v1/anon", "guest", absent=("authorization",)), id="anonymous-after-failure-drops-authorization"),
+    row("paths", "GET", "/v1/anon", [("Authorization", ALEX)], Passed("/v1/anon", "alex", headers={"authorization": ALEX}), id="anonymous-route-authenticates"),
+    # A guarded route below a stripped prefix is guarded at its stripped path too (unmatched: pass).
+    row("mounted", "GET", "/json", [], MISSING, id="mounted-stripped-path-guarded"),
+    row("mounted", "GET", "/v1/json", [], MISSING, id="mounted-full-path-guarded"),
+    row("mounted", "GET", "/json", [("Authorization", ALEX)], Passed("/json", "alex"), id="mounted-stripped-path-with-credentials"),
+    row("mounted", "GET", "/other", [], Passed("/other"), id="mounted-other-paths-pass"),
 ]
 # fmt: on
 

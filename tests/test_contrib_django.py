@@ -270,3 +270,43 @@ def test_manage_py_check_fails_on_a_bad_configuration() -> None:
         pytest.raises(SystemCheckError, match=r"consumer_auth\.E003"),
     ):
         call_command("check")
+
+
+# -- a setup missing a piece says so, even where the system checks do not run ------------------------------
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumer_auth.contrib.django import checks
+
+    monkeypatch.setattr(checks, "_warned", set())
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_consumer_required_warns_when_the_middleware_is_missing() -> None:
+    with (
+        override_settings(MIDDLEWARE=[]),
+        pytest.warns(
+            RuntimeWarning, match=r"ConsumerAuthMiddleware is not in MIDDLEWARE: the gateway's routes"
+        ),
+    ):
+        consumer_required(lambda request: JsonResponse({}))
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_the_middleware_warns_when_the_app_is_not_installed() -> None:
+    with (
+        override_settings(INSTALLED_APPS=[]),
+        pytest.warns(RuntimeWarning, match=r"'consumer_auth.contrib.django' is not in INSTALLED_APPS"),
+    ):
+        ConsumerAuthMiddleware(lambda request: JsonResponse({}))
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_a_complete_setup_does_not_warn() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        consumer_required(lambda request: JsonResponse({}))
+        ConsumerAuthMiddleware(lambda request: JsonResponse({}))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ._paths import cut_fragment
 from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
 from .decision import IDENTITY_SPELLINGS, Allow, Decision, Pending, Reject, RequestFacts
 from .routing import normalize_path
@@ -135,14 +136,19 @@ async def resolve(decision: Decision | Pending, pool: VerificationPool | None = 
 class AuthScopes:
     """What ``scope["auth"]`` holds after authentication (Starlette's ``request.auth`` convention).
 
-    ``scopes`` is ``["authenticated"]``, so Starlette's ``@requires("authenticated")`` works.
+    ``scopes`` is ``["authenticated"]``, so Starlette's ``@requires("authenticated")`` works; it is empty
+    for an anonymous consumer, which is not authenticated (SPEC §8a).
     """
 
     scopes: list[str] = field(default_factory=lambda: ["authenticated"])
 
 
 def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
-    """The request facts of an HTTP or websocket scope."""
+    """The request facts of an HTTP or websocket scope.
+
+    The method is upper-cased (a server may pass ``get`` on); the path is read as routers read it: ``/`` +
+    a path that lacks it, without a fragment the server left in it, normalized.
+    """
     host: str | None = None
     authorization: list[str] = []
     forwarded_for: list[str] = []
@@ -158,10 +164,13 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
     if host is None and server is not None:
         host = server[0]
     peer = scope.get("client")
-    method = scope["method"] if scope["type"] == "http" else "GET"
+    method = scope["method"].upper() if scope["type"] == "http" else "GET"
+    path = _route_path(scope) or "/"
+    if "#" in path:  # a server may have left the fragment in the path (SPEC §8)
+        path = cut_fragment(path, scope.get("raw_path"))
     return RequestFacts(
         method,
-        normalize_path(_route_path(scope) or "/"),
+        normalize_path(path),
         host,
         tuple(authorization),
         peer[0] if peer else None,
@@ -197,7 +206,7 @@ def apply_allow_scope(
     if decision.consumer is not None:
         changed[CONSUMER_KEY] = decision.consumer
         changed["user"] = decision.consumer
-        changed["auth"] = AuthScopes()
+        changed["auth"] = AuthScopes() if decision.consumer.is_authenticated else AuthScopes([])
     root_path = scope.get("root_path", "")
     if _route_path(scope) != facts.path:
         # The path was normalized for matching: the app sees the path that was authorized.

@@ -290,6 +290,20 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         file=out,
     )
     for route in gateway.compiled_routes:
+        named = f"routes[{route.order}]" + (f" {route.id!r}" if route.id else "")
+        if gateway.unmatched == "pass":  # SPEC §8: these requests are not passed, whatever the app does
+            if route.exact_hosts is not None:
+                print(
+                    f"warning: {named} has hosts under unmatched: pass: requests for its paths on other "
+                    "hosts are answered 404 Route Not Found, not passed on (a client chooses its Host)",
+                    file=out,
+                )
+            if route.route.methods is not None:
+                print(
+                    f"warning: {named} has methods under unmatched: pass: requests for its paths with "
+                    "other methods are answered 404 Route Not Found, not passed on",
+                    file=out,
+                )
         if route.upstream is None:
             named = f" {route.id!r}" if route.id else ""
             print(

@@ -31,7 +31,7 @@ from .consumers import BasicAuthCredential, Consumer
 from .errors import ConfigError
 from .failures import FailureStore, store_from_config
 from .plugins import Profile, plugins_from_config
-from .routing import Route, Service
+from .routing import PathMatching, Route, Service
 
 __all__ = ["GatewayConfig", "load_file", "parse_config"]
 
@@ -40,6 +40,7 @@ T = TypeVar("T")
 _TOP = (
     "profile",
     "unmatched",
+    "path_matching",
     "verification_cache",
     "trusted_proxies",
     "brute_force_store",
@@ -93,6 +94,8 @@ class GatewayConfig:
     brute_force_store: FailureStore | None = None
     server: ServerLimits = ServerLimits()
     """Limits of ``consumer-auth serve`` (the ``server:`` section); the gateway itself ignores them."""
+    path_matching: PathMatching = PathMatching()
+    """The ``path_matching:`` section (``case_insensitive``)."""
 
 
 def _at(path: str, build: Callable[[], T]) -> T:
@@ -200,6 +203,12 @@ def parse_config(document: object) -> GatewayConfig:
     reject_unknown(top, _TOP, "")
     profile = Profile(expect_choice(top.get("profile", "classic"), "profile", [p.value for p in Profile]))
     unmatched = expect_choice(top.get("unmatched", "reject"), "unmatched", ("reject", "pass"))
+    raw_matching = top.get("path_matching")
+    matching = (
+        _at("path_matching", lambda: PathMatching.from_config(raw_matching))
+        if raw_matching is not None
+        else PathMatching()
+    )
     trusted = expect_str_list(top.get("trusted_proxies") or [], "trusted_proxies", nonempty=False)
     TrustedProxies(trusted)  # checked here, so that a mistake is reported before anything is built
     raw_store = top.get("brute_force_store")
@@ -217,7 +226,9 @@ def parse_config(document: object) -> GatewayConfig:
     reject_unknown(cache, _CACHE, "verification_cache")
     size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
     ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
-    return GatewayConfig(consumers, services, routes, profile, unmatched, size, ttl, trusted, store, server)
+    return GatewayConfig(
+        consumers, services, routes, profile, unmatched, size, ttl, trusted, store, server, matching
+    )
 
 
 def load_file(path: str | Path) -> object:

@@ -12,7 +12,7 @@ from ._validate import describe, expect_mapping, expect_str, fail
 from .errors import ConfigError
 from .passwords import PasswordVerifier, PlaintextPassword, verifier_from_hash
 
-__all__ = ["BasicAuthCredential", "Consumer", "ConsumerIndex"]
+__all__ = ["AnonymousConsumer", "BasicAuthCredential", "Consumer", "ConsumerIndex"]
 
 _CONSUMER_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
@@ -92,7 +92,9 @@ class Consumer:
         ['alex']
 
     The object also follows Starlette's user conventions (``is_authenticated``, ``display_name``,
-    ``identity``), so it can sit in ``request.user``.
+    ``identity``), so it can sit in ``request.user``. A request let through as a route's
+    ``anonymous_consumer`` carries an :class:`AnonymousConsumer` instead, whose ``is_authenticated`` is
+    false.
     """
 
     __slots__ = ("credentials", "desc", "labels", "username")
@@ -151,6 +153,31 @@ class Consumer:
         return f"Consumer({self.username!r}, credentials={len(self.credentials)})"
 
 
+class AnonymousConsumer(Consumer):
+    """A consumer a request proceeds as without having authenticated: a route's ``anonymous_consumer``.
+
+    It has the consumer's name, labels and credentials, so identity headers and ``consumer-restriction``
+    treat it as that consumer; but ``is_authenticated`` is false, Starlette's ``request.auth.scopes`` is
+    empty, and every per-view guard asks it for credentials (SPEC §8a). Made by
+    :meth:`ConsumerIndex.anonymous`; never built directly.
+    """
+
+    __slots__ = ()
+
+    is_authenticated = False
+
+    @classmethod
+    def of(cls, consumer: Consumer) -> AnonymousConsumer:
+        """The anonymous view of ``consumer`` (sharing its credentials and labels)."""
+        anonymous = object.__new__(cls)
+        for name in Consumer.__slots__:
+            object.__setattr__(anonymous, name, getattr(consumer, name))
+        return anonymous
+
+    def __repr__(self) -> str:
+        return f"AnonymousConsumer({self.username!r})"
+
+
 def _decoy_for(verifiers: list[PasswordVerifier]) -> PasswordVerifier | None:
     """A decoy like most credentials: slow if any is slow, else of the most common kind.
 
@@ -172,7 +199,7 @@ class ConsumerIndex:
         ConfigError: for a duplicate consumer name or credential username, at ``consumers[i]``.
     """
 
-    __slots__ = ("_by_login", "_by_name", "_decoy", "rehashed")
+    __slots__ = ("_anonymous", "_by_login", "_by_name", "_decoy", "rehashed")
 
     def __init__(self, consumers: Iterable[Consumer]) -> None:
         self._by_name: dict[str, Consumer] = {}
@@ -196,6 +223,7 @@ class ConsumerIndex:
                 owner_index[credential.username] = index
                 verifiers.append(credential.verifier)
         self._decoy = _decoy_for(verifiers)
+        self._anonymous: dict[str, AnonymousConsumer] = {}
         self.rehashed: set[str] = set()
         """Credential usernames whose rehash was already reported for this set (see ``Gateway.on_rehash``)."""
 
@@ -207,6 +235,16 @@ class ConsumerIndex:
     def consumer(self, name: str) -> Consumer | None:
         """The consumer with this name, if any."""
         return self._by_name.get(name)
+
+    def anonymous(self, name: str) -> AnonymousConsumer | None:
+        """The :class:`AnonymousConsumer` of the consumer with this name, if any (one per consumer set)."""
+        found = self._anonymous.get(name)
+        if found is None:
+            consumer = self._by_name.get(name)
+            if consumer is None:
+                return None
+            found = self._anonymous.setdefault(name, AnonymousConsumer.of(consumer))
+        return found
 
     def credential(self, login: str) -> tuple[Consumer, BasicAuthCredential] | None:
         """The consumer and credential that own this basic-auth username, if any."""

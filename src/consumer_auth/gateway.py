@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._paths import ODD_CHARACTER, examine
 from ._trust import TrustedProxies
 from .config import GatewayConfig, load_file, parse_config
 from .consumers import BasicAuthCredential, Consumer, ConsumerIndex
@@ -31,7 +32,17 @@ from .passwords import VerificationCache
 from .plugins import Plugin, Profile
 from .plugins.basic_auth import Authenticated, BasicAuthCheck, RehashHook, SlowCheck
 from .plugins.brute_force import BruteForceCheck, client_subject
-from .routing import CompiledRoute, Route, RouteIndex, Service, compile_route, routes_by_service
+from .routing import (
+    CompiledRoute,
+    OtherReadings,
+    PathMatching,
+    Route,
+    RouteIndex,
+    Service,
+    compile_route,
+    other_readings,
+    routes_by_service,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
@@ -51,16 +62,19 @@ LOGGER = logging.getLogger("consumer_auth.auth")
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
 
-BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="bad_request")
-"""The answer to a request the gateway and the app (or upstream) could read differently, in every mode:
-more than one ``Host`` (SPEC §8); in the proxies also a ``Connection`` header naming a framing header."""
+BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_path")
+"""The answer to a path servers may read differently from the route index (SPEC §8): a control
+character, or a segment some server reads as ``.`` or ``..`` (``..;``, ``..\\``, ``%252e%252e``).
+The proxies give the same bytes to a ``Connection`` header naming a framing header."""
 _AMBIGUOUS_HOST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_host")
+"""More than one ``Host`` header (SPEC §8): the gateway and the app could each read another one."""
 
 
 @dataclass(frozen=True, slots=True)
 class _State:
     consumers: ConsumerIndex
     routes: RouteIndex
+    readings: OtherReadings
 
 
 def compile_routes(
@@ -111,7 +125,10 @@ class Gateway:
         profile: ``"classic"`` (the default: APISIX 2.x / API7 Cloud guide messages, which reveal whether a
             username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
-            ``"pass"`` hands them to the app unauthenticated (in-process modes only).
+            ``"pass"`` hands them to the app unauthenticated (in-process modes, or the proxies' default
+            upstream). A path some route has, with another host or method, is still 404; the lenient
+            reading of a path, and a guarded route's path below a stripped service prefix, are matched
+            too (SPEC §8, ``docs/security.md``).
         cache_size: How many recent successful slow-hash verifications to remember (``0``: none); see
             :class:`~consumer_auth.passwords.VerificationCache` and ``docs/passwords.md``.
         cache_ttl: Seconds a remembered success stays valid.
@@ -126,6 +143,8 @@ class Gateway:
         brute_force_store: Where the failure counts of routes with ``brute_force`` limits live: a
             :class:`~consumer_auth.failures.MemoryFailureStore` (the default, one per gateway) or a
             :class:`~consumer_auth.failures.RedisFailureStore` shared by several processes.
+        path_matching: A :class:`~consumer_auth.routing.PathMatching` or its mapping
+            (``{"case_insensitive": True}``: also match guarded routes case-insensitively).
 
     Raises:
         ConfigError: naming the exact place of a mistake (a dangling ``service_id`` or ``anonymous_consumer``,
@@ -154,6 +173,7 @@ class Gateway:
         on_rehash: RehashHook | None = None,
         trusted_proxies: Iterable[str] = (),
         brute_force_store: FailureStore | None = None,
+        path_matching: PathMatching | Mapping[str, Any] | None = None,
     ) -> None:
         try:
             self.profile = Profile(profile)
@@ -162,6 +182,10 @@ class Gateway:
         if unmatched not in ("reject", "pass"):
             raise ConfigError("unmatched", f"expected 'reject' or 'pass', got {unmatched!r}")
         self.unmatched = unmatched
+        try:
+            self.path_matching = PathMatching.from_config(path_matching or {})
+        except ConfigError as error:
+            raise error.within("path_matching") from None
         try:
             self.verification_cache = VerificationCache(cache_size, cache_ttl)
         except ConfigError as error:
@@ -178,10 +202,8 @@ class Gateway:
         self._lock = threading.Lock()
         self._services = tuple(services)
         self._routes = tuple(routes)
-        state = _State(
-            ConsumerIndex(consumers),
-            compile_routes(self._routes, self._services, self.profile, head_with_get=unmatched == "pass"),
-        )
+        routes_index, readings = self._compile(self._routes, self._services)
+        state = _State(ConsumerIndex(consumers), routes_index, readings)
         check_anonymous(state.routes, state.consumers)
         self._state = state
         self._watcher: StoreWatcher | None = None
@@ -211,6 +233,7 @@ class Gateway:
             "cache_ttl": config.cache_ttl,
             "trusted_proxies": config.trusted_proxies,
             "brute_force_store": config.brute_force_store,
+            "path_matching": config.path_matching,
         }
         if store is None:
             return cls(consumers=config.consumers, **options)
@@ -305,6 +328,7 @@ class Gateway:
                     cache_ttl=settings.cache_ttl,
                     trusted_proxies=settings.trusted_proxies,
                     brute_force_store=settings.brute_force_store,
+                    path_matching=settings.path_matching,
                 )
             gateway = cls(**{**built, **options})
             watcher = StoreWatcher(gateway, opened, routes=routes, poll_interval=poll_interval)
@@ -339,15 +363,23 @@ class Gateway:
         new_services = tuple(services) if services is not None else None
         with self._lock:
             state = self._state
-            compiled = state.routes
+            compiled, readings = state.routes, state.readings
             if new_routes is not None or new_services is not None:
                 new_routes = self._routes if new_routes is None else new_routes
                 new_services = self._services if new_services is None else new_services
-                compiled = compile_routes(
-                    new_routes, new_services, self.profile, head_with_get=self.unmatched == "pass"
-                )
+                compiled, readings = self._compile(new_routes, new_services)
                 self._routes, self._services = new_routes, new_services
-            self._state = _State(index if index is not None else state.consumers, compiled)
+            self._state = _State(index if index is not None else state.consumers, compiled, readings)
+
+    def _compile(
+        self, routes: Iterable[Route], services: Iterable[Service]
+    ) -> tuple[RouteIndex, OtherReadings]:
+        passing = self.unmatched == "pass"
+        index = compile_routes(routes, services, self.profile, head_with_get=passing)
+        readings = other_readings(
+            index, mounted=passing, case_insensitive=self.path_matching.case_insensitive
+        )
+        return index, readings
 
     def replace_consumers(self, consumers: Iterable[Consumer]) -> None:
         """Swap in a new set of consumers atomically; requests in flight finish with the old set.
@@ -460,6 +492,9 @@ class Gateway:
     def decide(self, facts: RequestFacts) -> Decision | Pending:
         """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
 
+        A path that servers may read differently from the route index (a control character, a segment
+        such as ``..;`` or ``..\\``) is answered 400 first, in every mode (SPEC §8).
+
         Everything cheap happens here: routing, parsing the header, finding the credential, and checking
         a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
         (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
@@ -479,13 +514,69 @@ class Gateway:
                 _log(None, _AMBIGUOUS_HOST, self.client_address(facts))
             return _AMBIGUOUS_HOST
         state = self._state
-        route = state.routes.match(facts.method, facts.path, host)
-        if route is None:
-            decision: Decision = self._pass if self.unmatched == "pass" else NOT_FOUND
+        found: CompiledRoute | Reject | None
+        path = facts.path
+        # _paths.plain(path), inlined: the usual path has no other reading (SPEC §8).
+        if ODD_CHARACTER(path) is None and "./" not in path and path[-1:] != ".":
+            found = state.routes.match(facts.method, path, facts.host)
+            if found is not None and (found.guarded or state.readings.folded is None):
+                return self._decide_route(found, state.consumers, facts, log)
+            found = self._read_otherwise(state, facts, found, None)
+        else:
+            refuse, other = examine(facts.path)
+            if refuse:
+                found = BAD_REQUEST
+            else:
+                found = state.routes.match(facts.method, facts.path, facts.host)
+                if found is None or (
+                    not found.guarded and (other is not None or state.readings.folded is not None)
+                ):
+                    found = self._read_otherwise(state, facts, found, other)
+        if not isinstance(found, CompiledRoute):
+            decision: Decision = found if found is not None else self._pass
             if log:
                 _log(None, decision, self.client_address(facts))
             return decision
-        return self._decide_route(route, state.consumers, facts, log)
+        return self._decide_route(found, state.consumers, facts, log)
+
+    def _read_otherwise(
+        self, state: _State, facts: RequestFacts, matched: CompiledRoute | None, other: str | None
+    ) -> CompiledRoute | Reject | None:
+        """The route deciding a request that matched no route, or only one without auth (SPEC §8).
+
+        Unmatched under ``unmatched: pass``: a path some route has (its host or method differing) is
+        404; then the lenient reading, the path below a stripped service prefix and (with
+        ``case_insensitive``) the lower-cased path are tried, in that order; the first that matches a
+        route decides; one that matches a route's path only is 404. Matched by a route without auth:
+        a guarded route matching another reading decides instead. ``None``: pass the request on.
+        """
+        method, host, path = facts.method, facts.host, facts.path
+        unmatched = matched is None
+        if unmatched:
+            if self.unmatched != "pass":
+                return NOT_FOUND
+            if state.routes.match(method, path, host, any_method_or_host=True) is not None:
+                return NOT_FOUND
+        readings = state.readings
+        tries: list[tuple[RouteIndex, str]] = []
+        if other is not None:
+            tries.append((readings.plain, other))
+        if unmatched and readings.mounted is not None:
+            tries.append((readings.mounted, path))
+            if other is not None:
+                tries.append((readings.mounted, other))
+        if readings.folded is not None:
+            tries.append((readings.folded, (other or path).lower()))
+        for index, reading in tries:
+            if index.match(method, reading, host, any_method_or_host=True) is None:
+                continue  # no route has this path (the usual case: one lookup)
+            route = index.match(method, reading, host)
+            if route is None:
+                if unmatched:
+                    return NOT_FOUND  # its path is a route's, its host or method is not
+            elif unmatched or route.guarded:
+                return route
+        return matched
 
     def _decide_route(
         self, route: CompiledRoute, consumers: ConsumerIndex, facts: RequestFacts, log: bool
@@ -636,11 +727,12 @@ class Guard:
             facts: The request.
             consumer: The consumer the request was already authenticated as (by a gateway route), if any.
                 Then only ``consumer-restriction`` runs: the request is not authenticated again, so a
-                route's ``hide_credentials`` does not get in the way.
+                route's ``hide_credentials`` does not get in the way. An anonymous consumer (whose
+                ``is_authenticated`` is false) counts as none: the guard asks for credentials.
         """
         gateway = self._gateway
         log = LOGGER.isEnabledFor(logging.INFO)
-        if consumer is None:
+        if consumer is None or not consumer.is_authenticated:
             return gateway._decide_route(self._route, gateway._state.consumers, facts, log)
         restriction = self._route.restriction
         rejected = restriction.check(consumer, facts.method) if restriction is not None else None
@@ -857,7 +949,9 @@ def _allow(route: CompiledRoute, consumer: Consumer | None, credential: BasicAut
         consumer,
         credential,
         _identity_headers(consumer, credential) if consumer is not None else (),
-        hide_credentials=route.auth is not None and route.auth.hide_credentials,
+        # A login that did not verify never reaches the app (SPEC §8a): anonymous drops Authorization.
+        hide_credentials=(route.auth is not None and route.auth.hide_credentials)
+        or (consumer is not None and not consumer.is_authenticated),
         strip_prefix=route.strip_prefix,
     )
     if len(_ALLOWS) >= _ALLOWS_LIMIT:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._methods import HTTP_METHODS
-from ._validate import describe, expect_bool, expect_int, expect_str, expect_str_list, fail
+from ._validate import (
+    describe,
+    expect_bool,
+    expect_int,
+    expect_mapping,
+    expect_str,
+    expect_str_list,
+    fail,
+    reject_unknown,
+)
 from .errors import ConfigError
 from .plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
 from .plugins.basic_auth import BasicAuthCheck, Profile
@@ -18,11 +27,14 @@ from .upstream import Upstream
 __all__ = [
     "HTTP_METHODS",
     "CompiledRoute",
+    "OtherReadings",
+    "PathMatching",
     "Route",
     "RouteIndex",
     "Service",
     "normalize_host",
     "normalize_path",
+    "other_readings",
 ]
 
 _HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9_\-]+(\.[a-z0-9_\-]+)*\.?|\[[0-9a-f:.]+\]")
@@ -192,8 +204,12 @@ def normalize_host(host: str | None) -> str | None:
 def normalize_path(path: str) -> str:
     """Resolve ``.`` and ``..`` segments and repeated slashes, as a front-end server would.
 
-    Matching on the normalized path means ``/public/../admin`` is guarded like ``/admin``.
+    Matching on the normalized path means ``/public/../admin`` is guarded like ``/admin``. A path that
+    does not start with ``/`` (some servers pass ``GET v1/admin`` on verbatim) is read as ``/`` + path,
+    as routers read it.
     """
+    if path[:1] != "/":
+        path = "/" + path
     if "//" not in path and "/." not in path:
         return path
     segments: list[str] = []
@@ -230,6 +246,11 @@ class CompiledRoute:
     methods: frozenset[str] | None
     exact_hosts: frozenset[str] | None
     wildcard_hosts: tuple[str, ...] = field(default=())
+    guarded: bool = field(default=False, init=False)
+    """Whether the route asks anything of a request (``basic-auth`` or ``consumer-restriction``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guarded", self.auth is not None or self.restriction is not None)
 
     @property
     def id(self) -> str | None:
@@ -299,7 +320,7 @@ class RouteIndex:
     higher ``priority`` comes first, then configuration order.
     """
 
-    __slots__ = ("_depth", "_exact", "_prefixes", "routes")
+    __slots__ = ("_depth", "_exact", "_prefixes", "entries", "routes")
 
     def __init__(self, routes: Sequence[tuple[CompiledRoute, tuple[str, ...]]]) -> None:
         exact: dict[str, list[CompiledRoute]] = {}
@@ -337,21 +358,28 @@ class RouteIndex:
         # The deepest head: boundaries of a request path below it cannot start a prefix.
         self._depth = max((head.count("/") for head in (*heads, *tails)), default=0)
         self.routes = tuple(compiled for compiled, _ in routes)
+        self.entries = tuple(routes)
+        """The routes with the full paths each is matched on, as given."""
 
-    def match(self, method: str, path: str, host: str | None) -> CompiledRoute | None:
+    def match(
+        self, method: str, path: str, host: str | None, *, any_method_or_host: bool = False
+    ) -> CompiledRoute | None:
         """The best route for this request, or ``None``.
 
         Args:
             method: The request method.
             path: The decoded request path.
             host: The ``Host`` header as sent (port and case do not matter).
+            any_method_or_host: Match on the path alone: the route whose path matches, whatever its
+                ``methods`` and ``hosts`` say (to tell "no route has this path" from a mismatch).
         """
         path = normalize_path(path)
         host = normalize_host(host)
+        loose = any_method_or_host
         bucket = self._exact.get(path)
         if bucket is not None:
             for route in bucket:
-                if route.accepts(method, host):
+                if loose or route.accepts(method, host):
                     return route
         cuts: list[int] = []
         cut = 0
@@ -369,12 +397,77 @@ class RouteIndex:
             for tail, routes in under:
                 if path.startswith(tail, cut):
                     for route in routes:
-                        if route.accepts(method, host):
+                        if loose or route.accepts(method, host):
                             return route
             for route in bucket:
-                if route.accepts(method, host):
+                if loose or route.accepts(method, host):
                     return route
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatching:
+    """How paths are matched besides the exact reading (``path_matching:`` in the configuration).
+
+    Args:
+        case_insensitive: Under ``unmatched: pass``, and for a path a route without auth matched, also
+            match guarded routes case-insensitively (``/ADMIN`` is decided by a guarded ``/admin``), for
+            upstreams that route that way (IIS, a case-insensitive filesystem). Default false.
+    """
+
+    case_insensitive: bool = False
+
+    def __post_init__(self) -> None:
+        expect_bool(self.case_insensitive, "case_insensitive")
+
+    @classmethod
+    def from_config(cls, value: object) -> PathMatching:
+        """Build from a configuration mapping (errors are relative to the section)."""
+        if isinstance(value, PathMatching):
+            return value
+        config = expect_mapping(value, "")
+        reject_unknown(config, ("case_insensitive",), "")
+        return cls(**config)
+
+
+@dataclass(frozen=True, slots=True)
+class OtherReadings:
+    """The indexes asked when a path may be read another way than the route index reads it (SPEC §8).
+
+    Attributes:
+        plain: Every route, its service prefix not stripped: a request decided by a route on another
+            reading of its path goes on with its path as it came.
+        mounted: Under ``unmatched: pass``, the guarded routes of services that strip their prefix, at
+            their path below the prefix (``/v1`` + ``/json`` at ``/json``): the app (or an upstream that is
+            the same app) serves that path too, so it is guarded too.
+        folded: With ``path_matching.case_insensitive``, the guarded routes (and mounted ones) at their
+            lower-cased paths.
+    """
+
+    plain: RouteIndex
+    mounted: RouteIndex | None = None
+    folded: RouteIndex | None = None
+
+
+def other_readings(index: RouteIndex, *, mounted: bool, case_insensitive: bool) -> OtherReadings:
+    """Build the :class:`OtherReadings` of a route index."""
+    plain: list[tuple[CompiledRoute, tuple[str, ...]]] = []
+    below: list[tuple[CompiledRoute, tuple[str, ...]]] = []
+    for compiled, paths in index.entries:
+        unstripped = replace(compiled, strip_prefix="") if compiled.strip_prefix else compiled
+        plain.append((unstripped, paths))
+        if mounted and compiled.strip_prefix and compiled.guarded:
+            below.append((unstripped, tuple("/" + uri.lstrip("/") for uri in compiled.route.all_uris)))
+    folded = None
+    if case_insensitive:
+        folded = RouteIndex(
+            [
+                (route, tuple(path.lower() for path in paths))
+                for route, paths in (*plain, *below)
+                if route.guarded
+            ]
+        )
+    return OtherReadings(RouteIndex(plain), RouteIndex(below) if below else None, folded)
 
 
 def routes_by_service(services: Iterable[Service]) -> dict[str, Service]:

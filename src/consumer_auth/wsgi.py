@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ._paths import cut_fragment
 from ._verify import threaded_verifier
 from .decision import IDENTITY_HEADERS, Allow, Pending, Reject, RequestFacts
 from .routing import normalize_path
@@ -36,13 +37,20 @@ def _native(text: str) -> str:
 
 
 def facts_from_environ(environ: WSGIEnvironment) -> RequestFacts:
-    """The request facts of a WSGI request (the path is ``PATH_INFO``, below any ``SCRIPT_NAME``)."""
+    """The request facts of a WSGI request (the path is ``PATH_INFO``, below any ``SCRIPT_NAME``).
+
+    The path is read as routers read it: ``/`` + a ``PATH_INFO`` that lacks it, without a fragment the
+    server left in it, normalized (see :func:`~consumer_auth.routing.normalize_path`).
+    """
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME")
     authorization = environ.get("HTTP_AUTHORIZATION")
     forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    path = _text(environ.get("PATH_INFO", "") or "/")
+    if "#" in path:  # a server may have left the fragment in the path (SPEC §8)
+        path = cut_fragment(path, environ.get("RAW_URI") or environ.get("REQUEST_URI"))
     return RequestFacts(
         environ.get("REQUEST_METHOD", "GET").upper(),
-        normalize_path(_text(environ.get("PATH_INFO", "") or "/")),
+        normalize_path(path),
         host,
         (authorization,) if authorization is not None else (),
         environ.get("REMOTE_ADDR") or None,

@@ -169,5 +169,5 @@ async def authorize(connection: HTTPConnection, guard: Guard) -> Consumer:
         raise Rejected(decision)
     consumer = cast(Consumer, decision.consumer)  # a guard has basic-auth: an allowed request has a consumer
     scope[CONSUMER_KEY] = scope["user"] = consumer
-    scope["auth"] = AuthScopes()
+    scope["auth"] = AuthScopes() if consumer.is_authenticated else AuthScopes([])  # SPEC §8a
     return consumer

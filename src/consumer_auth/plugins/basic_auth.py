@@ -94,7 +94,8 @@ class BasicAuthPlugin:
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """A request's consumer: from a verified credential, or the anonymous consumer."""
+    """A request's consumer: from a verified credential, or the anonymous consumer (an
+    :class:`~consumer_auth.consumers.AnonymousConsumer`, ``credential`` ``None``)."""
 
     consumer: Consumer
     credential: BasicAuthCredential | None
@@ -264,13 +265,14 @@ class BasicAuthCheck:
         return SlowCheck(credentials.username, run)
 
     def fallback(self, rejection: Reject, consumers: ConsumerIndex) -> Reject | Authenticated:
-        """Apply ``anonymous_consumer`` to a failure: let it through as that consumer, if configured."""
+        """Apply ``anonymous_consumer`` to a failure: let it through as that consumer's
+        :class:`~consumer_auth.consumers.AnonymousConsumer`, if configured."""
         if self._anonymous is None:
             return rejection
-        consumer = consumers.consumer(self._anonymous)
+        consumer = consumers.anonymous(self._anonymous)
         if consumer is None:
             return self._anonymous_missing
-        return Authenticated(consumer, None)
+        return Authenticated(consumer, None)  # not authenticated (SPEC §8a): is_authenticated is false
 
     @property
     def anonymous_consumer(self) -> str | None:

@@ -22,6 +22,7 @@ tables are not a check message: ``migrate`` runs the database checks before it c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,9 +43,47 @@ from consumer_auth.errors import ConfigError, StoreError
 
 from .conf import STORES
 
-__all__ = ["check_database", "check_settings"]
+__all__ = ["check_database", "check_settings", "warn_if_incomplete"]
 
 _MIDDLEWARE = "consumer_auth.contrib.django.middleware.ConsumerAuthMiddleware"
+_APP = "consumer_auth.contrib.django"
+_warned: set[str] = set()
+
+
+def warn_if_incomplete(*, middleware: bool = True) -> None:
+    """Warn (once per process, :class:`RuntimeWarning`) when ``CONSUMER_AUTH`` is set but the setup is not
+    complete: the app missing from ``INSTALLED_APPS`` (then ``manage.py check`` checks nothing) or, with
+    ``middleware``, the middleware missing from ``MIDDLEWARE`` (then the routes guard nothing).
+
+    The system checks only run when the app is installed; the middleware and ``@consumer_required``
+    call this, so a setup missing one of them still says so (at start-up, or when views are imported).
+    """
+    if not settings.configured or not hasattr(settings, SETTING):
+        return
+    problems = []
+    if middleware and not _middleware_installed():
+        problems.append(
+            f"{SETTING} is set but {_MIDDLEWARE} is not in MIDDLEWARE: the gateway's routes guard "
+            "nothing (only views with @consumer_required ask for credentials)"
+        )
+    if not _app_installed():
+        problems.append(
+            f"{SETTING} is set but {_APP!r} is not in INSTALLED_APPS: `manage.py check` cannot report "
+            "mistakes in the setting (add the app)"
+        )
+    for problem in problems:
+        if problem not in _warned:
+            _warned.add(problem)
+            warnings.warn(problem, RuntimeWarning, stacklevel=3)
+
+
+def _app_installed() -> bool:
+    from django.apps import apps
+
+    if apps.ready:
+        return apps.is_installed(_APP)
+    entries = getattr(settings, "INSTALLED_APPS", None) or ()
+    return any(entry == _APP or entry.startswith(_APP + ".") for entry in entries)
 
 
 def check_settings(app_configs: Sequence[AppConfig] | None = None, **kwargs: Any) -> list[CheckMessage]:

@@ -16,6 +16,7 @@ from consumer_auth.gateway import Gateway, Guard
 from consumer_auth.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Plugin
 
 from ._translate import allow_consumer, facts_from_request, response_from_reject
+from .checks import warn_if_incomplete
 from .conf import conf
 from .middleware import get_consumer
 
@@ -68,6 +69,7 @@ def consumer_required(
             plugins += (ConsumerRestrictionPlugin(whitelist=tuple(consumers)),)
         except ConfigError as error:
             raise ConfigError("consumers", error.reason) from None
+    warn_if_incomplete()  # at import of the views: `manage.py check` imports them too
     compiled: list[tuple[Gateway, Guard]] = []
 
     def guard() -> Guard:

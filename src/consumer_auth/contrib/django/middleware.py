@@ -13,6 +13,7 @@ from consumer_auth.consumers import Consumer
 from consumer_auth.decision import Reject
 
 from ._translate import apply_to_request, facts_from_request, response_from_reject, script_prefix
+from .checks import warn_if_incomplete
 from .conf import conf
 
 __all__ = ["ConsumerAuthMiddleware", "get_consumer"]
@@ -48,6 +49,7 @@ class ConsumerAuthMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
         conf.gateway  # noqa: B018 - build it now, at start-up, not in the first request
+        warn_if_incomplete(middleware=False)
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
