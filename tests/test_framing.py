@@ -388,6 +388,9 @@ def test_connect_is_never_a_tunnel(front: int, upstream: RawUpstream) -> None:
         f"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nAuthorization: {ALEX}\r\n\r\n".encode()
         + SMUGGLED,
     )
-    assert answer.startswith(b"HTTP/1.1 "), answer
-    assert not answer.startswith(b"HTTP/1.1 200"), answer
+    got = answers(answer)
+    assert got, answer
+    # Refused, or (the WSGI proxy on werkzeug, which reads the target as a path) forwarded as a plain
+    # origin-form request with its own framing and answered as one: never a tunnel.
+    assert got[0][0] != 200 or json.loads(got[0][1])["target"].startswith("/"), got
     assert b"/admin" not in b"".join(upstream.received[before:])
