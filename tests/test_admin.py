@@ -265,6 +265,34 @@ def test_services_and_routes(admin: Admin) -> None:
         pytest.param(
             "PUT", "consumers/alex", [], "invalid request body: expected a JSON object", id="not-an-object"
         ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": {"username": "alex:" + SECRET, "password": SECRET}}},
+            "invalid configuration: plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-login",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/taken/credentials/c2",
+            {"plugins": {"basic-auth": {"username": "t:" + SECRET, "password": SECRET}}},
+            "invalid configuration: plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-credential-login",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": "alex:" + SECRET}},
+            "invalid configuration: plugins.basic-auth: expected a mapping, got str",
+            id="secret-in-a-wrong-shape",
+        ),
+        pytest.param(
+            "PUT",
+            "routes/r1",
+            {"uri": "/json", "plugins": {"basic-auth": {"anonymous_consumer": "ghost"}}},
+            "invalid configuration: routes/r1.plugins.basic-auth.anonymous_consumer: no consumer named 'ghost'",
+            id="dangling-anonymous-consumer",
+        ),
     ],
 )
 def test_validation_errors_are_400_with_an_error_msg(
@@ -288,6 +316,21 @@ def test_validation_errors_are_400_with_an_error_msg(
         ),
         pytest.param(b"", "invalid request body: empty", id="empty"),
         pytest.param(b"\xff\xfe", "invalid request body: not UTF-8", id="not-utf8"),
+        pytest.param(
+            b'{"labels":' + b"[" * 3000 + b"]" * 3000 + b"}",
+            "invalid request body: nested deeper than 32 levels",
+            id="nested-3000-deep",
+        ),
+        pytest.param(
+            b'{"labels":' + b"[" * 100 + b"]" * 100 + b"}",
+            "invalid request body: nested deeper than 32 levels",
+            id="nested-100-deep",
+        ),
+        pytest.param(
+            b'{"labels": {"a": ' + b"9" * 5000 + b"}}",
+            "invalid request body: an integer with too many digits",
+            id="number-too-long",
+        ),
     ],
 )
 def test_unreadable_bodies_are_400(admin: Admin, raw: bytes, message: str) -> None:

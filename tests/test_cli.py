@@ -371,6 +371,20 @@ def test_check_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
 
 
+def test_check_refuses_a_login_with_a_colon_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = guide_config(tmp_path, "http://127.0.0.1:9001")
+    path.write_text(path.read_text().replace("username: alex\n", "username: alex:hunter22\n", 1))
+    assert "alex:hunter22" in path.read_text()
+    assert cli.main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "consumer-auth: error: consumers[0].plugins.basic-auth.username: must not contain ':' "
+        "(RFC 7617: a client's username ends at the first ':')\n"
+    )
+
+
 def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["check"])

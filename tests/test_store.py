@@ -204,7 +204,7 @@ def test_invalid_stored_content_is_logged_and_skipped(
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert (
-            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got 5"
+            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got int"
             in errors[0]
         )
     finally:

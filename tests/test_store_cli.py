@@ -157,6 +157,13 @@ def test_add_list_passwd_remove(store_url: str) -> None:
             id="bad-name",
         ),
         pytest.param(
+            [],
+            ["consumers", "add", "bob", "--login", "bob:" + SECRET],
+            SECRET,
+            "plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-login",
+        ),
+        pytest.param(
             [], ["consumers", "remove", "nobody"], None, "no consumer named 'nobody'", id="remove-unknown"
         ),
         pytest.param(

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import argon2
@@ -275,6 +276,39 @@ def test_a_failing_rehash_hook_is_logged_and_the_request_still_passes(
         assert isinstance(gateway.decide_now(facts("alex", "123456")), Allow)
     assert "on_rehash failed for consumer 'alex'" in caplog.text
     assert "123456" not in caplog.text.replace("'alex'", "")
+
+
+def test_a_failing_sqlalchemy_rehash_hook_does_not_log_the_new_hash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store hook on a real SQLAlchemy engine whose statement fails: SQLAlchemy's message lists the
+    statement's parameters, the fresh argon2id hash among them; none of it reaches the log."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'users.db'}")
+    given: list[str] = []
+
+    def save(consumer: Consumer, credential: BasicAuthCredential, new_hash: str) -> None:
+        given.append(new_hash)
+        with engine.begin() as connection:  # no such table: OperationalError with the parameters
+            connection.execute(
+                sqlalchemy.text("UPDATE users SET hash = :hash WHERE login = :login"),
+                {"hash": new_hash, "login": credential.username},
+            )
+
+    gateway = make_gateway(Consumer("alex", password_hash=APR1_123456), on_rehash=save)
+    with caplog.at_level(logging.DEBUG):
+        assert isinstance(gateway.decide_now(facts("alex", "123456")), Allow)
+    engine.dispose()
+    (new_hash,) = given
+    # What the message would have been: the hash is in it.
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised, engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE users SET hash = :hash"), {"hash": new_hash})
+    engine.dispose()
+    assert new_hash in str(raised.value)
+    assert "on_rehash failed for consumer 'alex': sqlalchemy.exc.OperationalError" in caplog.text
+    assert new_hash not in caplog.text
+    assert "$argon2id$" not in caplog.text
 
 
 # -- the pools -----------------------------------------------------------------------------------------

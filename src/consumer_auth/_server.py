@@ -14,8 +14,9 @@ adds (see :class:`~consumer_auth._limits.ServerLimits`):
   count): a further connection is answered 503 and closed, so that one client cannot take the whole
   ``max_connections``;
 - framing rules against request smuggling: a ``Transfer-Encoding`` other than a single ``chunked`` is
-  501, and ``Transfer-Encoding`` together with ``Content-Length`` is 400 (httptools refuses repeated or
-  conflicting ``Content-Length`` itself).
+  501; ``Transfer-Encoding`` together with ``Content-Length``, more than one ``Host``, and a
+  ``Connection`` header naming ``Content-Length``, ``Transfer-Encoding`` or ``Host`` are 400 (httptools
+  refuses repeated or conflicting ``Content-Length`` itself).
 
 Every refusal answers ``{"error_msg": "<status> <phrase>"}`` and a newline, then closes the connection
 gracefully: it stops writing, reads and discards what the client still sends for up to ``_LINGER``
@@ -38,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._limits import ServerLimits, server_tls_context
 from .plugins.brute_force import client_subject
+from .proxy._plan import connection_tokens, names_framing
 
 __all__ = ["LOGGER", "GuardedProtocol", "refusal_body", "tls_context", "uvicorn_options"]
 
@@ -220,12 +222,28 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        encodings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        encodings: list[bytes] = []
+        length = False
+        hosts = 0
+        listed: set[bytes] = set()
+        for name, value in self.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                encodings.append(value)
+            elif name == b"content-length":
+                length = True
+            elif name == b"connection":
+                listed |= connection_tokens(value)
         if encodings:
-            if any(name == b"content-length" for name, _ in self.headers):
+            if length:
                 self._stop(400, "both Transfer-Encoding and Content-Length")
             if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
                 self._stop(501, "a Transfer-Encoding other than chunked")
+        if hosts > 1:
+            self._stop(400, "more than one Host header")
+        if listed and names_framing(listed):
+            self._stop(400, "Connection names a framing header")
         self._in_head = False
         self._in_body = True
         self._cancel(self._head_timer)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from consumer_auth._prompt import read_password
+from consumer_auth.consumers import check_login
 from consumer_auth.errors import ConfigError, StoreError
 from consumer_auth.store import Resource, WritableStore, open_store, redact
 
@@ -64,7 +65,7 @@ def _with_password(document: dict[str, Any], login: str, password: str) -> dict[
 
 def _add(store: WritableStore, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
     name: str = args.name
-    login: str = args.login or name
+    login = check_login(args.login or name, "plugins.basic-auth.username")  # before it names the credential
     ident: str = args.credential_id or login
     labels: dict[str, str] = {}
     for label in args.label or ():

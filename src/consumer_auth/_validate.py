@@ -70,18 +70,22 @@ def expect_str_list(value: object, path: str, *, nonempty: bool = True) -> tuple
     return items
 
 
-def expect_mapping(value: object, path: str) -> Mapping[str, Any]:
+def expect_mapping(value: object, path: str, *, secret: bool = False) -> Mapping[str, Any]:
+    """``value`` as a mapping with string keys. With ``secret`` (a place that holds passwords), a wrong
+    value is described by its type only: ``basic-auth: "alex:123456"`` must not echo the password."""
     if not isinstance(value, Mapping):
-        fail(path, f"expected a mapping, got {describe(value)}")
+        got = type(value).__name__ if secret else describe(value)
+        fail(path, f"expected a mapping, got {got}")
     for key in value:
         if not isinstance(key, str):
             fail(path, f"expected string keys, got {describe(key)}")
     return value
 
 
-def expect_list(value: object, path: str) -> list[Any]:
+def expect_list(value: object, path: str, *, secret: bool = False) -> list[Any]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        fail(path, f"expected a list, got {describe(value)}")
+        got = type(value).__name__ if secret else describe(value)
+        fail(path, f"expected a list, got {got}")
     return list(value)
 
 

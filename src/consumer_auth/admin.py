@@ -47,6 +47,7 @@ logger = logging.getLogger("consumer_auth.admin")
 
 _PREFIX = "/apisix/admin/"
 _MAX_BODY = 1_572_864  # 1.5 MiB, as APISIX
+_MAX_DEPTH = 32  # lists and objects in lists and objects: a resource needs a handful
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -80,6 +81,23 @@ class _Answer(Exception):
         self.status = status
         self.body = body
         self.headers = list(headers)
+
+
+def _too_deep(document: object) -> bool:
+    """Whether ``document`` nests lists and objects deeper than :data:`_MAX_DEPTH` (checked without
+    recursion: validating, copying and storing a deeper one would exhaust the stack)."""
+    level: list[object] = [document]
+    for _ in range(_MAX_DEPTH):
+        below: list[object] = []
+        for value in level:
+            if isinstance(value, dict):
+                below += value.values()
+            elif isinstance(value, list):
+                below += value
+        if not below:
+            return False
+        level = below
+    return any(isinstance(value, dict | list) for value in level)
 
 
 def _not_found() -> _Answer:
@@ -316,8 +334,14 @@ class AdminAPI:
                     "error_msg": f"invalid request body: {error.msg} at line {error.lineno}, column {error.colno}"
                 },
             ) from None
+        except RecursionError:  # nesting past the parser's stack
+            raise _Answer(
+                400, {"error_msg": f"invalid request body: nested deeper than {_MAX_DEPTH} levels"}
+            ) from None
         except ValueError as error:  # an integer of more digits than Python reads, an infinite number
             raise _Answer(400, {"error_msg": f"invalid request body: {_number_problem(error)}"}) from None
         if not isinstance(document, dict):
             raise _Answer(400, {"error_msg": "invalid request body: expected a JSON object"})
+        if _too_deep(document):
+            raise _Answer(400, {"error_msg": f"invalid request body: nested deeper than {_MAX_DEPTH} levels"})
         return document

@@ -116,11 +116,11 @@ def _at(path: str, build: Callable[[], T]) -> T:
 
 def _items(document: Mapping[str, Any], key: str) -> list[Any]:
     value = document.get(key)
-    return [] if value is None else expect_list(value, key)
+    return [] if value is None else expect_list(value, key, secret=key == "consumers")
 
 
 def _basic_auth_credential(value: object, path: str, *, ident: str | None = None) -> BasicAuthCredential:
-    config = expect_mapping(value, path)
+    config = expect_mapping(value, path, secret=True)
     reject_unknown(config, _CONSUMER_BASIC_AUTH, path)
     return _at(
         path,
@@ -134,7 +134,7 @@ def _basic_auth_credential(value: object, path: str, *, ident: str | None = None
 
 
 def _consumer_plugins(value: object, path: str, *, ident: str | None = None) -> list[BasicAuthCredential]:
-    plugins = expect_mapping(value, path)
+    plugins = expect_mapping(value, path, secret=True)
     for name in plugins:
         if name != "basic-auth":
             reject_unknown(plugins, ("basic-auth",), path)
@@ -144,14 +144,15 @@ def _consumer_plugins(value: object, path: str, *, ident: str | None = None) -> 
 
 
 def _consumer(value: object, path: str) -> Consumer:
-    config = expect_mapping(value, path)
+    config = expect_mapping(value, path, secret=True)
     reject_unknown(config, _CONSUMER, path)
     credentials: list[BasicAuthCredential] = []
     if config.get("plugins") is not None:
         credentials += _consumer_plugins(config["plugins"], f"{path}.plugins")
-    for index, item in enumerate(expect_list(config.get("credentials") or [], f"{path}.credentials")):
+    credentials_list = expect_list(config.get("credentials") or [], f"{path}.credentials", secret=True)
+    for index, item in enumerate(credentials_list):
         where = f"{path}.credentials[{index}]"
-        entry = expect_mapping(item, where)
+        entry = expect_mapping(item, where, secret=True)
         reject_unknown(entry, _CREDENTIAL, where)
         ident = entry.get("id")
         found = _consumer_plugins(entry.get("plugins") or {}, f"{where}.plugins", ident=ident)

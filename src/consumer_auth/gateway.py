@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .upstream import Upstream
     from .wsgi import GatewayMiddleware
 
-__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "LOGGER", "NOT_FOUND", "Gateway", "Guard", "check_anonymous", "compile_routes"]
 
 LOGGER = logging.getLogger("consumer_auth.auth")
 """One INFO record per decision (see the module docstring for its attributes)."""
@@ -65,7 +65,10 @@ NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_rout
 
 BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_path")
 """The answer to a path servers may read differently from the route index (SPEC §8): a control
-character, or a segment some server reads as ``.`` or ``..`` (``..;``, ``..\\``, ``%252e%252e``)."""
+character, or a segment some server reads as ``.`` or ``..`` (``..;``, ``..\\``, ``%252e%252e``).
+The proxies give the same bytes to a ``Connection`` header naming a framing header."""
+_AMBIGUOUS_HOST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_host")
+"""More than one ``Host`` header (SPEC §8): the gateway and the app could each read another one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,12 @@ def compile_routes(
     return RouteIndex(compiled)
 
 
-def _check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+def check_anonymous(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+    """Refuse a route whose ``anonymous_consumer`` names no consumer (files, Python and stores alike).
+
+    Raises:
+        ConfigError: at ``routes[i].plugins.basic-auth.anonymous_consumer`` (or the service's).
+    """
     for route in routes.routes:
         name = route.auth.anonymous_consumer if route.auth is not None else None
         if name is not None and consumers.consumer(name) is None:
@@ -203,7 +211,7 @@ class Gateway:
         self._routes = tuple(routes)
         routes_index, readings = self._compile(self._routes, self._services)
         state = _State(ConsumerIndex(consumers), routes_index, readings)
-        _check_anonymous(state.routes, state.consumers)
+        check_anonymous(state.routes, state.consumers)
         self._state = state
         self._watcher: StoreWatcher | None = None
 
@@ -507,6 +515,13 @@ class Gateway:
         when the check may run a slow hash or the store talks to a server.
         """
         log = LOGGER.isEnabledFor(logging.INFO)
+        host = facts.host
+        if host is not None and "," in host:
+            # More than one Host header (WSGI servers join them with commas; the ASGI adapter does the
+            # same): the gateway and the app could each read a different one.
+            if log:
+                _log(None, _AMBIGUOUS_HOST, self.client_address(facts))
+            return _AMBIGUOUS_HOST
         state = self._state
         found: CompiledRoute | Reject | None
         path = facts.path

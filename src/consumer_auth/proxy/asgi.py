@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from consumer_auth.asgi import VerificationPool, facts_from_scope, resolve, send_reject
 from consumer_auth.decision import Allow, Pending, Reject
 from consumer_auth.errors import UpstreamAbortedError
+from consumer_auth.gateway import BAD_REQUEST
 from consumer_auth.upstream import Upstream, UpstreamNode
 
 from ._balance import Balancers
@@ -69,6 +70,11 @@ class _TooLarge(Exception):
     """A request body grew past its limit while it was being forwarded."""
 
 
+class BodyLengthError(ConnectionError):
+    """The request body the server handed over is not as long as its ``Content-Length`` said: the
+    upstream would read the difference as (part of) another request, so the connection is dropped."""
+
+
 class _Failed(Exception):
     """An upstream exchange failed before the response started; ``answer`` is what the client gets."""
 
@@ -93,8 +99,9 @@ def _client(scope: HTTPScope) -> ClientRequest:
     )
 
 
-def _head(request: UpstreamRequest, host: bytes, chunked: bool) -> bytes:
-    """The request line and header block (names lower case, ``host`` first).
+def _head(request: UpstreamRequest, host: bytes, framing: tuple[bytes, bytes] | None) -> bytes:
+    """The request line and header block (names lower case, ``host`` first, the body's ``framing``
+    last).
 
     Raises:
         ValueError: a value added from the configuration (``upstream_host``, a consumer's label)
@@ -103,8 +110,8 @@ def _head(request: UpstreamRequest, host: bytes, chunked: bool) -> bytes:
     """
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.target), b"host: " + host]
     lines += map(b": ".join, request.headers)
-    if chunked:
-        lines.append(b"transfer-encoding: chunked")
+    if framing is not None:
+        lines.append(b": ".join(framing))
     lines += (b"", b"")
     head = b"\r\n".join(lines)
     breaks = len(lines) - 1
@@ -372,6 +379,9 @@ class ASGIProxy:
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
         request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
+        if isinstance(request, Reject):  # a Connection header naming a framing header
+            await self._reject(scope, receive, send, request, exchange)
+            return
         if websocket:
             await self._websocket(scope, receive, send, upstream, request, decision, exchange)
             return
@@ -496,6 +506,8 @@ class ASGIProxy:
                     raise _Failed(GATEWAY_TIMEOUT) from None
                 except ConnectionError as error:
                     connection.abort()
+                    if isinstance(error, BodyLengthError):
+                        raise _Failed(BAD_REQUEST) from None
                     if body.disconnected:  # the client left mid-upload: nothing wrong upstream
                         raise _Failed(BAD_GATEWAY) from None
                     if replay and not connection.received and not body.started:
@@ -527,11 +539,16 @@ class ASGIProxy:
         unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
         host = request.host(upstream, node)
         connection.begin(head_request=request.method == "HEAD")
+        length = request.content_length
         if not body.present:
-            connection.write(_head(request, host, False))
+            if length:  # announced, never delivered: a head waiting for it would take the next request
+                raise BodyLengthError
+            connection.write(_head(request, host, request.framing(chunked=False)))
             return
-        chunked = request.content_length is None
-        pending: list[bytes] = [_head(request, host, chunked)]
+        chunked = length is None
+        expected = length or 0
+        sent = 0
+        pending: list[bytes] = [_head(request, host, request.framing(chunked=chunked))]
         async for chunk in body.chunks():
             if connection.head_done:
                 # The upstream answered before taking the whole body: stop sending, and never reuse
@@ -541,6 +558,9 @@ class ASGIProxy:
             if chunked:
                 pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
             else:
+                sent += len(chunk)
+                if sent > expected:
+                    raise BodyLengthError
                 pending.append(chunk)
             connection.write(pending)
             pending = []
@@ -549,6 +569,8 @@ class ASGIProxy:
                 await connection.drain(timeout)
         if chunked:
             pending.append(_LAST_CHUNK)
+        elif sent != expected:
+            raise BodyLengthError
         if pending:
             connection.write(pending)
 

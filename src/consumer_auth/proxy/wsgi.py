@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import re
 import socket
 import threading
@@ -63,6 +64,8 @@ class _MalformedResponse(http.client.HTTPException):
 
 
 _LENGTH = re.compile(r"[0-9]+")
+# The end of a response is checked for extra bytes once this little of it is left (a read buffer).
+_PEEKABLE = io.DEFAULT_BUFFER_SIZE
 
 
 def _check_head(response: http.client.HTTPResponse) -> None:
@@ -110,6 +113,31 @@ class _TooLarge(Exception):
     """A chunked request body grew past its limit while it was being forwarded."""
 
 
+def _read_beyond(response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> bool:
+    """Whether bytes beyond the response's end were already read from the upstream (an answer to a
+    request nobody sent on this connection): the connection is then never reused.
+
+    Called while at most a buffer of the body is left (``http.client`` drops its read buffer with the
+    response, so this is the last moment to look). With body bytes still to come, ``peek`` waits only
+    as the next read would; with none, it does not wait at all.
+    """
+    fp = response.fp
+    remaining = response.length
+    sock = connection.sock
+    if fp is None or remaining is None or sock is None or response.will_close:
+        return False  # nothing buffered, or a connection that is closed after this response anyway
+    if remaining:
+        return len(fp.peek(remaining + 1)) > remaining
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0)
+        return bool(fp.peek(1))
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
 class _RequestBody:
     """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time (at most ``limit``)."""
 
@@ -150,7 +178,7 @@ class _RequestBody:
 class _ResponseBody:
     """The upstream's body as a WSGI iterable; ``close()`` gives the connection back or drops it."""
 
-    __slots__ = ("_complete", "_connection", "_decision", "_exchange", "_pool", "_response")
+    __slots__ = ("_beyond", "_complete", "_connection", "_decision", "_exchange", "_pool", "_response")
 
     def __init__(
         self,
@@ -166,11 +194,18 @@ class _ResponseBody:
         self._decision = decision
         self._exchange = exchange
         self._complete = False
+        self._beyond = False
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
         try:
-            while chunk := response.read1(CHUNK):
+            while True:
+                left = response.length
+                if left is not None and left <= _PEEKABLE and not self._beyond:
+                    self._beyond = _read_beyond(response, self._connection)
+                chunk = response.read1(CHUNK)
+                if not chunk:
+                    break
                 self._exchange.sent += len(chunk)
                 yield chunk
             if response.length:  # fewer bytes than its Content-Length said: http.client does not raise
@@ -182,7 +217,7 @@ class _ResponseBody:
 
     def close(self) -> None:
         response = self._response
-        if self._complete and not response.will_close:
+        if self._complete and not response.will_close and not self._beyond:
             response.close()  # read to the end; http.client wants it closed before the next request
             self._pool.put(self._connection)
         else:
@@ -305,6 +340,8 @@ class WSGIProxy:
             log_fault("no upstream for this route", decision, None, None)
             return self._reject(start_response, BAD_GATEWAY, facts.method, exchange)
         request = upstream_request(facts, decision, _client(environ))
+        if isinstance(request, Reject):  # a Connection header naming a framing header
+            return self._reject(start_response, request, facts.method, exchange)
         limit = self.max_body_bytes
         if decision.route is not None and decision.route.max_body_bytes is not None:
             limit = decision.route.max_body_bytes
@@ -410,8 +447,9 @@ class WSGIProxy:
             connection.putheader(b"host", host)
             for name, value in request.headers:
                 connection.putheader(name, value)
-            if request.chunked:
-                connection.putheader(b"transfer-encoding", b"chunked")
+            framing = request.framing(chunked=request.chunked)
+            if framing is not None:
+                connection.putheader(*framing)
             connection.endheaders()
             if request.has_body:
                 body.copy(request, connection)

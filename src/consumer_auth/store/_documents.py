@@ -18,7 +18,7 @@ from consumer_auth._validate import describe, expect_mapping, fail
 from consumer_auth.config import GatewayConfig, parse_config
 from consumer_auth.consumers import Consumer, ConsumerIndex
 from consumer_auth.errors import ConfigError
-from consumer_auth.gateway import compile_routes
+from consumer_auth.gateway import check_anonymous, compile_routes
 from consumer_auth.passwords import hash_password
 from consumer_auth.plugins import Profile
 
@@ -266,8 +266,8 @@ def assemble(rows: Mapping[str, Rows], cache: ConsumerCache | None = None) -> Ga
                 "routes": [_decode("routes", key, text) for key, text in routes],
             }
         )
-        ConsumerIndex(result)
-        compile_routes(config.routes, config.services, Profile.CLASSIC)
+        index = ConsumerIndex(result)
+        check_anonymous(compile_routes(config.routes, config.services, Profile.CLASSIC), index)
     except ConfigError as error:
         raise _renamed(error, names, idents, keys) from None
     if cache is not None:

@@ -168,7 +168,11 @@ class SQLStore:
     def _make_engine(self) -> Engine:
         try:
             engine = create_engine(
-                self._url, pool_pre_ping=True, pool_size=2, connect_args=self._connect_args
+                self._url,
+                pool_pre_ping=True,
+                pool_size=2,
+                connect_args=self._connect_args,
+                hide_parameters=True,  # documents hold password hashes: never in SQLAlchemy's errors or logs
             )
         except ModuleNotFoundError as error:
             raise StoreError(
