@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import wsgiref.simple_server
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -477,3 +478,121 @@ class Process:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+# -- a raw-socket upstream --------------------------------------------------------------------------
+
+
+class _RawExchange:
+    """httptools callbacks for one connection of :class:`RawUpstream`: each complete request answered."""
+
+    def __init__(self, upstream: RawUpstream, sock: socket.socket) -> None:
+        self.upstream = upstream
+        self.sock = sock
+        self.url = b""
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        target = self.url.decode("latin-1")
+        seen = {"target": target, "headers": self.headers, "body": self.body.decode("latin-1")}
+        self.upstream.requests.append(seen)
+        body = json.dumps(seen).encode()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+            len(body),
+            body,
+        )
+        extra = self.upstream.extra.get(target.partition("?")[0], b"")
+        self.sock.sendall(answer + extra)
+        self.url, self.headers, self.body = b"", [], b""
+
+
+class RawUpstream:
+    """An upstream on a bare socket that logs every byte it receives and reads requests as llhttp does
+    (httptools, the parser of uvicorn and Node): each request it parses is answered 200 with a JSON
+    ``{"target", "headers", "body"}`` of what it read, on the same keep-alive connection.
+
+    ``extra`` maps a path to bytes written right after that path's answer (a second, unasked answer).
+    """
+
+    def __init__(self, extra: dict[str, bytes] | None = None) -> None:
+        import httptools
+
+        self._parser_class = httptools.HttpRequestParser
+        self.extra = extra or {}
+        self.received: list[bytes] = []
+        self.requests: list[dict[str, Any]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._sockets: list[socket.socket] = []
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True, name="raw-upstream").start()
+        _running.append(self.stop)
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self._sockets.append(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        parser = self._parser_class(_RawExchange(self, sock))
+        with contextlib.suppress(Exception):  # a parse error or a reset ends the connection
+            while data := sock.recv(65536):
+                self.received.append(data)
+                parser.feed_data(data)
+        with contextlib.suppress(OSError):
+            sock.close()
+
+    def targets(self) -> list[str]:
+        return [seen["target"] for seen in self.requests]
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _QuietWSGIRefHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+class WSGIRefServer:
+    """A WSGI app on the standard library's ``wsgiref`` server (one request per connection), in a thread.
+
+    ``wsgiref`` maps header names the CGI way: ``X-A`` and ``X_A`` both become ``HTTP_X_A``, repeats
+    joined by commas; the tests use it as the reading of CGI-style servers.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.server = wsgiref.simple_server.make_server(
+            "127.0.0.1", 0, app, handler_class=_QuietWSGIRefHandler
+        )
+        self.port = int(self.server.server_port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+        _running.append(self.stop)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        close = getattr(self.server.get_app(), "close", None)
+        if close is not None:
+            close()

@@ -265,6 +265,34 @@ def test_services_and_routes(admin: Admin) -> None:
         pytest.param(
             "PUT", "consumers/alex", [], "invalid request body: expected a JSON object", id="not-an-object"
         ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": {"username": "alex:" + SECRET, "password": SECRET}}},
+            "invalid configuration: plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-login",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/taken/credentials/c2",
+            {"plugins": {"basic-auth": {"username": "t:" + SECRET, "password": SECRET}}},
+            "invalid configuration: plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-credential-login",
+        ),
+        pytest.param(
+            "PUT",
+            "consumers/alex",
+            {"plugins": {"basic-auth": "alex:" + SECRET}},
+            "invalid configuration: plugins.basic-auth: expected a mapping, got str",
+            id="secret-in-a-wrong-shape",
+        ),
+        pytest.param(
+            "PUT",
+            "routes/r1",
+            {"uri": "/json", "plugins": {"basic-auth": {"anonymous_consumer": "ghost"}}},
+            "invalid configuration: routes/r1.plugins.basic-auth.anonymous_consumer: no consumer named 'ghost'",
+            id="dangling-anonymous-consumer",
+        ),
     ],
 )
 def test_validation_errors_are_400_with_an_error_msg(
@@ -288,6 +316,21 @@ def test_validation_errors_are_400_with_an_error_msg(
         ),
         pytest.param(b"", "invalid request body: empty", id="empty"),
         pytest.param(b"\xff\xfe", "invalid request body: not UTF-8", id="not-utf8"),
+        pytest.param(
+            b'{"labels":' + b"[" * 3000 + b"]" * 3000 + b"}",
+            "invalid request body: nested deeper than 32 levels",
+            id="nested-3000-deep",
+        ),
+        pytest.param(
+            b'{"labels":' + b"[" * 100 + b"]" * 100 + b"}",
+            "invalid request body: nested deeper than 32 levels",
+            id="nested-100-deep",
+        ),
+        pytest.param(
+            b'{"labels": {"a": ' + b"9" * 5000 + b"}}",
+            "invalid request body: an integer with too many digits",
+            id="number-too-long",
+        ),
     ],
 )
 def test_unreadable_bodies_are_400(admin: Admin, raw: bytes, message: str) -> None:
@@ -323,3 +366,127 @@ def test_a_body_over_the_limit_is_413(admin: Admin) -> None:
     assert response.status_code == 413
     assert response.json() == {"error_msg": "invalid request body: larger than 1.5 MiB"}
     assert admin.store.get_resource("consumers", "alex") is None
+
+
+# --- input a store cannot keep: 400, and nothing changes -------------------------------------------
+
+SHORT_SALT_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2hvcnQ$U2VjcmV0SGFzaFBhcnRTZWNyZXRIYXNoUGFydA"
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "message"),
+    [
+        pytest.param(
+            "consumers/alex",
+            b'{"labels": {"n": ' + b"9" * 5000 + b"}}",
+            "invalid request body: an integer with too many digits",
+            id="5000-digit-integer",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"labels": {"n": 1e999}}',
+            "invalid request body: a number too large to store",
+            id="infinite-number",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"labels": {"n": NaN}}',
+            "invalid request body: NaN is not a JSON number",
+            id="nan",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"plugins": {"basic-auth": {"username": "alex", "password": "ab\\ud800cd"}}}',
+            "invalid configuration: plugins.basic-auth.password: expected valid Unicode text, got a lone surrogate",
+            id="lone-surrogate-password",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"desc": "x\\udfffy"}',
+            "invalid configuration: desc: expected valid Unicode text, got a lone surrogate",
+            id="lone-surrogate-desc",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"plugins": {"basic-auth": {"username": "alex", "password": "x"}, "\\ud800": {}}}',
+            "invalid configuration: plugins.<key>: expected valid Unicode text, got a lone surrogate",
+            id="lone-surrogate-key",
+        ),
+        pytest.param(
+            "consumers/alex",
+            b'{"desc": "a\\u0000b"}',
+            "invalid configuration: desc: expected text without NUL characters",
+            id="nul-character",
+        ),
+        pytest.param(
+            "consumers/" + "n" * 129,
+            b"{}",
+            "invalid configuration: username: expected at most 128 characters, got 129",
+            id="long-consumer-name",
+        ),
+        pytest.param(
+            "consumers/alex",
+            json.dumps(
+                {"plugins": {"basic-auth": {"username": "alex", "password_hash": SHORT_SALT_HASH}}}
+            ).encode(),
+            "invalid configuration: plugins.basic-auth.password_hash: not a usable argon2 hash: "
+            "salt_len 5 is outside 8-1024",
+            id="short-salt-hash",
+        ),
+        pytest.param(
+            "consumers/alex",
+            json.dumps(
+                {
+                    "plugins": {
+                        "basic-auth": {
+                            "username": "alex",
+                            "password_hash": "$argon2id$v=19$m=4194304,t=100,p=4$c29tZXNhbHRzb21lc2FsdA$"
+                            "U2VjcmV0SGFzaFBhcnRTZWNyZXRIYXNoUGFydA",
+                        }
+                    }
+                }
+            ).encode(),
+            "invalid configuration: plugins.basic-auth.password_hash: not a usable argon2 hash: "
+            "time_cost 100 is outside 1-16",
+            id="4-gib-100-passes",
+        ),
+    ],
+)
+def test_input_a_store_cannot_keep_is_400_and_changes_nothing(
+    admin: Admin, path: str, raw: bytes, message: str
+) -> None:
+    assert admin.call("PUT", "consumers/taken", basic_auth("taken")).status_code == 201
+    before = admin.store.revision()
+    documents = [r.document for r in admin.store.list_resources("consumers")]
+    response = admin.call("PUT", path, raw=raw)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error_msg": message}
+    assert "U2VjcmV0SGFzaFBhcnQ" not in response.text
+    assert admin.store.revision() == before
+    assert [r.document for r in admin.store.list_resources("consumers")] == documents
+
+
+def test_a_bad_hash_stored_before_does_not_block_removing_or_changing_other_consumers(admin: Admin) -> None:
+    for name in ("bad", "compromised", "other"):
+        assert admin.call("PUT", f"consumers/{name}", basic_auth(name)).status_code == 201
+    # a hash that an older version let through, written straight into the database
+    from sqlalchemy import update
+
+    store = admin.store
+    table = store._resources
+    document = json.dumps(
+        {"username": "bad", "plugins": {"basic-auth": {"username": "bad", "password_hash": SHORT_SALT_HASH}}}
+    )
+    with store._engine.begin() as connection:
+        connection.execute(
+            update(table).where(table.c.kind == "consumers", table.c.key == "bad").values(document=document)
+        )
+    assert admin.call("DELETE", "consumers/compromised").status_code == 200
+    assert store.get_resource("consumers", "compromised") is None
+    assert admin.call("PUT", "consumers/other", basic_auth("other", "n3w-" + SECRET)).status_code == 200
+    # a write that adds a mistake of its own is still refused
+    clash = admin.call("PUT", "consumers/again", basic_auth("other"))
+    assert clash.status_code == 400
+    assert "duplicate basic-auth username" in clash.json()["error_msg"]
+    assert admin.call("DELETE", "consumers/bad").status_code == 200
+    assert [r.key for r in store.list_resources("consumers")] == ["other"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -181,6 +182,35 @@ def _route_plugin(brute_force: object) -> dict[str, Any]:
             id="store-redis-timeout",
         ),
         pytest.param(
+            config(brute_force_store={"type": "redis", "url": "MARKERredis://:hunter2@"}),
+            "brute_force_store.url: expected a URL starting with redis://, rediss://, unix://, "
+            "got scheme 'markerredis'",
+            id="store-redis-url-scheme",
+        ),
+        pytest.param(
+            config(brute_force_store={"type": "redis", "url": "redis://:hunter2@"}),
+            "brute_force_store.url: expected a URL starting with redis://, rediss://, unix:// and a host, "
+            "got no host",
+            id="store-redis-url-host",
+        ),
+        pytest.param(
+            config(brute_force_store={"type": "redis", "url": "redis://:hunter2@[::1"}),
+            "brute_force_store.url: expected a URL starting with redis://, rediss://, unix:// "
+            "(this one cannot be parsed)",
+            id="store-redis-url-unparsable",
+        ),
+        pytest.param(
+            config(brute_force_store={"type": "redis", "url": "redis:hunter2@db"}),
+            "brute_force_store.url: expected a URL starting with redis://, rediss://, unix://, "
+            "got no '//' after the scheme",
+            id="store-redis-url-slashes",
+        ),
+        pytest.param(
+            config(brute_force_store={"max_locks": 0}),
+            "brute_force_store.max_locks: expected an integer >= 1, got 0",
+            id="store-memory-locks",
+        ),
+        pytest.param(
             config(brute_force_store={"max_entries": 0}),
             "brute_force_store.max_entries: expected an integer >= 1, got 0",
             id="store-memory-size",
@@ -191,6 +221,7 @@ def test_config_errors_name_the_place(document: dict[str, Any], message: str) ->
     with pytest.raises(ConfigError) as caught:
         Gateway.from_dict(document)
     assert str(caught.value) == message
+    assert "hunter2" not in str(caught.value)
 
 
 def test_config_builds_the_stores() -> None:
@@ -399,6 +430,40 @@ def test_memory_store_is_bounded(clock: FakeClock) -> None:
     clock.now += 11
     store.add_failure(["fresh"], limits)
     assert len(store) <= 100
+
+
+def test_memory_store_never_forgets_a_lock_before_it_expires(clock: FakeClock) -> None:
+    store = MemoryFailureStore(max_entries=10, clock=clock)
+    limits = BruteForce(max_failures=3, window=60, lockout=300, count_by=("username",))
+    for _ in range(3):
+        store.add_failure(["victim"], limits)
+    assert store.retry_after(["victim"]) == 300
+    for index in range(1000):  # failures on made-up usernames churn the counters
+        store.add_failure([f"made-up-{index}"], limits)
+    clock.now += 299
+    assert store.retry_after(["victim"]) == pytest.approx(1)
+    clock.now += 2
+    assert store.retry_after(["victim"]) == 0
+
+
+def test_memory_store_at_its_lock_bound_keeps_the_locks_it_has(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryFailureStore(max_locks=2, clock=clock)
+    limits = BruteForce(max_failures=1, window=60, lockout=100)
+    assert store.add_failure(["a"], limits) == ("a",)
+    assert store.add_failure(["b"], limits) == ("b",)
+    with caplog.at_level(logging.WARNING, logger="consumer_auth.brute_force"):
+        assert store.add_failure(["c"], limits) == ()
+        assert store.add_failure(["d"], limits) == ()
+    assert [r.getMessage() for r in caplog.records] == [
+        "brute-force store: 2 subjects are locked out already (max_locks); "
+        "no further subject is locked until a lock expires"
+    ]
+    assert store.retry_after(["a"]) == store.retry_after(["b"]) == 100
+    assert store.retry_after(["c"]) == 0
+    clock.now += 101
+    assert store.add_failure(["c"], limits) == ("c",)  # room again once the old locks expired
 
 
 def test_ipv6_clients_count_by_their_64_network(gateway: Gateway) -> None:

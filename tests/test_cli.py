@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import argon2
 import pytest
 import yaml
 
@@ -341,12 +342,46 @@ def test_check_notes_routes_without_upstream(tmp_path: Path, capsys: pytest.Capt
     )
 
 
+def test_check_warns_of_argon2_logins_without_brute_force_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hashed = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("123456")
+    consumers = [
+        {"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password_hash": hashed}}}
+    ]
+    path = guide_config(tmp_path, "http://127.0.0.1:9001", consumers=consumers)
+    assert cli.main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "warning: routes[0] 'json' checks argon2 passwords without brute_force limits: an internet-facing "
+        "route wants brute_force with count_by: [client] (docs/security.md)"
+    ]
+    routes = copy.deepcopy(configs.GUIDE["routes"])
+    routes[0]["plugins"]["basic-auth"]["brute_force"] = {"max_failures": 5, "count_by": ["client"]}
+    path = guide_config(tmp_path, "http://127.0.0.1:9001", consumers=consumers, routes=routes)
+    assert cli.main(["check", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == []
+
+
 def test_check_names_the_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = guide_config(tmp_path, "http://127.0.0.1:9001")
     path.write_text(path.read_text().replace("hide_credentials: false", "hide_credentials: 'yes'"))
     assert cli.main(["check", "--config", str(path)]) == 1
     assert capsys.readouterr().err == (
         "consumer-auth: error: routes[0].plugins.basic-auth.hide_credentials: expected a boolean, got 'yes'\n"
+    )
+
+
+def test_check_refuses_a_login_with_a_colon_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = guide_config(tmp_path, "http://127.0.0.1:9001")
+    path.write_text(path.read_text().replace("username: alex\n", "username: alex:hunter22\n", 1))
+    assert "alex:hunter22" in path.read_text()
+    assert cli.main(["check", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "consumer-auth: error: consumers[0].plugins.basic-auth.username: must not contain ':' "
+        "(RFC 7617: a client's username ends at the first ':')\n"
     )
 
 

@@ -90,6 +90,14 @@ MISTAKES = [
     pytest.param(guide(services=[{"path_prefix": "/v1"}]), "services[0].id: required (or 'name')", id="service-without-id"),
     pytest.param(guide(consumers=[{"username": "al ex"}]), "consumers[0].username: expected letters, digits", id="bad-consumer-name"),
     pytest.param(guide(consumers=[{"username": "a", "credentials": [{"id": "c1", "plugins": {}}]}]), "consumers[0].credentials[0].plugins: expected a 'basic-auth' credential", id="credential-without-plugin"),
+    pytest.param(with_credential(username="alex:" + SECRET, password=SECRET), "consumers[0].plugins.basic-auth.username: must not contain ':' (RFC 7617", id="colon-in-credential-username"),
+    pytest.param(guide(consumers=[{"username": "a", "credentials": [{"id": "c1", "plugins": {"basic-auth": {"username": "a:b", "password": SECRET}}}]}]), "consumers[0].credentials[0].plugins.basic-auth.username: must not contain ':'", id="colon-in-second-credential"),
+    pytest.param(guide(consumers=[{"username": "a", "plugins": {"basic-auth": "a:" + SECRET}}]), "consumers[0].plugins.basic-auth: expected a mapping, got str", id="secret-as-a-wrong-shape"),
+    pytest.param(guide(consumers=[{"username": "a", "plugins": {"basic-auth": ["a", SECRET]}}]), "consumers[0].plugins.basic-auth: expected a mapping, got list", id="secret-in-a-list"),
+    pytest.param(guide(consumers=[{"username": "a", "plugins": "a:" + SECRET}]), "consumers[0].plugins: expected a mapping, got str", id="secret-as-plugins"),
+    pytest.param(guide(consumers=["a:" + SECRET]), "consumers[0]: expected a mapping, got str", id="secret-as-a-consumer"),
+    pytest.param(guide(consumers="a:" + SECRET), "consumers: expected a list, got str", id="secret-as-consumers"),
+    pytest.param(guide(consumers=[{"username": "a", "credentials": ["a:" + SECRET]}]), "consumers[0].credentials[0]: expected a mapping, got str", id="secret-as-a-credential"),
 ]
 # fmt: on
 
@@ -221,3 +229,14 @@ def test_config_objects_are_immutable() -> None:
     assert isinstance(route.methods, tuple)
     with pytest.raises(TypeError):
         gateway.consumers[0].labels["custom_id"] = "x"  # type: ignore[index]
+
+
+def test_a_login_with_a_colon_is_refused_in_python() -> None:
+    from consumer_auth import BasicAuthCredential, Consumer
+
+    with pytest.raises(ConfigError) as caught:
+        Consumer("alex", password=SECRET, login="alex:" + SECRET)
+    assert caught.value.path == "username"
+    assert SECRET not in str(caught.value)
+    with pytest.raises(ConfigError, match="^username: must not contain ':'"):
+        BasicAuthCredential("a:b", SECRET)

@@ -273,3 +273,18 @@ def test_a_head_request_reads_and_never_writes(served: Served) -> None:
     route = served.store.get_resource("routes", "json")
     assert route is not None
     assert route.document == {"id": "json", "uri": "/json", "name": "json"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param('{"nodes":' + "[" * 3000 + "]" * 3000 + "}", id="nested-3000-deep"),
+        pytest.param('{"nodes": {"a:1": ' + "9" * 5000 + "}}", id="number-too-long"),
+    ],
+)
+def test_upstream_json_the_parser_cannot_take_is_a_form_error(text: str) -> None:
+    from consumer_auth.console._forms import SERVICE, FormError
+
+    with pytest.raises(FormError) as raised:
+        SERVICE.apply({"id": ["app"], "upstream": [text]})
+    assert raised.value.error.path == "upstream"

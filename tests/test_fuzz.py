@@ -70,7 +70,7 @@ def allowed_rejections(name: str) -> frozenset[tuple[int, bytes]]:
     document = configs.CONFIGS[name]
     allowed = {(401, _body("message", message)) for message in SPEC_401}
     allowed.add((404, _body("error_msg", "404 Route Not Found")))
-    allowed.add((400, _body("error_msg", "400 Bad Request")))  # a path servers read differently (§8)
+    allowed.add((400, _body("error_msg", "400 Bad Request")))  # SPEC §8: a request read two ways
     allowed.update((code, _body("message", message)) for code, message in _restrictions(document))
     return frozenset(allowed)
 

@@ -131,6 +131,9 @@ def test_argon2_needs_rehash_only_with_outdated_parameters() -> None:
 SECRET_PART = "c2VjcmV0LXNhbHQ"
 
 # fmt: off
+ARGON2 = "$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s"
+ARGON2_SALT = "c29tZXNhbHRzb21lc2FsdA"  # 16 bytes
+ARGON2_HASH = "U2VjcmV0SGFzaFBhcnRTZWNyZXRIYXNoUGFydA"  # 28 bytes: never in a message
 MALFORMED = [
     pytest.param("$apr1$" + SECRET_PART + "$toolong", "not a valid $apr1$ hash", id="apr1-salt-too-long"),
     pytest.param("$apr1$abc$" + SECRET_PART, "not a valid $apr1$ hash", id="apr1-digest-wrong-length"),
@@ -138,12 +141,20 @@ MALFORMED = [
     pytest.param("{SHA}" + SECRET_PART + "!!", "not a valid {SHA} hash", id="sha-not-base64"),
     pytest.param("{SHA}ünï" + SECRET_PART, "not a valid {SHA} hash", id="sha-not-ascii"),
     pytest.param("$2y$05$" + SECRET_PART, "not a valid bcrypt hash", id="bcrypt-short"),
-    pytest.param("$2y$99$e9ENqlaIJqas5L4yTVt3MOCFk3.0Gt25/tj9OSsiCombZUauYCrsq", "not a valid bcrypt hash", id="bcrypt-cost-out-of-range"),
+    pytest.param("$2y$99$e9ENqlaIJqas5L4yTVt3MOCFk3.0Gt25/tj9OSsiCombZUauYCrsq", "cost is outside 4-16", id="bcrypt-cost-out-of-range"),
+    pytest.param("$2y$17$e9ENqlaIJqas5L4yTVt3MOCFk3.0Gt25/tj9OSsiCombZUauYCrsq", "cost is outside 4-16", id="bcrypt-cost-too-slow"),
+    pytest.param(ARGON2 % (65536, 3, 4, "c2hvcnQ", ARGON2_HASH), "salt_len 5 is outside 8-1024", id="argon2-short-salt"),
+    pytest.param(ARGON2 % (65536, 3, 4, ARGON2_SALT, "aGFz"), "hash_len 3 is outside 4-1024", id="argon2-short-hash"),
+    pytest.param(ARGON2 % (4194304, 3, 4, ARGON2_SALT, ARGON2_HASH), "memory_cost 4194304 is outside 8-262144", id="argon2-4-gib"),
+    pytest.param(ARGON2 % (65536, 100, 4, ARGON2_SALT, ARGON2_HASH), "time_cost 100 is outside 1-16", id="argon2-100-passes"),
+    pytest.param(ARGON2 % (65536, 3, 64, ARGON2_SALT, ARGON2_HASH), "parallelism 64 is outside 1-16", id="argon2-64-lanes"),
+    pytest.param(ARGON2 % (16, 3, 4, ARGON2_SALT, ARGON2_HASH), "under 8 KiB per lane", id="argon2-memory-per-lane"),
     pytest.param("$argon2id$v=19$" + SECRET_PART, "not a valid argon2 hash", id="argon2-truncated"),
     pytest.param("$6$" + SECRET_PART + "$abc", "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-digest-short"),
     pytest.param("$5$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha256-crypt-digest-long"),
     pytest.param("$6$" + SECRET_PART + "toolong$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-salt-too-long"),
     pytest.param("$6$rounds=999$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-too-few-rounds"),
+    pytest.param("$6$rounds=1000001$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-too-many-rounds"),
     pytest.param("$6$rounds=x$" + SECRET_PART + "$" + "a" * 86, "not a valid $5$/$6$ SHA-crypt hash", id="sha512-crypt-rounds-not-a-number"),
     pytest.param("{PLAIN}", "an empty {PLAIN} password", id="plain-empty"),
     pytest.param("TJ91b34u7uQk2" + SECRET_PART, "unsupported hash format", id="des-crypt"),
@@ -159,6 +170,32 @@ def test_malformed_hash_is_a_config_error_at_password_hash_without_the_hash(stor
     assert caught.value.path == "password_hash"
     assert reason in caught.value.reason
     assert SECRET_PART not in str(caught.value)
+    assert ARGON2_HASH not in str(caught.value)
+
+
+def test_a_short_argon2_salt_is_a_config_error_at_its_place_not_a_hashing_error() -> None:
+    stored = ARGON2 % (65536, 3, 4, "c2hvcnQ", ARGON2_HASH)
+    document = {
+        "consumers": [
+            {"username": "a", "plugins": {"basic-auth": {"username": "a", "password_hash": stored}}}
+        ]
+    }
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_dict(document)
+    assert caught.value.path == "consumers[0].plugins.basic-auth.password_hash"
+    assert ARGON2_HASH not in str(caught.value)
+
+
+def test_the_argon2_decoy_has_the_gateways_parameters_not_the_stored_ones() -> None:
+    cheap = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("123456")
+    decoy = Argon2Password(cheap).decoy()
+    own = argon2.PasswordHasher()
+    parameters = argon2.extract_parameters(decoy.identity.decode())
+    assert (parameters.time_cost, parameters.memory_cost, parameters.parallelism) == (
+        own.time_cost,
+        own.memory_cost,
+        own.parallelism,
+    )
 
 
 def test_malformed_hash_in_a_config_names_its_place() -> None:

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from consumer_auth import Gateway
 from consumer_auth.asgi import facts_from_scope
-from consumer_auth.proxy._plan import ClientRequest, upstream_request
+from consumer_auth.proxy._plan import ClientRequest, UpstreamRequest, upstream_request
 from consumer_auth.sansio.decision import Allow
 from support import call_asgi
 
@@ -353,7 +353,9 @@ def forwarded(gateway: Gateway, method: str, raw: str, host: str | None) -> byte
         return None
     assert decision.consumer is None  # no credentials were sent
     client = ClientRequest(headers=headers, raw_path=scope["raw_path"], query=scope["query_string"])
-    return upstream_request(facts, decision, client).target
+    built = upstream_request(facts, decision, client)
+    assert isinstance(built, UpstreamRequest)  # the headers here name no framing header in Connection
+    return built.target
 
 
 # -- the properties ------------------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ from collections import Counter
 
 import pytest
 
-from consumer_auth import Allow, ConfigError, Gateway, RequestFacts, Upstream
+from consumer_auth import Allow, ConfigError, Gateway, Reject, RequestFacts, Upstream
+from consumer_auth.gateway import BAD_REQUEST
 from consumer_auth.proxy import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
     Balancer,
     ClientRequest,
+    UpstreamRequest,
     forward_target,
     response_headers,
     upstream_request,
@@ -42,6 +44,7 @@ def _request(
 ) -> dict[bytes, bytes]:
     facts = RequestFacts("GET", "/json", "example.com")
     built = upstream_request(facts, decision or Allow(None), ClientRequest(headers=headers, **client))  # type: ignore[arg-type]
+    assert isinstance(built, UpstreamRequest)
     names = [name for name, _ in built.headers]
     assert len(names) == len(set(names)), names
     return dict(built.headers)
@@ -122,6 +125,7 @@ def test_chunked_body_drops_content_length() -> None:
         Allow(None),
         ClientRequest(headers=[(b"content-length", b"10"), (b"transfer-encoding", b"chunked")]),
     )
+    assert isinstance(built, UpstreamRequest)
     assert built.chunked
     assert built.content_length is None
     assert b"content-length" not in dict(built.headers)
@@ -146,6 +150,7 @@ def test_host_per_pass_host(upstream: dict[str, object], expected: bytes) -> Non
     built = upstream_request(
         RequestFacts("GET", "/"), Allow(None), ClientRequest(headers=[(b"host", b"example.com:9080")])
     )
+    assert isinstance(built, UpstreamRequest)
     assert built.host(parsed, parsed.nodes[0]) == expected
 
 
@@ -209,3 +214,62 @@ def test_invalid_default_upstream_names_its_place() -> None:
         gateway.wsgi_proxy(upstream="ftp://127.0.0.1:1")
     with pytest.raises(ConfigError, match=r"^upstream\.timeout\.read: expected a positive number"):
         gateway.wsgi_proxy(upstream={"nodes": {"127.0.0.1:1": 1}, "timeout": {"read": 0}})
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        b"Content-Length",
+        b"close, content-length",
+        b"TRANSFER-ENCODING",
+        b"host",
+        b"keep-alive, Content_Length",
+    ],
+)
+def test_connection_naming_a_framing_header_is_a_400(connection: bytes) -> None:
+    built = upstream_request(
+        RequestFacts("POST", "/json"),
+        Allow(None),
+        ClientRequest(headers=[(b"connection", connection), (b"content-length", b"5")]),
+    )
+    assert built == BAD_REQUEST
+    assert isinstance(built, Reject)
+    assert built.body == b'{"error_msg":"400 Bad Request"}\n'
+
+
+def test_content_length_is_written_from_the_body_not_copied() -> None:
+    built = upstream_request(
+        RequestFacts("POST", "/json"), Allow(None), ClientRequest(headers=[(b"content-length", b"5")])
+    )
+    assert isinstance(built, UpstreamRequest)
+    assert b"content-length" not in dict(built.headers)
+    assert built.framing(chunked=False) == (b"content-length", b"5")
+    assert built.framing(chunked=True) == (b"transfer-encoding", b"chunked")
+
+
+def test_underscore_spellings_of_removed_headers_are_removed() -> None:
+    decision = Allow(None, identity_headers=(("x-consumer-username", "alex"),))
+    sent = _request(
+        [
+            (b"x_consumer_username", b"admin"),
+            (b"x-consumer_username", b"admin"),
+            (b"x_credential_identifier", b"forged"),
+            (b"x_consumer_custom_id", b"forged"),
+            (b"x_forwarded_for", b"10.0.0.1"),
+            (b"x_real_ip", b"10.0.0.1"),
+            (b"x_forwarded_host", b"evil.test"),
+            (b"content_length", b"99"),
+            (b"transfer_encoding", b"chunked"),
+            (b"x_kept_header", b"kept"),
+        ],
+        decision,
+        peer="127.0.0.1",
+    )
+    assert sent == {
+        b"x_kept_header": b"kept",
+        b"x-consumer-username": b"alex",
+        b"x-forwarded-for": b"127.0.0.1",
+        b"x-forwarded-proto": b"http",
+        b"x-forwarded-port": b"80",
+        b"x-real-ip": b"127.0.0.1",
+    }

@@ -394,8 +394,23 @@ def test_thousands_of_faulty_requests_leak_no_descriptors(server: Server) -> Non
         ),
         pytest.param(
             {"read_timeout": 5},
-            "server.read_timeout: unknown key (expected one of: body_timeout, header_timeout, keep_alive_timeout, max_connections, max_header_bytes, max_headers, max_url_bytes, send_timeout, ssl_certfile, ssl_keyfile)",
+            "server.read_timeout: unknown key (expected one of: body_timeout, first_byte_timeout, header_timeout, keep_alive_timeout, max_body_bytes, max_connections, max_connections_per_client, max_header_bytes, max_headers, max_url_bytes, send_timeout, ssl_certfile, ssl_keyfile)",
             id="unknown",
+        ),
+        pytest.param(
+            {"max_connections": 10, "max_connections_per_client": 11},
+            "server.max_connections_per_client: expected an integer <= 10, got 11",
+            id="per-client-over-total",
+        ),
+        pytest.param(
+            {"header_timeout": 3, "first_byte_timeout": 4},
+            "server.first_byte_timeout: expected at most header_timeout (3), got 4",
+            id="first-byte-after-head",
+        ),
+        pytest.param(
+            {"max_body_bytes": -1},
+            "server.max_body_bytes: expected an integer >= 0, got -1",
+            id="body-negative",
         ),
         pytest.param([1], "server: expected a mapping, got [1]", id="not-a-mapping"),
     ],
@@ -418,3 +433,17 @@ def test_serve_takes_its_limits_from_the_config_or_a_file_store(tmp_path: Path) 
     assert cli._limits(None, str(path)).max_headers == 7
     assert cli._limits(str(path), "sqlite:///consumers.db").max_headers == 7
     assert cli._limits(None, "sqlite:///consumers.db") == ServerLimits()
+
+
+def test_server_defaults_follow_max_connections_and_the_header_timeout() -> None:
+    from consumer_auth._limits import ServerLimits
+
+    default = ServerLimits()
+    assert (default.max_connections_per_client, default.first_byte_timeout, default.max_body_bytes) == (
+        100,
+        5.0,
+        None,
+    )
+    small = ServerLimits(max_connections=25, header_timeout=2)
+    assert (small.max_connections_per_client, small.first_byte_timeout) == (2, 2.0)
+    assert ServerLimits(max_connections=5).max_connections_per_client == 1

@@ -204,7 +204,7 @@ def test_invalid_stored_content_is_logged_and_skipped(
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1
         assert (
-            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got 5"
+            "invalid content (revision 2), still serving revision 1: consumers/alex.plugins: expected a mapping, got int"
             in errors[0]
         )
     finally:
@@ -216,12 +216,26 @@ def test_invalid_stored_content_is_logged_and_skipped(
     [
         pytest.param("sqlite://", "in-memory SQLite", id="memory"),
         pytest.param("sqlite:///:memory:", "in-memory SQLite", id="memory-explicit"),
-        pytest.param("mysql://u:hunter2@db/x", "expected a store URL", id="unsupported"),
-        pytest.param("consumers.ini", "expected a store URL", id="unknown-file"),
     ],
 )
 def test_unusable_store_urls(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message) as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("mysql://u:hunter2@db/x", "store: expected a store URL", id="unsupported"),
+        pytest.param("MARKERpostgresql://u:hunter2@db/x", "store: expected a store URL", id="prefixed"),
+        pytest.param("consumers.ini", "store: expected a store URL", id="unknown-file"),
+        pytest.param("postgresql://u:hunter2@/x", "store: expected .* and a host", id="no-host"),
+        pytest.param("postgresql://u:hunter2@db:99999/x", "store: .*cannot be parsed", id="bad-port"),
+    ],
+)
+def test_mistyped_store_urls_are_config_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
         open_store(url)
     assert "hunter2" not in str(caught.value)
 

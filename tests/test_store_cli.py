@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -155,6 +157,13 @@ def test_add_list_passwd_remove(store_url: str) -> None:
             id="bad-name",
         ),
         pytest.param(
+            [],
+            ["consumers", "add", "bob", "--login", "bob:" + SECRET],
+            SECRET,
+            "plugins.basic-auth.username: must not contain ':' (RFC 7617: a client's username ends at the first ':')",
+            id="colon-in-login",
+        ),
+        pytest.param(
             [], ["consumers", "remove", "nobody"], None, "no consumer named 'nobody'", id="remove-unknown"
         ),
         pytest.param(
@@ -223,6 +232,33 @@ def test_the_admin_command_serves_the_admin_api_with_its_key(admin_process: tupl
     )
     assert created.status_code == 201
     assert SECRET not in created.text
+
+
+def test_the_admin_listener_has_the_limits_of_serve_and_believes_no_forwarded_for(store_url: str) -> None:
+    process = Process(
+        [COMMAND, "admin", "--store", store_url, "--port", "0"], env={"CONSUMER_AUTH_ADMIN_KEY": "k"}
+    )
+    try:
+        port = process.uvicorn_port()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            head = b"GET /apisix/admin/consumers HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4_000_000
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.sendall(head)
+            assert connection.recv(65536).startswith(b"HTTP/1.1 431 ")  # refused before any 401
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            assert connection.recv(65536) == b""  # a silent connection is closed (first-byte timeout)
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/apisix/admin/consumers",
+            headers={"X-Forwarded-For": "203.0.113.9"},
+            timeout=30,
+        )
+        assert answer.status_code == 401
+        line = process.wait_for("GET /apisix/admin/consumers", process.stderr).string
+        assert "127.0.0.1" in line
+        assert "203.0.113.9" not in line
+    finally:
+        process.terminate()
+        process.kill()
 
 
 def test_the_admin_command_needs_a_key(store_url: str) -> None:

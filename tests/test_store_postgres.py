@@ -15,7 +15,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from consumer_auth.store import SQLStore
 from pg import Database
 from proxy_servers import CONSUMER_AUTH, Process, request, start_upstream
 from support import basic
@@ -231,3 +232,45 @@ def test_serve_refuses_an_unreachable_store_at_start(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("consumer-auth: error: ")
     assert "hunter2" not in result.stderr
+
+
+def test_the_admin_api_on_postgresql_answers_400_for_what_the_columns_cannot_hold(
+    postgres: Database, admin: str
+) -> None:
+    headers = {"X-API-KEY": ADMIN_KEY}
+    document = {"plugins": {"basic-auth": {"username": "u", "password": "pw"}}}
+
+    def put(path: str, body: object) -> httpx.Response:
+        return httpx.put(f"{admin}/apisix/admin/{path}", json=body, headers=headers, timeout=30)
+
+    assert (
+        put("consumers/keep", {"plugins": {"basic-auth": {"username": "keep", "password": "pw"}}}).status_code
+        == 201
+    )
+    store = SQLStore(postgres.url)
+
+    def stored() -> tuple[int, list[tuple[str, Mapping[str, Any]]]]:
+        return store.revision(), [(r.key, r.document) for r in store.list_resources("consumers")]
+
+    before = stored()
+    long_name = put("consumers/" + "n" * 201, document)
+    assert long_name.status_code == 400
+    assert long_name.json() == {
+        "error_msg": "invalid configuration: username: expected at most 128 characters, got 201"
+    }
+    nul = put("consumers/x", {"desc": "a\u0000b"})
+    assert nul.status_code == 400
+    surrogate = httpx.put(
+        f"{admin}/apisix/admin/consumers/x",
+        content=b'{"plugins": {"basic-auth": {"username": "x", "password": "\\ud800"}}}',
+        headers=headers,
+        timeout=30,
+    )
+    assert surrogate.status_code == 400
+    assert stored() == before
+    store.close()
+    # the longest name a store keeps, with the longest credential id, fits the key column
+    longest = "n" * 128
+    assert put(f"consumers/{longest}", {}).status_code == 201
+    credential = {"plugins": {"basic-auth": {"username": "longest", "password": "pw"}}}
+    assert put(f"consumers/{longest}/credentials/{'c' * 64}", credential).status_code == 201

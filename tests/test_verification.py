@@ -9,13 +9,24 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import argon2
 import pytest
 
 import configs
-from consumer_auth import Allow, BasicAuthPlugin, Consumer, Gateway, Pending, Reject, RequestFacts, Route
+from consumer_auth import (
+    Allow,
+    BasicAuthPlugin,
+    ConfigError,
+    Consumer,
+    Gateway,
+    Pending,
+    Reject,
+    RequestFacts,
+    Route,
+)
 from consumer_auth._verify import LANES, ThreadedVerifier, lane_of
 from consumer_auth.asgi import VerificationPool
 from consumer_auth.sansio.consumers import BasicAuthCredential
@@ -267,6 +278,39 @@ def test_a_failing_rehash_hook_is_logged_and_the_request_still_passes(
     assert "123456" not in caplog.text.replace("'alex'", "")
 
 
+def test_a_failing_sqlalchemy_rehash_hook_does_not_log_the_new_hash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store hook on a real SQLAlchemy engine whose statement fails: SQLAlchemy's message lists the
+    statement's parameters, the fresh argon2id hash among them; none of it reaches the log."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'users.db'}")
+    given: list[str] = []
+
+    def save(consumer: Consumer, credential: BasicAuthCredential, new_hash: str) -> None:
+        given.append(new_hash)
+        with engine.begin() as connection:  # no such table: OperationalError with the parameters
+            connection.execute(
+                sqlalchemy.text("UPDATE users SET hash = :hash WHERE login = :login"),
+                {"hash": new_hash, "login": credential.username},
+            )
+
+    gateway = make_gateway(Consumer("alex", password_hash=APR1_123456), on_rehash=save)
+    with caplog.at_level(logging.DEBUG):
+        assert isinstance(gateway.decide_now(facts("alex", "123456")), Allow)
+    engine.dispose()
+    (new_hash,) = given
+    # What the message would have been: the hash is in it.
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised, engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE users SET hash = :hash"), {"hash": new_hash})
+    engine.dispose()
+    assert new_hash in str(raised.value)
+    assert "on_rehash failed for consumer 'alex': sqlalchemy.exc.OperationalError" in caplog.text
+    assert new_hash not in caplog.text
+    assert "$argon2id$" not in caplog.text
+
+
 # -- the pools -----------------------------------------------------------------------------------------
 
 
@@ -429,3 +473,125 @@ def test_wsgi_and_asgi_adapters_verify_slow_hashes_through_their_pools() -> None
     assert wsgi_call(gateway.wsgi(echo_wsgi), "GET", "/x", header).status == 200
     assert asyncio.run(call_asgi(gateway.asgi(echo_asgi), "GET", "/x", header)).status == 200
     assert verifier.calls == 1
+
+
+# --- admission: pending slow verifications are bounded per client and in all ----------------------
+
+BUSY_BODY = b'{"error_msg":"503 Service Unavailable"}\n'
+
+
+def from_client(login: str, password: str, client: str) -> RequestFacts:
+    return RequestFacts("GET", "/x", None, (basic(login, password),), client=client)
+
+
+def busy(decision: object) -> bool:
+    if not isinstance(decision, Reject):
+        return False
+    assert decision.status == 503
+    assert decision.body == BUSY_BODY
+    assert ("Retry-After", "1") in decision.headers
+    return True
+
+
+@pytest.mark.parametrize("brute_force", [False, True], ids=["plain-route", "brute-force-route"])
+def test_pending_verifications_are_bounded_per_client_decoys_included(brute_force: bool) -> None:
+    plugin = BasicAuthPlugin(brute_force={"max_failures": 1000}) if brute_force else BasicAuthPlugin()
+    gateway = Gateway(
+        consumers=[Consumer("alex", password_hash=apr1_hash("123456"))],
+        routes=[Route("/*", plugins=[plugin])],
+        verification_limits={"max_pending_per_client": 3, "max_pending": 10},
+        cache_size=0,
+    )
+    held = [gateway.decide(from_client(f"ghost{i}", "x", "192.0.2.7")) for i in range(3)]
+    assert all(isinstance(p, Pending) for p in held)
+    assert busy(gateway.decide(from_client("ghost-more", "x", "192.0.2.7")))
+    assert busy(gateway.decide(from_client("alex", "123456", "192.0.2.7")))  # the same client, any login
+    # another client is not held up by the first one's flood
+    other = gateway.decide(from_client("alex", "123456", "192.0.2.8"))
+    assert isinstance(other, Pending)
+    assert isinstance(other.run(), Allow)
+    # IPv6 clients count by their /64
+    v6 = [gateway.decide(from_client(f"g{i}", "x", f"2001:db8:0:1::{i + 1}")) for i in range(3)]
+    assert all(isinstance(p, Pending) for p in v6)
+    assert busy(gateway.decide(from_client("g", "x", "2001:db8:0:1:ffff::1")))
+    # a finished verification gives its place back
+    first = held.pop()
+    assert isinstance(first, Pending)
+    assert "Invalid user key" in message(first.run())
+    assert isinstance(gateway.decide(from_client("ghost-again", "x", "192.0.2.7")), Pending)
+
+
+def test_pending_verifications_are_bounded_in_all() -> None:
+    gateway = make_gateway(
+        Consumer("alex", password_hash=apr1_hash("123456")),
+        verification_limits={"max_pending_per_client": 4, "max_pending": 5},
+    )
+    held = [gateway.decide(from_client("ghost", "x", f"192.0.2.{i}")) for i in range(5)]
+    assert all(isinstance(p, Pending) for p in held)
+    assert busy(gateway.decide(from_client("alex", "123456", "198.51.100.1")))
+    held.clear()  # decisions dropped without running give their places back
+    assert isinstance(gateway.decide(from_client("alex", "123456", "198.51.100.1")), Pending)
+
+
+def test_a_burst_for_one_login_from_one_client_shares_one_place() -> None:
+    gateway = make_gateway(
+        Consumer("alex", password_hash=apr1_hash("123456")),
+        verification_limits={"max_pending_per_client": 1, "max_pending": 1},
+        cache_size=0,
+    )
+    burst = [gateway.decide(from_client("alex", "123456", "192.0.2.1")) for _ in range(8)]
+    assert all(isinstance(p, Pending) for p in burst)  # a browser's parallel first requests
+    assert busy(gateway.decide(from_client("ghost", "x", "192.0.2.1")))  # another login: no place
+    for pending in burst:
+        assert isinstance(pending, Pending)
+        assert isinstance(pending.run(), Allow)
+    assert isinstance(gateway.decide(from_client("ghost", "x", "192.0.2.1")), Pending)
+
+
+def test_cheap_checks_and_cached_successes_are_never_refused() -> None:
+    gateway = make_gateway(
+        Consumer("plain", password="123456"),
+        Consumer("alex", password_hash=apr1_hash("123456")),
+        verification_limits={"max_pending_per_client": 1, "max_pending": 1},
+    )
+    warm = gateway.decide(from_client("alex", "123456", "192.0.2.1"))
+    assert isinstance(warm, Pending)
+    assert isinstance(warm.run(), Allow)
+    held = gateway.decide(from_client("ghost", "x", "192.0.2.1"))
+    assert isinstance(held, Pending)
+    assert isinstance(gateway.decide(from_client("alex", "123456", "192.0.2.1")), Allow)  # cached
+    assert isinstance(gateway.decide(from_client("plain", "123456", "192.0.2.1")), Allow)
+    assert busy(gateway.decide(from_client("ghost2", "x", "192.0.2.1")))
+
+
+@pytest.mark.parametrize(
+    ("section", "message_text"),
+    [
+        pytest.param(
+            {"max_pending": 0}, "verification.max_pending: expected an integer >= 1, got 0", id="zero"
+        ),
+        pytest.param(
+            {"max_pending_per_client": "4"},
+            "verification.max_pending_per_client: expected an integer, got '4'",
+            id="type",
+        ),
+        pytest.param(
+            {"max_queued": 4},
+            "verification.max_queued: unknown key (expected one of: max_pending, max_pending_per_client)",
+            id="unknown",
+        ),
+    ],
+)
+def test_verification_section_errors_name_the_place(section: dict[str, Any], message_text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_dict({"verification": section})
+    assert str(caught.value) == message_text
+
+
+def test_verification_section_sets_the_bounds() -> None:
+    gateway = Gateway.from_dict({"verification": {"max_pending": 7, "max_pending_per_client": 2}})
+    assert (gateway.verification_limits.max_pending, gateway.verification_limits.max_pending_per_client) == (
+        7,
+        2,
+    )
+    assert Gateway().verification_limits.max_pending_per_client == 4

@@ -31,6 +31,14 @@ class ServerLimits:
             before the connection is dropped.
         keep_alive_timeout: Seconds an idle kept-alive connection stays open between requests.
         max_connections: Most connections and requests in progress; past it, new requests get 503.
+        max_connections_per_client: Most connections open at once from one client address (an IPv6
+            client by its /64 network); a further one is answered 503 and closed. Default: a tenth of
+            ``max_connections`` (at least 1).
+        first_byte_timeout: Seconds a new connection may stay silent before its first byte; then it is
+            closed without an answer. At most ``header_timeout``; default 5, or ``header_timeout`` if
+            that is shorter.
+        max_body_bytes: Largest request body, for every route (a route or service may set its own);
+            larger is 413. Default: no limit.
         ssl_certfile: PEM certificate chain: with ``ssl_keyfile``, ``serve`` speaks TLS only (HTTP/1.1
             and HTTP/2 by ALPN) and forwards ``X-Forwarded-Proto: https``.
         ssl_keyfile: PEM private key of ``ssl_certfile`` (not encrypted).
@@ -44,6 +52,9 @@ class ServerLimits:
     send_timeout: float = 60.0
     keep_alive_timeout: float = 5.0
     max_connections: int = 1000
+    max_connections_per_client: int | None = None
+    first_byte_timeout: float | None = None
+    max_body_bytes: int | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
@@ -54,6 +65,28 @@ class ServerLimits:
         for name in ("header_timeout", "body_timeout", "send_timeout", "keep_alive_timeout"):
             object.__setattr__(self, name, expect_number(getattr(self, name), name))
         expect_int(self.max_connections, "max_connections", minimum=1)
+        if self.max_connections_per_client is None:
+            object.__setattr__(self, "max_connections_per_client", max(1, self.max_connections // 10))
+        else:
+            expect_int(
+                self.max_connections_per_client,
+                "max_connections_per_client",
+                minimum=1,
+                maximum=self.max_connections,
+            )
+        if self.first_byte_timeout is None:
+            object.__setattr__(self, "first_byte_timeout", min(5.0, self.header_timeout))
+        else:
+            first = expect_number(self.first_byte_timeout, "first_byte_timeout")
+            if first > self.header_timeout:
+                fail(
+                    "first_byte_timeout",
+                    f"expected at most header_timeout ({self.header_timeout:g}), got {first:g}",
+                )
+            object.__setattr__(self, "first_byte_timeout", first)
+        if self.max_body_bytes is not None:
+            expect_int(self.max_body_bytes, "max_body_bytes", minimum=0)
+
         certfile, keyfile = self.ssl_certfile, self.ssl_keyfile
         if certfile is not None:
             expect_str(certfile, "ssl_certfile")
@@ -66,6 +99,16 @@ class ServerLimits:
             fail(missing, f"required with {given}")
         if certfile is not None and keyfile is not None:
             server_tls_context(certfile, keyfile)  # a mistake is a load error, not a failed handshake later
+
+    @property
+    def per_client(self) -> int:
+        """:attr:`max_connections_per_client`, resolved."""
+        return self.max_connections_per_client or 1
+
+    @property
+    def first_byte(self) -> float:
+        """:attr:`first_byte_timeout`, resolved."""
+        return self.first_byte_timeout or self.header_timeout
 
     @property
     def tls(self) -> bool:

@@ -8,9 +8,15 @@ adds (see :class:`~consumer_auth._limits.ServerLimits`):
   as bytes arrive, so a huge head is refused before it is buffered whole;
 - a head timeout from the connection's opening (or the first byte of a further request) to the end of
   the head (408), a body stall timeout (408), and a send stall timeout for clients that stop reading;
+- a first-byte timeout, shorter than the head timeout: a new connection that sends nothing is closed
+  without an answer;
+- a cap on the connections one client address holds at once (IPv6 by /64, as brute-force limits
+  count): a further connection is answered 503 and closed, so that one client cannot take the whole
+  ``max_connections``;
 - framing rules against request smuggling: a ``Transfer-Encoding`` other than a single ``chunked`` is
-  501, and ``Transfer-Encoding`` together with ``Content-Length`` is 400 (httptools refuses repeated or
-  conflicting ``Content-Length`` itself).
+  501; ``Transfer-Encoding`` together with ``Content-Length``, more than one ``Host``, and a
+  ``Connection`` header naming ``Content-Length``, ``Transfer-Encoding`` or ``Host`` are 400 (httptools
+  refuses repeated or conflicting ``Content-Length`` itself).
 
 Every refusal answers ``{"error_msg": "<status> <phrase>"}`` and a newline, then closes the connection
 gracefully: it stops writing, reads and discards what the client still sends for up to ``_LINGER``
@@ -24,6 +30,7 @@ import asyncio
 import json
 import logging
 import ssl
+import weakref
 from http import HTTPStatus
 from typing import Any, ClassVar
 
@@ -31,6 +38,8 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._limits import ServerLimits, server_tls_context
+from .proxy._plan import connection_tokens, names_framing
+from .sansio.plugins.brute_force import client_subject
 
 __all__ = ["LOGGER", "GuardedProtocol", "refusal_body", "tls_context", "uvicorn_options"]
 
@@ -65,7 +74,12 @@ def _answer(status: int) -> bytes:
     return head.encode("ascii") + body
 
 
-_ANSWERS = {status: _answer(status) for status in (400, 408, 414, 431, 501)}
+_ANSWERS = {status: _answer(status) for status in (400, 408, 413, 414, 431, 501, 503)}
+
+# Open connections by client subject, per server (a process may run more than one, in tests).
+_OPEN: weakref.WeakKeyDictionary[object, dict[str, int]] = weakref.WeakKeyDictionary()
+# Clients whose refusal was logged since they reached their cap (one log line per episode, not per connection).
+_CAPPED: weakref.WeakKeyDictionary[object, set[str]] = weakref.WeakKeyDictionary()
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -89,18 +103,63 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._first_byte_timer: asyncio.TimerHandle | None = None
+        self._subject: str | None = None  # counted against the per-client cap while set
 
     # -- connection ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self.client is not None and not self._admit(client_subject(str(self.client[0]))):
+            return
         self._arm_head_timer()
+        self._first_byte_timer = self.loop.call_later(self.limits.first_byte, self._first_byte_timed_out)
+
+    def _admit(self, subject: str) -> bool:
+        """Count this connection against its client's cap; over the cap, answer 503 and close."""
+        counts = _OPEN.setdefault(self.server_state, {})
+        held = counts.get(subject, 0)
+        if held >= self.limits.per_client:
+            logged = _CAPPED.setdefault(self.server_state, set())
+            if subject not in logged:  # once while the client stays at its cap, not once per connection
+                logged.add(subject)
+                LOGGER.info(
+                    "refused connections: %d open from this client already (503 until one closes)",
+                    held,
+                    extra={"client": self.client[0] if self.client else None, "status": 503},
+                )
+            self._refused = True
+            self.transport.write(_ANSWERS[503])
+            self.transport.close()
+            return False
+        counts[subject] = held + 1
+        self._subject = subject
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._body_timer, self._send_timer, self._linger_timer):
+        timers = (
+            self._head_timer,
+            self._body_timer,
+            self._send_timer,
+            self._linger_timer,
+            self._first_byte_timer,
+        )
+        for timer in timers:
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._body_timer = self._send_timer = self._linger_timer = None
+        self._first_byte_timer = None
+        subject, self._subject = self._subject, None
+        if subject is not None:
+            counts = _OPEN.get(self.server_state)
+            if counts is not None:
+                left = counts.get(subject, 1) - 1
+                if left > 0:
+                    counts[subject] = left
+                else:
+                    counts.pop(subject, None)
+                if left < self.limits.per_client:
+                    _CAPPED.get(self.server_state, set()).discard(subject)
         super().connection_lost(exc)
 
     def eof_received(self) -> None:
@@ -111,6 +170,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._refused:
             return
+        if self._first_byte_timer is not None:
+            self._first_byte_timer.cancel()
+            self._first_byte_timer = None
         if self._in_head:
             self._arm_head_timer()
             self._head_bytes += len(data)
@@ -160,12 +222,28 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        encodings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        encodings: list[bytes] = []
+        length = False
+        hosts = 0
+        listed: set[bytes] = set()
+        for name, value in self.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                encodings.append(value)
+            elif name == b"content-length":
+                length = True
+            elif name == b"connection":
+                listed |= connection_tokens(value)
         if encodings:
-            if any(name == b"content-length" for name, _ in self.headers):
+            if length:
                 self._stop(400, "both Transfer-Encoding and Content-Length")
             if len(encodings) > 1 or encodings[0].strip().lower() != b"chunked":
                 self._stop(501, "a Transfer-Encoding other than chunked")
+        if hosts > 1:
+            self._stop(400, "more than one Host header")
+        if listed and names_framing(listed):
+            self._stop(400, "Connection names a framing header")
         self._in_head = False
         self._in_body = True
         self._cancel(self._head_timer)
@@ -235,6 +313,11 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._drop("no request within the header timeout")
             else:
                 self._refuse(408, "request head not complete within the header timeout")
+
+    def _first_byte_timed_out(self) -> None:
+        self._first_byte_timer = None
+        if self._head_bytes == 0 and self.cycle is None and not self.transport.is_closing():
+            self._drop("no byte within the first-byte timeout")
 
     def _arm_body_timer(self) -> None:
         self._cancel(self._body_timer)

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from consumer_auth._prompt import read_password
 from consumer_auth.errors import ConfigError, StoreError
+from consumer_auth.sansio.consumers import check_login
 from consumer_auth.store import Resource, WritableStore, open_store, redact
 
 __all__ = ["ADMIN_KEY_ENV", "add_commands"]
@@ -64,7 +65,7 @@ def _with_password(document: dict[str, Any], login: str, password: str) -> dict[
 
 def _add(store: WritableStore, args: argparse.Namespace, stdin: TextIO, out: TextIO) -> None:
     name: str = args.name
-    login: str = args.login or name
+    login = check_login(args.login or name, "plugins.basic-auth.username")  # before it names the credential
     ident: str = args.credential_id or login
     labels: dict[str, str] = {}
     for label in args.label or ():
@@ -210,17 +211,25 @@ def admin(args: argparse.Namespace) -> int:
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
+    from consumer_auth._limits import ServerLimits
     from consumer_auth._logging import logging_config
+    from consumer_auth._server import uvicorn_options
 
+    trusted = args.trusted_proxy or []
     api = AdminAPI(store, admin_key=key)
     uvicorn.run(
         Console(api, gateway_url=args.gateway_url) if args.console else api,
         host=args.host,
         port=args.port,
+        # serve's head limits, timeouts and per-client connection cap (docs/security.md)
+        **uvicorn_options(ServerLimits()),
         log_config=logging_config(args.log_level, access_log=True),
         log_level=args.log_level,
         server_header=False,
         lifespan="on",
+        # the access log shows the peer; X-Forwarded-For only from the proxies named
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
     )
     store.close()
     return 0
@@ -297,6 +306,13 @@ consumer-auth consumers passwd alex --store sqlite:///consumers.db
     )
     admin_command.add_argument(
         "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    admin_command.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="ADDRESS",
+        help="a proxy in front of the Admin API whose X-Forwarded-For the access log believes "
+        "(repeatable; default: none, the peer address is logged)",
     )
     admin_command.add_argument(
         "--console",

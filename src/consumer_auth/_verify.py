@@ -10,8 +10,12 @@ run (cache hits and clear passwords never get here). Both adapters run those und
 - **a bound**: at most ``workers`` verifications run at once; at most one per lane waits for a worker.
 - **priority** (Linux, ASGI pool): worker threads run at a lower CPU priority (``nice`` +10), so under a
   flood the event loop keeps serving requests that need no hash.
-
-Nothing is refused: a request waits for its turn, then gets the answer the SPEC gives.
+- **admission** (in the core, before any of the above): a gateway lets at most
+  ``max_pending_per_client`` logins have a slow verification pending (waiting or running) per client
+  address (IPv6 by /64, as brute-force limits count) and ``max_pending`` in all (:class:`~consumer_auth.sansio.admission.Admission`);
+  requests of one client for the same login share one place. A request
+  over either bound is answered at once: 503 with ``Retry-After`` (:data:`~consumer_auth.sansio.admission.BUSY`), instead of queueing.
+  Unknown usernames (their decoy hash) count like any other.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,29 @@ logger = logging.getLogger("consumer_auth.admin")
 
 _PREFIX = "/apisix/admin/"
 _MAX_BODY = 1_572_864  # 1.5 MiB, as APISIX
+_MAX_DEPTH = 32  # lists and objects in lists and objects: a resource needs a handful
 _JSON = [(b"content-type", b"application/json")]
+
+
+class _Unstorable(ValueError):
+    """A number JSON allows but a store cannot keep as written (infinite, or not a number)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unstorable("a number too large to store")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _Unstorable(f"{text} is not a JSON number")
+
+
+def _number_problem(error: ValueError) -> str:
+    if isinstance(error, _Unstorable):
+        return str(error)
+    return "an integer with too many digits"  # int() refuses more than sys.get_int_max_str_digits()
 
 
 class _Answer(Exception):
@@ -58,6 +81,23 @@ class _Answer(Exception):
         self.status = status
         self.body = body
         self.headers = list(headers)
+
+
+def _too_deep(document: object) -> bool:
+    """Whether ``document`` nests lists and objects deeper than :data:`_MAX_DEPTH` (checked without
+    recursion: validating, copying and storing a deeper one would exhaust the stack)."""
+    level: list[object] = [document]
+    for _ in range(_MAX_DEPTH):
+        below: list[object] = []
+        for value in level:
+            if isinstance(value, dict):
+                below += value.values()
+            elif isinstance(value, list):
+                below += value
+        if not below:
+            return False
+        level = below
+    return any(isinstance(value, dict | list) for value in level)
 
 
 def _not_found() -> _Answer:
@@ -284,7 +324,7 @@ class AdminAPI:
         if not raw.strip():
             raise _Answer(400, {"error_msg": "invalid request body: empty"})
         try:
-            document = json.loads(raw.decode("utf-8"))
+            document = json.loads(raw.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise _Answer(400, {"error_msg": "invalid request body: not UTF-8"}) from None
         except json.JSONDecodeError as error:
@@ -294,6 +334,14 @@ class AdminAPI:
                     "error_msg": f"invalid request body: {error.msg} at line {error.lineno}, column {error.colno}"
                 },
             ) from None
+        except RecursionError:  # nesting past the parser's stack
+            raise _Answer(
+                400, {"error_msg": f"invalid request body: nested deeper than {_MAX_DEPTH} levels"}
+            ) from None
+        except ValueError as error:  # an integer of more digits than Python reads, an infinite number
+            raise _Answer(400, {"error_msg": f"invalid request body: {_number_problem(error)}"}) from None
         if not isinstance(document, dict):
             raise _Answer(400, {"error_msg": "invalid request body: expected a JSON object"})
+        if _too_deep(document):
+            raise _Answer(400, {"error_msg": f"invalid request body: nested deeper than {_MAX_DEPTH} levels"})
         return document

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from ._verify import WORKER_NICE, default_workers, lane_of, lower_priority
 from .sansio._paths import cut_fragment
-from .sansio.decision import IDENTITY_HEADERS, Allow, Decision, Pending, Reject, RequestFacts
+from .sansio.decision import IDENTITY_SPELLINGS, Allow, Decision, Pending, Reject, RequestFacts
 from .sansio.routing import normalize_path
 from .wsgi import CONSUMER_KEY
 
@@ -48,8 +48,7 @@ ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 """An ASGI 3 application, however its framework types the scope and the two callables (asgiref's
 ``ASGI3Application``, Starlette's and FastAPI's ``MutableMapping`` scopes are all one)."""
 
-_IDENTITY = frozenset(name.encode() for name in IDENTITY_HEADERS)
-_IDENTITY_AND_AUTHORIZATION = _IDENTITY | {b"authorization"}
+_IDENTITY_AND_AUTHORIZATION = IDENTITY_SPELLINGS | {b"authorization"}
 
 
 class VerificationPool:
@@ -57,8 +56,9 @@ class VerificationPool:
 
     A bounded thread pool (``workers`` threads, at lower CPU priority on Linux) behind per-login lanes:
     one verification per lane at a time, so the pool's queue never holds more than one job per lane and
-    a flood of wrong passwords for one login cannot hold up the others. Nothing is refused; a request
-    waits for its turn. See ``consumer_auth._verify`` and ``docs/passwords.md``.
+    a flood of wrong passwords for one login cannot hold up the others. The pool refuses nothing: how
+    many verifications may be pending is bounded by the gateway before they get here (503 over the
+    bound). See ``consumer_auth._verify`` and ``docs/passwords.md``.
 
     Args:
         workers: Threads verifying at once (default: half the CPUs, at least one).
@@ -164,7 +164,8 @@ def facts_from_scope(scope: HTTPScope | WebSocketScope) -> RequestFacts:
     forwarded_for: list[str] = []
     for name, value in scope["headers"]:
         if name == b"host":
-            host = value.decode("latin-1")
+            # A second Host is kept as WSGI servers keep it, joined by a comma: the gateway refuses it.
+            host = value.decode("latin-1") if host is None else f"{host},{value.decode('latin-1')}"
         elif name == b"authorization":
             authorization.append(value.decode("latin-1"))
         elif name == b"x-forwarded-for":
@@ -213,12 +214,13 @@ def apply_allow_scope(
 ) -> dict[str, Any]:
     """A copy of ``scope`` changed as the decision says, for the app to see.
 
-    Client copies of the identity headers are always removed; the gateway's are added; ``authorization``
+    Client copies of the identity headers are always removed, in any spelling (``x_consumer_username``
+    too: :func:`~consumer_auth.sansio.decision.header_key`); the gateway's are added; ``authorization``
     goes when credentials are hidden; the consumer is put under ``consumer_auth.consumer``, ``user`` and
     ``auth``; a stripped service prefix is appended to ``root_path`` (``path`` stays whole, as Starlette's
     ``Mount`` does).
     """
-    drop = _IDENTITY_AND_AUTHORIZATION if decision.hide_credentials else _IDENTITY
+    drop = _IDENTITY_AND_AUTHORIZATION if decision.hide_credentials else IDENTITY_SPELLINGS
     headers = [(name, value) for name, value in scope["headers"] if name not in drop]
     headers += decision.raw_identity_headers
     changed: dict[str, Any] = dict(scope)

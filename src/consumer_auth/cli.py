@@ -34,7 +34,8 @@ from consumer_auth._words import counted
 from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError, StoreError
 from consumer_auth.gateway import Gateway
-from consumer_auth.sansio.passwords import hash_password
+from consumer_auth.sansio.passwords import Argon2Password, hash_password
+from consumer_auth.sansio.plugins import BasicAuthPlugin
 from consumer_auth.store import FileStore, StoreWatcher
 from consumer_auth.store.watcher import logger as store_logger
 
@@ -128,7 +129,7 @@ def _proxy(
     limits = _with_tls(_limits(config, store), *tls)
     gateway, watchers = _gateway(config, store)
     try:
-        return gateway.asgi_proxy(upstream=upstream), limits, watchers
+        return gateway.asgi_proxy(upstream=upstream, max_body_bytes=limits.max_body_bytes), limits, watchers
     except BaseException:
         for watcher in watchers:
             watcher.stop()
@@ -277,6 +278,11 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
+    argon2_logins = any(
+        isinstance(credential.verifier, Argon2Password)
+        for consumer in gateway.consumers
+        for credential in consumer.credentials
+    )
     for route in gateway.compiled_routes:
         named = f"routes[{route.order}]" + (f" {route.id!r}" if route.id else "")
         if gateway.unmatched == "pass":  # SPEC §8: these requests are not passed, whatever the app does
@@ -292,6 +298,13 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
                     "other methods are answered 404 Route Not Found, not passed on",
                     file=out,
                 )
+        basic_auth = route.plugins.get("basic-auth")
+        if argon2_logins and isinstance(basic_auth, BasicAuthPlugin) and basic_auth.brute_force is None:
+            print(
+                f"warning: {named} checks argon2 passwords without brute_force limits: "
+                "an internet-facing route wants brute_force with count_by: [client] (docs/security.md)",
+                file=out,
+            )
         if route.upstream is None:
             named = f" {route.id!r}" if route.id else ""
             print(

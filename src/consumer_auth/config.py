@@ -29,6 +29,7 @@ from .sansio._validate import (
     expect_str_list,
     reject_unknown,
 )
+from .sansio.admission import VerificationLimits
 from .sansio.consumers import BasicAuthCredential, Consumer
 from .sansio.plugins import Plugin, Profile, plugins_from_config
 from .sansio.routing import PathMatching, Route, Service
@@ -44,6 +45,7 @@ _TOP = (
     "verification_cache",
     "trusted_proxies",
     "brute_force_store",
+    "verification",
     "server",
     "consumers",
     "services",
@@ -62,6 +64,7 @@ _SERVICE = (
     "hosts",
     "upstream",
     "plugins",
+    "max_body_bytes",
 )
 _ROUTE = (
     "id",
@@ -76,6 +79,7 @@ _ROUTE = (
     "plugins",
     "service_id",
     "upstream",
+    "max_body_bytes",
     "enable_websocket",
 )
 
@@ -95,6 +99,8 @@ class GatewayConfig:
     brute_force_store: FailureStore | None = None
     server: ServerLimits = ServerLimits()
     """Limits of ``consumer-auth serve`` (the ``server:`` section); the gateway itself ignores them."""
+    verification_limits: VerificationLimits = VerificationLimits()
+    """How many slow verifications may be pending (the ``verification:`` section)."""
     path_matching: PathMatching = PathMatching()
     """The ``path_matching:`` section (``case_insensitive``)."""
 
@@ -110,6 +116,7 @@ def gateway_options(config: GatewayConfig) -> dict[str, Any]:
         "cache_ttl": config.cache_ttl,
         "trusted_proxies": config.trusted_proxies,
         "brute_force_store": config.brute_force_store,
+        "verification_limits": config.verification_limits,
         "path_matching": config.path_matching,
     }
 
@@ -125,11 +132,11 @@ def _at(path: str, build: Callable[[], T]) -> T:
 
 def _items(document: Mapping[str, Any], key: str) -> list[Any]:
     value = document.get(key)
-    return [] if value is None else expect_list(value, key)
+    return [] if value is None else expect_list(value, key, secret=key == "consumers")
 
 
 def _basic_auth_credential(value: object, path: str, *, ident: str | None = None) -> BasicAuthCredential:
-    config = expect_mapping(value, path)
+    config = expect_mapping(value, path, secret=True)
     reject_unknown(config, _CONSUMER_BASIC_AUTH, path)
     return _at(
         path,
@@ -143,7 +150,7 @@ def _basic_auth_credential(value: object, path: str, *, ident: str | None = None
 
 
 def _credential_plugins(value: object, path: str, *, ident: str | None = None) -> list[BasicAuthCredential]:
-    plugins = expect_mapping(value, path)
+    plugins = expect_mapping(value, path, secret=True)
     reject_unknown(plugins, ("basic-auth",), path)
     if "basic-auth" not in plugins:
         return []
@@ -151,19 +158,20 @@ def _credential_plugins(value: object, path: str, *, ident: str | None = None) -
 
 
 def _consumer(value: object, path: str) -> Consumer:
-    config = expect_mapping(value, path)
+    config = expect_mapping(value, path, secret=True)
     reject_unknown(config, _CONSUMER, path)
     credentials: list[BasicAuthCredential] = []
     others: tuple[Plugin, ...] = ()
     if config.get("plugins") is not None:
         where = f"{path}.plugins"
-        plugins = dict(expect_mapping(config["plugins"], where))
+        plugins = dict(expect_mapping(config["plugins"], where, secret=True))
         if "basic-auth" in plugins:
             credentials.append(_basic_auth_credential(plugins.pop("basic-auth"), f"{where}.basic-auth"))
         others = _at(where, lambda: plugins_from_config(plugins))
-    for index, item in enumerate(expect_list(config.get("credentials") or [], f"{path}.credentials")):
+    credentials_list = expect_list(config.get("credentials") or [], f"{path}.credentials", secret=True)
+    for index, item in enumerate(credentials_list):
         where = f"{path}.credentials[{index}]"
-        entry = expect_mapping(item, where)
+        entry = expect_mapping(item, where, secret=True)
         reject_unknown(entry, _CREDENTIAL, where)
         ident = entry.get("id")
         found = _credential_plugins(entry.get("plugins") or {}, f"{where}.plugins", ident=ident)
@@ -241,12 +249,29 @@ def parse_config(document: object) -> GatewayConfig:
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
+    raw_verification = top.get("verification")
+    verification = (
+        _at("verification", lambda: VerificationLimits.from_config(raw_verification))
+        if raw_verification is not None
+        else VerificationLimits()
+    )
     cache = expect_mapping(top.get("verification_cache") or {}, "verification_cache")
     reject_unknown(cache, _CACHE, "verification_cache")
     size = expect_int(cache.get("max_entries", 10_000), "verification_cache.max_entries", minimum=0)
     ttl = expect_number(cache.get("ttl", 60.0), "verification_cache.ttl")
     return GatewayConfig(
-        consumers, services, routes, profile, unmatched, size, ttl, trusted, store, server, matching
+        consumers,
+        services,
+        routes,
+        profile,
+        unmatched,
+        size,
+        ttl,
+        trusted,
+        store,
+        server,
+        verification_limits=verification,
+        path_matching=matching,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .sansio._validate import (
+    check_url,
     expect_choice,
     expect_mapping,
     expect_number,
@@ -91,7 +92,7 @@ class RedisFailureStore:
                 "type", "the 'redis' store needs the redis package (pip install 'consumer-auth[redis]')"
             ) from None
         self._redis = redis
-        self._url = expect_str(url, "url")
+        self._url = check_url(expect_str(url, "url", secret=True), "url", ("redis", "rediss", "unix"))
         self.key_prefix = expect_str(key_prefix, "key_prefix", nonempty=False)
         self.timeout = expect_number(timeout, "timeout")
         self.retry_interval = expect_number(retry_interval, "retry_interval", positive=False)
@@ -172,14 +173,14 @@ class RedisFailureStore:
         return f"RedisFailureStore(key_prefix={self.key_prefix!r})"
 
 
-_MEMORY = ("type", "max_entries")
+_MEMORY = ("type", "max_entries", "max_locks")
 _REDIS = ("type", "url", "key_prefix", "timeout", "retry_interval")
 
 
 def store_from_config(value: object) -> FailureStore:
     """Build a store from the ``brute_force_store:`` mapping (errors are relative to it).
 
-    ``{type: memory, max_entries: 100000}`` (the default) or
+    ``{type: memory, max_entries: 100000, max_locks: 100000}`` (the default) or
     ``{type: redis, url: "redis://127.0.0.1:6379/0", key_prefix: "consumer_auth:", timeout: 0.5}``.
     """
     config: Mapping[str, Any] = expect_mapping(value, "")

@@ -63,6 +63,9 @@ class Gateway(core.Gateway):
         brute_force_store: Where the failure counts of routes with ``brute_force`` limits live: a
             :class:`~consumer_auth.failures.MemoryFailureStore` (the default, one per gateway) or a
             :class:`~consumer_auth.failures.RedisFailureStore` shared by several processes.
+        verification_limits: How many slow password verifications may be pending per client and in all
+            (a :class:`~consumer_auth.sansio.admission.VerificationLimits` or its mapping, the
+            ``verification:`` section); over a bound the answer is 503 at once.
         path_matching: A :class:`~consumer_auth.sansio.routing.PathMatching` or its mapping
             (``{"case_insensitive": True}``: also match guarded routes case-insensitively).
 
@@ -192,6 +195,7 @@ class Gateway(core.Gateway):
                     cache_ttl=settings.cache_ttl,
                     trusted_proxies=settings.trusted_proxies,
                     brute_force_store=settings.brute_force_store,
+                    verification_limits=settings.verification_limits,
                     path_matching=settings.path_matching,
                 )
             gateway = cls(**{**built, **options})
@@ -280,7 +284,12 @@ class Gateway(core.Gateway):
 
         return ASGIGatewayMiddleware(app, self)
 
-    def asgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> ASGIProxy:
+    def asgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> ASGIProxy:
         """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
 
         Needs httptools (``pip install 'consumer-auth[proxy]'``). Run it on any ASGI server, e.g.
@@ -289,6 +298,8 @@ class Gateway(core.Gateway):
         Args:
             upstream: Default upstream for routes without one (and for ``unmatched: pass``): a URL such
                 as ``"http://127.0.0.1:9001"`` or an APISIX-style mapping.
+            max_body_bytes: Largest request body for routes and services that set none (default: no
+                limit); larger is 413 (``docs/security.md``).
 
         Raises:
             ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
@@ -302,9 +313,14 @@ class Gateway(core.Gateway):
                 "the ASGI proxy needs httptools: pip install 'consumer-auth[proxy]'", name=error.name
             ) from error
 
-        return ASGIProxy(self, upstream=upstream)
+        return ASGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
 
-    def wsgi_proxy(self, *, upstream: Upstream | str | Mapping[str, Any] | None = None) -> WSGIProxy:
+    def wsgi_proxy(
+        self,
+        *,
+        upstream: Upstream | str | Mapping[str, Any] | None = None,
+        max_body_bytes: int | None = None,
+    ) -> WSGIProxy:
         """A WSGI app forwarding allowed requests to their upstream, with pooled connections.
 
         The same rules and answers as :meth:`asgi_proxy`, with the standard library's HTTP client; run it
@@ -312,10 +328,11 @@ class Gateway(core.Gateway):
 
         Args:
             upstream: Default upstream, as for :meth:`asgi_proxy`.
+            max_body_bytes: As for :meth:`asgi_proxy`.
 
         Raises:
             ConfigError: as for :meth:`asgi_proxy`.
         """
         from .proxy.wsgi import WSGIProxy
 
-        return WSGIProxy(self, upstream=upstream)
+        return WSGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)

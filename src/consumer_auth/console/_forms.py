@@ -238,6 +238,8 @@ class Form:
                 _set(document, path, json.loads(text))
             except json.JSONDecodeError as error:
                 raise FormError(path, f"not valid JSON: {error.msg} at line {error.lineno}") from None
+            except (ValueError, RecursionError):  # nested past the parser's stack, a number too long
+                raise FormError(path, "not JSON the console can read") from None
         else:
             _set(document, path, text)
 

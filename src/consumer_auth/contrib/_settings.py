@@ -77,6 +77,9 @@ def split_store(
 
     try:
         return config, open_store(url), poll_interval
+    except ConfigError as error:  # at ``store``: the URL names no store this setting knows
+        types = "".join(f" or {kind!r}" for kind in known)
+        raise ConfigError(where_url, f"{error.reason}{types}") from None
     except StoreError as error:
         types = "".join(f" or {kind!r}" for kind in known)
         raise ConfigError(where_url, f"{error}{types}") from None

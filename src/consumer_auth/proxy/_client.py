@@ -303,6 +303,12 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.done:
+            # Bytes of another answer after this exchange's response (in the same read): the upstream
+            # answered a request nobody sent on this connection. Never reuse it.
+            self.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.head_done:  # the trailers of a chunked body: they are not passed on
             return

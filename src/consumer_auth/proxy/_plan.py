@@ -13,7 +13,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
-from consumer_auth.sansio.decision import IDENTITY_HEADERS, Allow, RequestFacts, json_reject
+from consumer_auth.sansio.decision import (
+    IDENTITY_KEYS,
+    Allow,
+    Reject,
+    RequestFacts,
+    header_key,
+    json_reject,
+    spellings,
+)
+from consumer_auth.sansio.gateway import BAD_REQUEST
 from consumer_auth.sansio.routing import normalize_host
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
@@ -23,9 +32,12 @@ __all__ = [
     "HOP_BY_HOP",
     "IDEMPOTENT",
     "NOT_IMPLEMENTED",
+    "TOO_LARGE",
     "ClientRequest",
     "UpstreamRequest",
+    "connection_tokens",
     "forward_target",
+    "names_framing",
     "node_authority",
     "response_headers",
     "upstream_request",
@@ -62,6 +74,9 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 """Methods that may be sent twice (RFC 9110 §9.2.2): only these are replayed after a reused upstream
 connection fails before answering, and only when none of their body went out (both proxies)."""
 
+TOO_LARGE = json_reject(413, "error_msg", "413 Request Entity Too Large", reason="body_too_large")
+"""The answer to a request body over its route's ``max_body_bytes``."""
+
 NOT_IMPLEMENTED = json_reject(501, "error_msg", "501 Not Implemented")
 """The answer to an allowed websocket handshake: the forwarders do not carry websockets."""
 
@@ -73,13 +88,19 @@ _FORWARDED = (
     b"x-real-ip",
 )
 # Set by the gateway itself: the client's copies of the identity headers never pass; Host is chosen by
-# pass_host; Expect was answered by the server that handed us the request.
-_REPLACED = frozenset({*(n.encode() for n in IDENTITY_HEADERS), *_FORWARDED, b"host", b"expect"})
+# pass_host; Expect was answered by the server that handed us the request; Content-Length is written by
+# the forwarder from the body it sends (the framing the body came with, never a header it lost).
+_REPLACED = frozenset({*IDENTITY_KEYS, *_FORWARDED, b"host", b"expect", b"content-length"})
+# Headers that say where a request ends or where it goes: one named in Connection would be dropped while
+# its body still went out, and the upstream would read that body as a request of its own.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"host"})
 # The server that answers the client sets its own Date and Server, as nginx (and so APISIX) does.
 _RESPONSE_REPLACED = frozenset({b"date", b"server"})
 # The usual Connection values name only headers that are dropped anyway.
 _NAMES_NOTHING_MORE = frozenset({b"keep-alive", b"close", b"Keep-Alive", b"Close"})
-_REQUEST_DROP = HOP_BY_HOP | _REPLACED
+# Every spelling header_key reads alike is removed (x_consumer_username is x-consumer-username): servers
+# behind the proxy may map them to one CGI variable. Names arrive in lower case.
+_REQUEST_DROP = spellings(HOP_BY_HOP | _REPLACED)
 _REQUEST_DROP_CREDENTIALS = _REQUEST_DROP | {b"authorization"}
 _RESPONSE_DROP = HOP_BY_HOP | _RESPONSE_REPLACED
 # Request headers whose value the rules read (besides deciding whether they pass).
@@ -89,6 +110,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _NOT_ON_REQUEST_LINE = re.compile(rb"[\x00-\x20\x7f]")
 _SCHEMES = {"http": b"http", "https": b"https"}
+_CHUNKED = (b"transfer-encoding", b"chunked")
+# "%" as a byte value: ``b"%" in raw`` would first try b"%" as an integer inside CPython, raising and
+# clearing a TypeError on every request.
+_PERCENT = 0x25
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +145,8 @@ class UpstreamRequest:
     Attributes:
         method: The HTTP method.
         target: Path and query for the request line (ASCII bytes).
-        headers: Header fields to send, names in lower case; no ``Host``, no hop-by-hop header.
+        headers: Header fields to send, names in lower case; no ``Host``, no hop-by-hop header, no
+            ``Content-Length`` (the forwarder writes the framing: :meth:`framing`).
         client_host: The client's ``Host`` value, for ``pass_host: pass``.
         content_length: The request body's length, when the client gave one.
         chunked: The client sent a body of unknown length (``Transfer-Encoding: chunked``).
@@ -137,6 +163,15 @@ class UpstreamRequest:
     def has_body(self) -> bool:
         """Whether a request body follows the headers."""
         return self.chunked or bool(self.content_length)
+
+    def framing(self, *, chunked: bool) -> Header | None:
+        """The header that frames the body as it is sent: ``transfer-encoding: chunked`` when
+        ``chunked``, else the client's ``content-length`` (``None`` when it gave none)."""
+        if chunked:
+            return _CHUNKED
+        if self.content_length is None:
+            return None
+        return (b"content-length", b"%d" % self.content_length)
 
     def host(self, upstream: Upstream, node: UpstreamNode) -> bytes:
         """The ``Host`` header for this node: the client's (``pass``), the node's, or ``upstream_host``."""
@@ -163,6 +198,19 @@ def _listed(value: bytes, into: set[bytes] | None) -> set[bytes] | None:
     return listed
 
 
+def names_framing(listed: Iterable[bytes]) -> bool:
+    """Whether header names listed in ``Connection`` (lower case) name a framing header:
+    ``Content-Length``, ``Transfer-Encoding`` or ``Host``, in any spelling :func:`header_key` reads
+    alike. Such a request is refused (400): dropping the header as hop-by-hop would send its body
+    without the framing it came with."""
+    return any(header_key(name) in _FRAMING for name in listed)
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The header names a ``Connection`` value lists, lower case."""
+    return _listed(value, None) or set()
+
+
 def response_headers(headers: Iterable[Header]) -> list[Header]:
     """The upstream's response headers a client may see: hop-by-hop ones (and those named in
     ``Connection``) removed, and ``Date``/``Server`` left to the server that answers the client.
@@ -185,7 +233,7 @@ def response_headers(headers: Iterable[Header]) -> list[Header]:
 
 def _decodes_to(raw: bytes, path: str) -> bool:
     """Whether a raw path means exactly ``path`` (percent-decoded as UTF-8, or latin-1 as a fallback)."""
-    decoded = unquote_to_bytes(raw) if b"%" in raw else raw
+    decoded = unquote_to_bytes(raw) if _PERCENT in raw else raw
     try:
         return decoded.decode("utf-8") == path
     except UnicodeDecodeError:
@@ -229,15 +277,22 @@ def forward_target(path: str, raw_path: bytes | None, strip_prefix: str, query: 
     return target + b"?" + _ascii_target(query) if query else target
 
 
-def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest) -> UpstreamRequest:
+def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest) -> UpstreamRequest | Reject:
     """Build the upstream request from the client's request and the gateway's decision.
 
-    - hop-by-hop headers and every header named in ``Connection`` are removed;
+    - hop-by-hop headers and every header named in ``Connection`` are removed; a ``Connection`` naming
+      ``Content-Length``, ``Transfer-Encoding`` or ``Host`` makes the request a 400
+      (:data:`~consumer_auth.gateway.BAD_REQUEST`, returned instead of a request): the body would go out
+      without the framing it came with;
     - client copies of the identity headers are removed and the decision's are added;
       ``Authorization`` goes when the route hides credentials;
     - ``X-Forwarded-For`` gets the peer appended to what the client sent; ``X-Forwarded-Proto``,
       ``X-Forwarded-Host``, ``X-Forwarded-Port`` and ``X-Real-IP`` are set from what this gateway saw
       (client-sent values are replaced, never trusted);
+    - every removed name is removed in any spelling :func:`~consumer_auth.sansio.decision.header_key` reads
+      alike (``X_Consumer_Username``, ``x_forwarded_for``);
+    - ``Content-Length`` is not copied: the forwarder writes the framing of the body it sends
+      (:attr:`UpstreamRequest.content_length` or chunked);
     - the path loses the service prefix (see :func:`forward_target`).
     """
     drop = _REQUEST_DROP_CREDENTIALS if decision.hide_credentials else _REQUEST_DROP
@@ -263,9 +318,10 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
         if name not in drop:
             kept.append((name, value))
     if listed:
+        if names_framing(listed):
+            return BAD_REQUEST
         kept = [header for header in kept if header[0] not in listed]
     if chunked:  # Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); the body is re-framed
-        kept = [header for header in kept if header[0] != b"content-length"]
         content_length = None
     kept += [(name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers]
     peer = client.peer.encode("latin-1") if client.peer is not None else None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from consumer_auth.asgi import VerificationPool, facts_from_scope, resolve, send_reject
 from consumer_auth.errors import UpstreamAbortedError
 from consumer_auth.sansio.decision import Allow, Pending, Reject
+from consumer_auth.sansio.gateway import BAD_REQUEST
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 from ._balance import Balancers
@@ -39,6 +40,7 @@ from ._plan import (
     GATEWAY_TIMEOUT,
     IDEMPOTENT,
     NOT_IMPLEMENTED,
+    TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
     response_headers,
@@ -67,6 +69,15 @@ class ClientDisconnectedError(ConnectionError):
     """The client went away while its request body was being forwarded."""
 
 
+class _TooLarge(Exception):
+    """A request body grew past its limit while it was being forwarded."""
+
+
+class BodyLengthError(ConnectionError):
+    """The request body the server handed over is not as long as its ``Content-Length`` said: the
+    upstream would read the difference as (part of) another request, so the connection is dropped."""
+
+
 class _Failed(Exception):
     """An upstream exchange failed before the response started; ``answer`` is what the client gets."""
 
@@ -91,8 +102,9 @@ def _client(scope: HTTPScope) -> ClientRequest:
     )
 
 
-def _head(request: UpstreamRequest, host: bytes, chunked: bool) -> bytes:
-    """The request line and header block (names lower case, ``host`` first).
+def _head(request: UpstreamRequest, host: bytes, framing: tuple[bytes, bytes] | None) -> bytes:
+    """The request line and header block (names lower case, ``host`` first, the body's ``framing``
+    last).
 
     Raises:
         ValueError: a value added from the configuration (``upstream_host``, a consumer's label)
@@ -101,8 +113,8 @@ def _head(request: UpstreamRequest, host: bytes, chunked: bool) -> bytes:
     """
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.target), b"host: " + host]
     lines += map(b": ".join, request.headers)
-    if chunked:
-        lines.append(b"transfer-encoding: chunked")
+    if framing is not None:
+        lines.append(b": ".join(framing))
     lines += (b"", b"")
     head = b"\r\n".join(lines)
     breaks = len(lines) - 1
@@ -118,10 +130,11 @@ class _RequestBody:
     (HTTP/2 clients may send one without ``Content-Length``).
     """
 
-    __slots__ = ("_first", "_more", "_receive", "disconnected", "done", "present", "started")
+    __slots__ = ("_first", "_more", "_receive", "disconnected", "done", "limit", "present", "started")
 
-    def __init__(self, receive: ASGIReceiveCallable) -> None:
+    def __init__(self, receive: ASGIReceiveCallable, limit: int | None = None) -> None:
         self._receive = receive
+        self.limit = limit
         self._first = b""
         self._more = False
         self.present = False
@@ -141,11 +154,19 @@ class _RequestBody:
         return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body's non-empty chunks, as the client sends them."""
+        """The body's non-empty chunks, as the client sends them.
+
+        Raises:
+            _TooLarge: before the chunk that takes the body past ``limit``.
+        """
         chunk, more = self._first, self._more
         self._first = b""
+        limit, size = self.limit, 0
         while True:
             if chunk:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise _TooLarge
                 yield chunk
             if not more:
                 break
@@ -178,6 +199,10 @@ class ASGIProxy:
         upstream: Default upstream (URL or mapping) for routes without one and for ``unmatched: pass``.
         pool: Where slow hashes are verified (default: the process-wide
             :func:`~consumer_auth.asgi.verification_pool`).
+        max_body_bytes: Largest request body of routes (and services) that set no ``max_body_bytes``
+            of their own (default: no limit). A larger ``Content-Length`` is answered 413 before
+            anything is forwarded; a body of unknown length that grows past it drops the upstream
+            connection and is answered 413.
 
     Raises:
         ConfigError: a route has no upstream and no default is given (``routes[i].upstream``), or
@@ -194,9 +219,11 @@ class ASGIProxy:
         *,
         upstream: Upstream | str | object | None = None,
         pool: VerificationPool | None = None,
+        max_body_bytes: int | None = None,
     ) -> None:
         self.gateway = gateway
         self.pool = pool
+        self.max_body_bytes = max_body_bytes
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
@@ -355,10 +382,19 @@ class ASGIProxy:
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
         request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
+        if isinstance(request, Reject):  # a Connection header naming a framing header
+            await self._reject(scope, receive, send, request, exchange)
+            return
         if websocket:
             await self._websocket(scope, receive, send, upstream, request, decision, exchange)
             return
-        body = _RequestBody(receive)
+        limit = self.max_body_bytes
+        if decision.route is not None and decision.route.max_body_bytes is not None:
+            limit = decision.route.max_body_bytes
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            await self._reject(scope, receive, send, TOO_LARGE, exchange)
+            return
+        body = _RequestBody(receive, limit)
         if (request.has_body or scope.get("http_version") not in _HTTP1) and not await body.start():
             exchange.status = 499  # the client left before anything was forwarded (nginx's convention)
             return
@@ -458,6 +494,9 @@ class ASGIProxy:
                 try:
                     await self._send(connection, upstream, node, request, body, timeout.send)
                     await connection.response_head(timeout.read)
+                except _TooLarge:
+                    connection.abort()  # the upstream has part of a body: that request must not end
+                    raise _Failed(TOO_LARGE) from None
                 except ValueError as error:
                     connection.abort()
                     log_fault("invalid header value for the upstream", decision, node, error)
@@ -470,6 +509,8 @@ class ASGIProxy:
                     raise _Failed(GATEWAY_TIMEOUT) from None
                 except ConnectionError as error:
                     connection.abort()
+                    if isinstance(error, BodyLengthError):
+                        raise _Failed(BAD_REQUEST) from None
                     if body.disconnected:  # the client left mid-upload: nothing wrong upstream
                         raise _Failed(BAD_GATEWAY) from None
                     if replay and not connection.received and not body.started:
@@ -501,11 +542,16 @@ class ASGIProxy:
         unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
         host = request.host(upstream, node)
         connection.begin(head_request=request.method == "HEAD")
+        length = request.content_length
         if not body.present:
-            connection.write(_head(request, host, False))
+            if length:  # announced, never delivered: a head waiting for it would take the next request
+                raise BodyLengthError
+            connection.write(_head(request, host, request.framing(chunked=False)))
             return
-        chunked = request.content_length is None
-        pending: list[bytes] = [_head(request, host, chunked)]
+        chunked = length is None
+        expected = length or 0
+        sent = 0
+        pending: list[bytes] = [_head(request, host, request.framing(chunked=chunked))]
         async for chunk in body.chunks():
             if connection.head_done:
                 # The upstream answered before taking the whole body: stop sending, and never reuse
@@ -515,6 +561,9 @@ class ASGIProxy:
             if chunked:
                 pending += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
             else:
+                sent += len(chunk)
+                if sent > expected:
+                    raise BodyLengthError
                 pending.append(chunk)
             connection.write(pending)
             pending = []
@@ -523,6 +572,8 @@ class ASGIProxy:
                 await connection.drain(timeout)
         if chunked:
             pending.append(_LAST_CHUNK)
+        elif sent != expected:
+            raise BodyLengthError
         if pending:
             connection.write(pending)
 

@@ -7,6 +7,7 @@ story; the sans-IO request plan lives in ``_plan.py``.
 from __future__ import annotations
 
 import http.client
+import io
 import re
 import socket
 import threading
@@ -35,6 +36,7 @@ from ._plan import (
     BAD_GATEWAY,
     GATEWAY_TIMEOUT,
     IDEMPOTENT,
+    TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
     response_headers,
@@ -66,6 +68,8 @@ class _MalformedResponse(http.client.HTTPException):
 
 
 _LENGTH = re.compile(r"[0-9]+")
+# The end of a response is checked for extra bytes once this little of it is left (a read buffer).
+_PEEKABLE = io.DEFAULT_BUFFER_SIZE
 
 
 def _check_head(response: http.client.HTTPResponse) -> None:
@@ -109,13 +113,43 @@ def _client(environ: WSGIEnvironment) -> ClientRequest:
     )
 
 
+class _TooLarge(Exception):
+    """A chunked request body grew past its limit while it was being forwarded."""
+
+
+def _read_beyond(response: http.client.HTTPResponse, connection: http.client.HTTPConnection) -> bool:
+    """Whether bytes beyond the response's end were already read from the upstream (an answer to a
+    request nobody sent on this connection): the connection is then never reused.
+
+    Called while at most a buffer of the body is left (``http.client`` drops its read buffer with the
+    response, so this is the last moment to look). With body bytes still to come, ``peek`` waits only
+    as the next read would; with none, it does not wait at all.
+    """
+    fp = response.fp
+    remaining = response.length
+    sock = connection.sock
+    if fp is None or remaining is None or sock is None or response.will_close:
+        return False  # nothing buffered, or a connection that is closed after this response anyway
+    if remaining:
+        return len(fp.peek(remaining + 1)) > remaining
+    timeout = sock.gettimeout()
+    try:
+        sock.settimeout(0)
+        return bool(fp.peek(1))
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
 class _RequestBody:
-    """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time."""
+    """Copies ``wsgi.input`` to the upstream connection, ``CHUNK`` bytes at a time (at most ``limit``)."""
 
-    __slots__ = ("_input", "started")
+    __slots__ = ("_input", "limit", "started")
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, limit: int | None = None) -> None:
         self._input = stream
+        self.limit = limit
         self.started = False
 
     def _read(self, size: int) -> bytes:
@@ -128,7 +162,11 @@ class _RequestBody:
     def copy(self, request: UpstreamRequest, connection: http.client.HTTPConnection) -> None:
         self.started = True
         if request.chunked:
+            size = 0
             while data := self._read(CHUNK):
+                size += len(data)
+                if self.limit is not None and size > self.limit:
+                    raise _TooLarge
                 connection.send(b"%x\r\n%b\r\n" % (len(data), data))
             connection.send(b"0\r\n\r\n")
             return
@@ -144,7 +182,7 @@ class _RequestBody:
 class _ResponseBody:
     """The upstream's body as a WSGI iterable; ``close()`` gives the connection back or drops it."""
 
-    __slots__ = ("_complete", "_connection", "_decision", "_exchange", "_pool", "_response")
+    __slots__ = ("_beyond", "_complete", "_connection", "_decision", "_exchange", "_pool", "_response")
 
     def __init__(
         self,
@@ -160,11 +198,18 @@ class _ResponseBody:
         self._decision = decision
         self._exchange = exchange
         self._complete = False
+        self._beyond = False
 
     def __iter__(self) -> Iterator[bytes]:
         response = self._response
         try:
-            while chunk := response.read1(CHUNK):
+            while True:
+                left = response.length
+                if left is not None and left <= _PEEKABLE and not self._beyond:
+                    self._beyond = _read_beyond(response, self._connection)
+                chunk = response.read1(CHUNK)
+                if not chunk:
+                    break
                 self._exchange.sent += len(chunk)
                 yield chunk
             if response.length:  # fewer bytes than its Content-Length said: http.client does not raise
@@ -176,7 +221,7 @@ class _ResponseBody:
 
     def close(self) -> None:
         response = self._response
-        if self._complete and not response.will_close:
+        if self._complete and not response.will_close and not self._beyond:
             response.close()  # read to the end; http.client wants it closed before the next request
             self._pool.put(self._connection)
         else:
@@ -204,8 +249,15 @@ class WSGIProxy:
         ConfigError: as :class:`~consumer_auth.proxy.asgi.ASGIProxy`.
     """
 
-    def __init__(self, gateway: Gateway, *, upstream: Upstream | str | object | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        *,
+        upstream: Upstream | str | object | None = None,
+        max_body_bytes: int | None = None,
+    ) -> None:
         self.gateway = gateway
+        self.max_body_bytes = max_body_bytes
         self.default_upstream = default_upstream(upstream)
         check_upstreams(gateway, self.default_upstream)
         self._balancers = Balancers()
@@ -292,7 +344,14 @@ class WSGIProxy:
             log_fault("no upstream for this route", decision, None, None)
             return self._reject(start_response, BAD_GATEWAY, facts.method, exchange)
         request = upstream_request(facts, decision, _client(environ))
-        body = _RequestBody(environ.get("wsgi.input"))
+        if isinstance(request, Reject):  # a Connection header naming a framing header
+            return self._reject(start_response, request, facts.method, exchange)
+        limit = self.max_body_bytes
+        if decision.route is not None and decision.route.max_body_bytes is not None:
+            limit = decision.route.max_body_bytes
+        if limit is not None and request.content_length is not None and request.content_length > limit:
+            return self._reject(start_response, TOO_LARGE, facts.method, exchange)
+        body = _RequestBody(environ.get("wsgi.input"), limit)
         outcome = self._open(upstream, request, body, decision, exchange)
         if isinstance(outcome, Reject):
             return self._reject(start_response, outcome, facts.method, exchange)
@@ -395,8 +454,9 @@ class WSGIProxy:
             connection.putheader(b"host", host)
             for name, value in request.headers:
                 connection.putheader(name, value)
-            if request.chunked:
-                connection.putheader(b"transfer-encoding", b"chunked")
+            framing = request.framing(chunked=request.chunked)
+            if framing is not None:
+                connection.putheader(*framing)
             connection.endheaders()
             if request.has_body:
                 body.copy(request, connection)
@@ -408,6 +468,8 @@ class WSGIProxy:
             connection.close()
             if isinstance(error, _ClientGone):
                 raise _Failure(None) from None
+            if isinstance(error, _TooLarge):
+                raise _Failure(None, too_large=True) from None
             if isinstance(error, TimeoutError):
                 raise _Failure(error, timed_out=True) from None
             if isinstance(error, http.client.HTTPException | OSError):
@@ -423,9 +485,12 @@ class WSGIProxy:
 class _Failure(Exception):
     """Sending or waiting for the response failed; :meth:`answer` logs it and says what the client gets."""
 
-    def __init__(self, error: BaseException | None, *, timed_out: bool = False) -> None:
+    def __init__(
+        self, error: BaseException | None, *, timed_out: bool = False, too_large: bool = False
+    ) -> None:
         self.error = error
         self.timed_out = timed_out
+        self.too_large = too_large
 
     def report(self, health: Health, upstream: Upstream, node: UpstreamNode) -> None:
         """Tell the passive health checks (a client that left says nothing about the upstream)."""
@@ -433,6 +498,8 @@ class _Failure(Exception):
             health.report_fault(upstream, node, Outcome.TIMEOUT if self.timed_out else Outcome.TCP_FAILURE)
 
     def answer(self, decision: Allow, node: UpstreamNode) -> Reject:
+        if self.too_large:
+            return TOO_LARGE
         if self.error is None:  # the client went away mid-upload: nobody to tell, nothing wrong upstream
             return BAD_GATEWAY
         if self.timed_out:

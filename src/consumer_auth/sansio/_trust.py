@@ -24,8 +24,13 @@ def _address(text: str) -> IPAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            # fe80::1%<anything>: a zone names an interface of the sender's own host, and its text is the
+            # client's choice (it would reach logs verbatim). Not an address a proxy appends.
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
     return address
 
 

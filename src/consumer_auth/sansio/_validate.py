@@ -70,18 +70,22 @@ def expect_str_list(value: object, path: str, *, nonempty: bool = True) -> tuple
     return items
 
 
-def expect_mapping(value: object, path: str) -> Mapping[str, Any]:
+def expect_mapping(value: object, path: str, *, secret: bool = False) -> Mapping[str, Any]:
+    """``value`` as a mapping with string keys. With ``secret`` (a place that holds passwords), a wrong
+    value is described by its type only: ``basic-auth: "alex:123456"`` must not echo the password."""
     if not isinstance(value, Mapping):
-        fail(path, f"expected a mapping, got {describe(value)}")
+        got = type(value).__name__ if secret else describe(value)
+        fail(path, f"expected a mapping, got {got}")
     for key in value:
         if not isinstance(key, str):
             fail(path, f"expected string keys, got {describe(key)}")
     return value
 
 
-def expect_list(value: object, path: str) -> list[Any]:
+def expect_list(value: object, path: str, *, secret: bool = False) -> list[Any]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        fail(path, f"expected a list, got {describe(value)}")
+        got = type(value).__name__ if secret else describe(value)
+        fail(path, f"expected a list, got {got}")
     return list(value)
 
 
@@ -98,3 +102,28 @@ def reject_unknown(mapping: Mapping[str, Any], allowed: Iterable[str], path: str
         if key not in known:
             where = f"{path}.{key}" if path else key
             fail(where, f"unknown key (expected one of: {', '.join(sorted(known))})")
+
+
+def check_url(url: str, path: str, schemes: Iterable[str], *, host: bool = True) -> str:
+    """A URL with one of ``schemes`` and (unless ``unix``/``sqlite`` or ``host`` is false) a host.
+
+    The URL itself is never part of the error: it may hold a password.
+    """
+    from urllib.parse import urlsplit
+
+    options = tuple(schemes)
+    expected = f"expected a URL starting with {', '.join(s + '://' for s in options)}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - checks the port is a number in range
+    except ValueError:
+        fail(path, f"{expected} (this one cannot be parsed)")
+    scheme = parts.scheme.lower()
+    if scheme not in options:
+        shown = f"{scheme!r}" if scheme.isascii() and scheme.isalnum() and len(scheme) <= 20 else "another"
+        fail(path, f"{expected}, got scheme {shown}" if scheme else f"{expected}, got no scheme")
+    if not url[len(scheme) :].startswith("://"):
+        fail(path, f"{expected}, got no '//' after the scheme")
+    if host and scheme != "unix" and not parts.hostname:
+        fail(path, f"{expected} and a host, got no host")
+    return url

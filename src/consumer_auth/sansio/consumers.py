@@ -30,11 +30,26 @@ class ConsumerPlugin(Protocol):
 _CONSUMER_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
 
+def check_login(value: object, path: str = "username") -> str:
+    """A credential username: a non-empty string without ``:`` (RFC 7617: a client's username ends at
+    the first ``:``, so such a credential could never log in). The value is not echoed: ``alex:123456``
+    here is usually a password pasted into the wrong field.
+
+    Raises:
+        ConfigError: at ``path``.
+    """
+    login = expect_str(value, path)
+    if ":" in login:
+        fail(path, "must not contain ':' (RFC 7617: a client's username ends at the first ':')")
+    return login
+
+
 class BasicAuthCredential:
     """A basic-auth username and its password (in clear, or as a hash), owned by one consumer.
 
     Args:
-        username: What the client logs in with. Unique across all consumers.
+        username: What the client logs in with. Unique across all consumers; no ``:`` (RFC 7617: it
+            could never log in).
         password: The password in clear. Exactly one of ``password`` and ``password_hash`` is required.
         password_hash: A stored hash: argon2id (``consumer-auth hash-password`` writes one), bcrypt,
             ``$apr1$`` or ``{SHA}`` (from an htpasswd file); see :func:`~consumer_auth.sansio.passwords.verifier_from_hash`.
@@ -56,7 +71,7 @@ class BasicAuthCredential:
         password_hash: str | None = None,
         id: str | None = None,  # noqa: A002 - APISIX's name for it
     ) -> None:
-        self.username = expect_str(username, "username")
+        self.username = check_login(username)
         if (password is None) == (password_hash is None):
             fail("password", "exactly one of 'password' and 'password_hash' is required")
         self.verifier: PasswordVerifier

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDENTITY_HEADERS",
+    "IDENTITY_KEYS",
+    "IDENTITY_SPELLINGS",
     "Allow",
     "Decision",
     "HeaderReader",
@@ -21,11 +23,49 @@ __all__ = [
     "Pending",
     "Reject",
     "RequestFacts",
+    "header_key",
     "json_reject",
+    "spellings",
 ]
 
 IDENTITY_HEADERS = ("x-consumer-username", "x-credential-identifier", "x-consumer-custom-id")
 """Header names the gateway sets after authentication; client-sent copies are always removed."""
+
+IDENTITY_KEYS = frozenset(name.encode() for name in IDENTITY_HEADERS)
+""":data:`IDENTITY_HEADERS` as :func:`header_key` gives them (lower-case bytes)."""
+
+
+def header_key(name: bytes) -> bytes:
+    """A header name as the servers behind the gateway may read it: lower case, ``_`` read as ``-``.
+
+    CGI-style servers (``wsgiref``, granian's WSGI, most CGI gateways) map both ``X-Consumer-Username``
+    and ``X_Consumer_Username`` to ``HTTP_X_CONSUMER_USERNAME``, so a header the gateway removes must
+    be recognised in either spelling. Every comparison of a client header name with a name the
+    gateway removes or sets goes through this rule.
+    """
+    return name.lower().replace(b"_", b"-")
+
+
+def spellings(names: Iterable[bytes]) -> frozenset[bytes]:
+    """Every lower-case header name that :func:`header_key` reads as one of ``names`` (lower case,
+    with ``-``): ``x-real-ip``, ``x_real-ip``, ``x-real_ip``, ``x_real_ip``.
+
+    Precomputed once, the set applies the rule to lower-case names (ASGI's, and the proxies') with the
+    one set lookup an exact comparison costs.
+    """
+    found: set[bytes] = set()
+    for name in names:
+        first, *rest = name.split(b"-")
+        variants = [first]
+        for part in rest:
+            variants = [variant + separator + part for variant in variants for separator in (b"-", b"_")]
+        found.update(variants)
+    return frozenset(found)
+
+
+IDENTITY_SPELLINGS = spellings(IDENTITY_KEYS)
+"""Every lower-case spelling of :data:`IDENTITY_HEADERS` (``x_consumer_username`` too)."""
+
 
 _TEXT_PLAIN = ("Content-Type", "text/plain; charset=utf-8")
 
@@ -56,6 +96,10 @@ class MatchedRoute(Protocol):
     def enable_websocket(self) -> bool:
         """Whether the proxies forward websocket upgrades on it (APISIX's ``enable_websocket``)."""
 
+    @property
+    def max_body_bytes(self) -> int | None:
+        """Its largest request body the proxies forward, else its service's (``None``: the proxy's)."""
+
 
 class RequestFacts(NamedTuple):
     """What the core needs to know about a request, whichever protocol carried it.
@@ -66,7 +110,9 @@ class RequestFacts(NamedTuple):
     Attributes:
         method: Upper-case HTTP method (``GET``); websocket handshakes use ``GET``.
         path: The decoded path (no query string).
-        host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown.
+        host: The ``Host`` header (or server name), possibly with a port; ``None`` if unknown. Several
+            ``Host`` headers are given joined by commas (as WSGI servers join them): the gateway refuses
+            such a request (400), since the app could read another one than the gateway.
         authorization: Every ``Authorization`` header value, in order (never shown by ``repr``).
         client: The peer's address as the server saw it (WSGI ``REMOTE_ADDR``, ASGI ``scope["client"]``);
             ``None`` if unknown. ``X-Forwarded-For`` only counts when this peer is a trusted proxy (see

@@ -53,20 +53,26 @@ class FailureStore(Protocol):
 
 
 class _Entry:
-    __slots__ = ("count", "locked_until", "window_end")
+    __slots__ = ("count", "window_end")
 
     def __init__(self, window_end: float) -> None:
         self.count = 0
         self.window_end = window_end
-        self.locked_until = 0.0
 
 
 class MemoryFailureStore:
     """Failure counts in this process's memory (each process of a multi-process server counts alone).
 
+    Counters and locks are kept apart, so that no flood of failures can push out a lock: counters are
+    bounded by ``max_entries`` (the oldest forgotten first), locks by ``max_locks``, and a lock is only
+    ever forgotten once it has expired. When ``max_locks`` subjects are locked at once, a further
+    subject reaching its limit is not locked (its failures still count, the locks in force stay) and a
+    warning is logged, once until there is room again; see ``docs/security.md``.
+
     Args:
-        max_entries: How many subjects to remember at most; past it, the oldest are forgotten first,
-            so a flood of made-up usernames cannot grow memory without bound.
+        max_entries: How many failure counters to keep at most; past it, the oldest are forgotten
+            first, so a flood of made-up usernames cannot grow memory without bound.
+        max_locks: How many subjects may be locked out at once.
         clock: Seconds from a monotonic clock (tests pass a fake one).
 
     Example:
@@ -77,10 +83,19 @@ class MemoryFailureStore:
 
     blocking: ClassVar[bool] = False
 
-    def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_entries: int = 100_000,
+        max_locks: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_entries = expect_int(max_entries, "max_entries", minimum=1)
+        self.max_locks = expect_int(max_locks, "max_locks", minimum=1)
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._locks: dict[str, float] = {}  # key -> locked until
+        self._full = False
         self._lock = threading.Lock()
 
     def retry_after(self, keys: Sequence[str]) -> float:
@@ -88,9 +103,9 @@ class MemoryFailureStore:
         longest = 0.0
         with self._lock:
             for key in keys:
-                entry = self._entries.get(key)
-                if entry is not None and entry.locked_until > now:
-                    longest = max(longest, entry.locked_until - now)
+                until = self._locks.get(key)
+                if until is not None and until > now:
+                    longest = max(longest, until - now)
         return longest
 
     def add_failure(self, keys: Sequence[str], limits: BruteForce) -> tuple[str, ...]:
@@ -107,28 +122,36 @@ class MemoryFailureStore:
                     entry.window_end = now + limits.window
                     entries.move_to_end(key)  # keeps the order close to the order of expiry
                 entry.count += 1
-                if entry.count >= limits.max_failures:
-                    entry.locked_until = now + limits.lockout
-                    entry.count = 0
-                    entry.window_end = now
-                    entries.move_to_end(key)
+                if entry.count >= limits.max_failures and self._take_lock(key, now + limits.lockout, now):
+                    del entries[key]
                     locked.append(key)
-            if len(entries) > self.max_entries:
-                self._forget(now)
+            while len(entries) > self.max_entries:
+                entries.popitem(last=False)
         return tuple(locked)
 
-    def _forget(self, now: float) -> None:
-        entries = self._entries
-        while entries:  # the expired at the front first, then the oldest
-            key, entry = next(iter(entries.items()))
-            if entry.window_end > now or entry.locked_until > now:
-                break
-            del entries[key]
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
+    def _take_lock(self, key: str, until: float, now: float) -> bool:
+        locks = self._locks
+        if key not in locks and len(locks) >= self.max_locks:
+            for expired in [k for k, end in locks.items() if end <= now]:
+                del locks[expired]
+            if len(locks) >= self.max_locks:
+                if not self._full:
+                    self._full = True
+                    LOGGER.warning(
+                        "brute-force store: %d subjects are locked out already (max_locks); "
+                        "no further subject is locked until a lock expires",
+                        len(locks),
+                    )
+                return False
+        self._full = False
+        locks[key] = until
+        return True
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Failure counters plus locks in force."""
+        now = self._clock()
+        with self._lock:
+            return len(self._entries) + sum(1 for until in self._locks.values() if until > now)
 
     def __repr__(self) -> str:
-        return f"MemoryFailureStore(max_entries={self.max_entries})"
+        return f"MemoryFailureStore(max_entries={self.max_entries}, max_locks={self.max_locks})"

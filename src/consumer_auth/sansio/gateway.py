@@ -36,11 +36,13 @@ from consumer_auth.sansio.routing import (
 )
 
 from ._paths import ODD_CHARACTER, examine
+from .admission import BUSY, Admission, VerificationLimits
 from .log import LOGGER, log_decision
 from .pipeline import cached_allow, run_pipeline
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
+from .plugins.brute_force import client_subject
 
-__all__ = ["BAD_REQUEST", "NOT_FOUND", "Gateway", "Guard", "compile_routes"]
+__all__ = ["BAD_REQUEST", "NOT_FOUND", "Gateway", "Guard", "check_consumers", "compile_routes"]
 
 NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_route")
 """The answer when no route matches (in every mode, unless ``unmatched="pass"``)."""
@@ -48,6 +50,8 @@ NOT_FOUND = json_reject(404, "error_msg", "404 Route Not Found", reason="no_rout
 BAD_REQUEST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_path")
 """The answer to a path servers may read differently from the route index (SPEC §8): a control
 character, or a segment some server reads as ``.`` or ``..`` (``..;``, ``..\\``, ``%252e%252e``)."""
+_AMBIGUOUS_HOST = json_reject(400, "error_msg", "400 Bad Request", reason="ambiguous_host")
+"""More than one ``Host`` header (SPEC §8): the gateway and the app could each read another one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +88,14 @@ def compile_routes(
     return RouteIndex(compiled)
 
 
-def _check_consumers(routes: RouteIndex, consumers: ConsumerIndex) -> None:
-    """Let every plugin check the consumers it names; an error is placed where the plugin was written."""
+def check_consumers(routes: RouteIndex, consumers: ConsumerIndex) -> None:
+    """Let every plugin check the consumers it names, such as ``anonymous_consumer`` (files, Python and
+    stores alike).
+
+    Raises:
+        ConfigError: placed where the plugin was written (``routes[i].plugins.basic-auth...`` or the
+            service's).
+    """
     for route in routes.routes:
         for name, plugin in route.plugins.items():
             try:
@@ -137,6 +147,7 @@ class Gateway:
         on_rehash: RehashHook | None = None,
         trusted_proxies: Iterable[str] = (),
         brute_force_store: FailureStore | None = None,
+        verification_limits: VerificationLimits | Mapping[str, Any] | None = None,
         path_matching: PathMatching | Mapping[str, Any] | None = None,
     ) -> None:
         try:
@@ -158,6 +169,11 @@ class Gateway:
                 error.reason,
             ) from None
         self.trusted_proxies = TrustedProxies(trusted_proxies)
+        try:
+            self.verification_limits = VerificationLimits.from_config(verification_limits or {})
+        except ConfigError as error:
+            raise error.within("verification") from None
+        self._admission = Admission(self.verification_limits)
         self.environment = Environment(
             self.profile,
             self.verification_cache,
@@ -171,7 +187,7 @@ class Gateway:
         self._services = tuple(services)
         self._routes = tuple(routes)
         state = _State(_consumer_index(consumers), *self._compile(self._routes, self._services))
-        _check_consumers(state.routes, state.consumers)
+        check_consumers(state.routes, state.consumers)
         self._state = state
 
     @property
@@ -293,6 +309,10 @@ class Gateway:
     def decide(self, facts: RequestFacts) -> Decision | Pending:
         """Decide a request; a :class:`Pending` result still needs a slow step run (``run()``).
 
+        More than one ``Host`` header is answered 400 first, then a path that servers may read
+        differently from the route index (a control character, a segment such as ``..;`` or ``..\\``),
+        in every mode (SPEC §8).
+
         Everything cheap happens here: routing, parsing the header, finding the credential, and checking
         a clear or ``{SHA}`` password or a success the verification cache remembers. Only a slow hash
         (argon2, bcrypt, APR1) that must really run comes back as ``Pending`` (with ``slow`` true), so an
@@ -302,8 +322,18 @@ class Gateway:
         ``run()`` first asks the failure store whether the username or the client is locked out (429,
         without checking the password), then checks the password and counts a failure. It is ``slow``
         when the check may run a slow hash or the store talks to a server.
+
+        A slow ``Pending`` is admitted under ``verification_limits`` first: over a bound, the answer is
+        the 503 :data:`~consumer_auth.sansio.admission.BUSY` at once.
         """
         log = LOGGER.isEnabledFor(logging.INFO)
+        host = facts.host
+        if host is not None and "," in host:
+            # More than one Host header (WSGI servers join them with commas; the ASGI adapter does the
+            # same): the gateway and the app could each read a different one.
+            if log:
+                log_decision(None, _AMBIGUOUS_HOST, self.client_address(facts))
+            return _AMBIGUOUS_HOST
         state = self._state
         found: CompiledRoute | Reject | None
         path = facts.path
@@ -344,7 +374,31 @@ class Gateway:
                 if not found[0].plugins:
                     return cached_allow(route, pipeline, found)
         request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
-        return run_pipeline(route, pipeline, request)
+        decided = run_pipeline(route, pipeline, request)
+        if isinstance(decided, Pending) and decided.slow:
+            return self._admit(decided, self.client_address(facts), route, log)
+        return decided
+
+    def _admit(
+        self, pending: Pending, client: str | None, route: CompiledRoute, log: bool
+    ) -> Pending | Reject:
+        """``pending`` if its client (and the gateway) may have one more slow verification pending,
+        else the 503 :data:`~consumer_auth.sansio.admission.BUSY` at once."""
+        subject = client_subject(client) if client is not None else None
+        ticket = self._admission.enter(subject, pending.login)
+        if ticket is None:
+            if log:
+                log_decision(route, BUSY, client)
+            return BUSY
+        run = pending.run
+
+        def admitted() -> Decision:
+            try:
+                return run()
+            finally:
+                ticket.release()
+
+        return Pending(True, admitted, pending.login)
 
     def _read_otherwise(
         self, state: _State, facts: RequestFacts, matched: CompiledRoute | None, other: str | None
@@ -442,7 +496,10 @@ class Guard:
         log = LOGGER.isEnabledFor(logging.INFO)
         request = PluginRequest(facts, gateway._state.consumers, gateway.environment, route.label, None, log)
         if consumer is None or not consumer.is_authenticated:  # an anonymous consumer counts as none
-            return run_pipeline(route, route.pipeline, request)
+            decided = run_pipeline(route, route.pipeline, request)
+            if isinstance(decided, Pending) and decided.slow:
+                return gateway._admit(decided, gateway.client_address(facts), route, log)
+            return decided
         request.consumer = consumer
         return run_pipeline(route, route.pipeline, request, authenticated=True)
 

@@ -45,7 +45,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import argon2
-from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.exceptions import Argon2Error, InvalidHashError
 
 from consumer_auth.errors import ConfigError
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 __all__ = [
+    "ARGON2_BOUNDS",
     "Apr1Password",
     "Argon2Password",
     "BcryptPassword",
@@ -158,18 +159,46 @@ class _Encoded:
         return hash(self._hash)
 
 
+ARGON2_BOUNDS = {
+    "salt_len": (8, 1024),
+    "hash_len": (4, 1024),
+    "time_cost": (1, 16),
+    "memory_cost": (8, 262_144),
+    "parallelism": (1, 16),
+}
+"""What a stored argon2 hash may use, as ``(least, most)``: salt and hash length in bytes, passes,
+memory in KiB (at most 256 MiB), lanes. Outside them a hash is refused at load (``docs/passwords.md``)."""
+
+
+def _check_argon2(parameters: argon2.Parameters) -> None:
+    for name, (least, most) in ARGON2_BOUNDS.items():
+        value = getattr(parameters, name)
+        if not least <= value <= most:
+            raise ConfigError(
+                "password_hash", f"not a usable argon2 hash: {name} {value} is outside {least}-{most}"
+            )
+    if parameters.memory_cost < 8 * parameters.parallelism:
+        raise ConfigError("password_hash", "not a usable argon2 hash: memory_cost is under 8 KiB per lane")
+
+
 class Argon2Password(_Encoded):
-    """An argon2 hash (``$argon2id$...``), as written by ``consumer-auth hash-password``."""
+    """An argon2 hash (``$argon2id$...``), as written by ``consumer-auth hash-password``.
+
+    Raises:
+        ConfigError: at ``password_hash`` when the hash is malformed or its parameters are outside
+            :data:`ARGON2_BOUNDS` (the hash is never part of the message).
+    """
 
     slow: ClassVar[bool] = True
-    __slots__ = ("_outdated", "_parameters")
+    __slots__ = ("_outdated",)
 
     def __init__(self, encoded: str) -> None:
         try:
-            self._parameters = argon2.extract_parameters(encoded)
+            parameters = argon2.extract_parameters(encoded)
             self._outdated = _HASHER.check_needs_rehash(encoded)
         except (InvalidHashError, ValueError):
             raise ConfigError("password_hash", "not a valid argon2 hash") from None
+        _check_argon2(parameters)
         self._hash = encoded
 
     def verify(self, password: str) -> bool:
@@ -177,38 +206,28 @@ class Argon2Password(_Encoded):
             return False
         try:
             return _HASHER.verify(self._hash, _bytes(password))
-        except (VerificationError, InvalidHashError, ValueError):
+        except (Argon2Error, InvalidHashError, ValueError):
             return False
 
     def decoy(self) -> PasswordVerifier:
-        p = self._parameters
-        return _argon2_decoy(
-            p.type, p.version, p.salt_len, p.hash_len, p.time_cost, p.memory_cost, p.parallelism
-        )
+        # The gateway's own parameters, never a stored hash's: whoever writes a hash must not choose
+        # what every unknown username costs.
+        return _argon2_decoy()
 
     def needs_rehash(self) -> bool:
         return self._outdated
 
 
-@lru_cache(maxsize=16)
-def _argon2_decoy(
-    kind: argon2.Type,
-    version: int,
-    salt_len: int,
-    hash_len: int,
-    time_cost: int,
-    memory_cost: int,
-    parallelism: int,
-) -> Argon2Password:
-    """An argon2 hash of a random password with these parameters (made once per parameter set)."""
-    parameters = argon2.Parameters(kind, version, salt_len, hash_len, time_cost, memory_cost, parallelism)
-    hasher = argon2.PasswordHasher.from_parameters(parameters)
-    return Argon2Password(hasher.hash(secrets.token_urlsafe(16)))
+@lru_cache(maxsize=1)
+def _argon2_decoy() -> Argon2Password:
+    """An argon2id hash of a random password with :func:`hash_password`'s parameters (made once)."""
+    return Argon2Password(_HASHER.hash(secrets.token_urlsafe(16)))
 
 
 # bcrypt: "$2b$" + two-digit cost + "$" + 22 characters of salt + 31 of hash, in bcrypt's base64.
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 _BCRYPT_MAX_BYTES = 72
+_BCRYPT_MAX_COST = 16  # 2**16 rounds, seconds per check: the decoy of unknown usernames costs the same
 
 
 def _bcrypt_module() -> ModuleType:
@@ -234,8 +253,12 @@ class BcryptPassword(_Encoded):
 
     def __init__(self, encoded: str) -> None:
         match = _BCRYPT.fullmatch(encoded)
-        if match is None or not 4 <= int(match.group(1)) <= 31:
+        if match is None:
             raise ConfigError("password_hash", "not a valid bcrypt hash")
+        if not 4 <= int(match.group(1)) <= _BCRYPT_MAX_COST:
+            raise ConfigError(
+                "password_hash", f"not a usable bcrypt hash: its cost is outside 4-{_BCRYPT_MAX_COST}"
+            )
         self._bcrypt = _bcrypt_module()
         self._cost = int(match.group(1))
         self._hash = encoded
@@ -350,12 +373,15 @@ class Apr1Password(_Encoded):
 
 # SHA-crypt, "$5$" (SHA-256) and "$6$" (SHA-512), as Ulrich Drepper published it ("Unix crypt using
 # SHA-256 and SHA-512") and glibc, `openssl passwd -5/-6` and `mkpasswd` write it: an optional
-# "rounds=N$" (1000-999999999, default 5000), a salt of up to 16 characters, "$", the encoded digest.
+# "rounds=N$" (glibc takes 1000-999999999, default 5000), a salt of up to 16 characters, "$", the encoded
+# digest. Rounds are bounded here at 1,000,000 (about a second per check in this pure-Python
+# implementation): the decoy of unknown usernames costs what a stored hash costs, so a writer must not
+# be able to choose minutes per request.
 # A fresh implementation (the standard library's `crypt` is deprecated and libc-dependent), checked
 # against vectors from `openssl passwd` and glibc in tests/test_passwords.py.
 _SHA_CRYPT = re.compile(r"\$([56])\$(?:rounds=([0-9]{1,9})\$)?([^$:\n]{0,16})\$([./0-9A-Za-z]+)")
 _SHA_CRYPT_DEFAULT_ROUNDS = 5000
-_SHA_CRYPT_ROUNDS = range(1000, 1_000_000_000)
+_SHA_CRYPT_ROUNDS = range(1000, 1_000_001)
 _SHA_CRYPT_LENGTH = {"5": 43, "6": 86}
 # The order in which the digest's bytes are encoded, three at a time, then the leftover ones.
 _SHA_CRYPT_ORDER = {
@@ -419,7 +445,7 @@ def sha_crypt_hash(
     if not re.fullmatch(r"[./0-9A-Za-z]{1,16}", salt):
         raise ValueError("a SHA-crypt salt is 1-16 characters of [./0-9A-Za-z]")
     if rounds is not None and rounds not in _SHA_CRYPT_ROUNDS:
-        raise ValueError("SHA-crypt rounds are 1000 to 999999999")
+        raise ValueError("SHA-crypt rounds are 1000 to 1000000")
     prefix = f"${variant}$" + (f"rounds={rounds}$" if rounds is not None else "")
     digest = _sha_crypt_digest(
         _bytes(password), salt.encode(), variant, _SHA_CRYPT_DEFAULT_ROUNDS if rounds is None else rounds
@@ -448,7 +474,7 @@ class ShaCryptPassword(_Encoded):
             or rounds not in _SHA_CRYPT_ROUNDS
         ):
             raise ConfigError(
-                "password_hash", "not a valid $5$/$6$ SHA-crypt hash (rounds 1000-999999999, salt up to 16)"
+                "password_hash", "not a valid $5$/$6$ SHA-crypt hash (rounds 1000-1000000, salt up to 16)"
             )
         self._variant = match.group(1)
         self._rounds = rounds

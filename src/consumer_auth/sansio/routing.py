@@ -76,6 +76,8 @@ class Service:
         hosts: Host names (``*.example.com`` wildcards allowed) the service answers; routes may override.
         upstream: Where to forward (proxy mode): a URL or an :class:`Upstream`.
         plugins: Plugins applying to every route of the service, unless a route has its own of that name.
+        max_body_bytes: Largest request body its routes forward (proxy mode; a route may set its own);
+            larger is 413. Default: the ``server`` section's, else no limit.
 
     Example:
         >>> Service("basic-auth-app", path_prefix="/v1", hosts=["example.com"]).path_prefix
@@ -90,9 +92,12 @@ class Service:
     upstream: Upstream | str | Mapping[str, Any] | None = None
     plugins: Sequence[Plugin] = ()
     desc: str | None = None
+    max_body_bytes: int | None = None
 
     def __post_init__(self) -> None:
         expect_str(self.id, "id")
+        if self.max_body_bytes is not None:
+            expect_int(self.max_body_bytes, "max_body_bytes", minimum=0)
         if self.name is not None:
             expect_str(self.name, "name")
         if self.path_prefix is not None:
@@ -125,6 +130,8 @@ class Route:
         plugins: Plugin objects; one of the same name as a service plugin replaces it.
         service_id: The :class:`Service` this route belongs to.
         upstream: Where to forward (proxy mode), overriding the service's upstream.
+        max_body_bytes: Largest request body forwarded (proxy mode), overriding the service's; larger
+            is 413.
         enable_websocket: Forward websocket upgrades (proxy mode), after the same decision as any request
             (APISIX's field); without it the ASGI proxy answers an upgrade 501.
 
@@ -144,9 +151,12 @@ class Route:
     service_id: str | None = None
     upstream: Upstream | str | Mapping[str, Any] | None = None
     desc: str | None = None
+    max_body_bytes: int | None = None
     enable_websocket: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_body_bytes is not None:
+            expect_int(self.max_body_bytes, "max_body_bytes", minimum=0)
         if (self.uri is None) == (self.uris is None):
             fail("uri", "exactly one of 'uri' and 'uris' is required")
         uris = (expect_str(self.uri, "uri"),) if self.uri is not None else expect_str_list(self.uris, "uris")
@@ -253,6 +263,8 @@ class CompiledRoute:
     label: str = field(default="", compare=False)
     """How logs name the route: its id, else ``routes[i]`` (``guard`` for a per-view guard)."""
     service_id: str | None = field(default=None, compare=False)
+    max_body_bytes: int | None = None
+    """The route's limit, else its service's (``None``: the proxy's default)."""
     guarded: bool = field(default=False, init=False)
     """Whether the route asks anything of a request (it has a plugin)."""
 
@@ -317,6 +329,9 @@ def compile_route(
         wildcard_hosts=tuple(h[1:] for h in hosts if h.startswith("*.")) if hosts is not None else (),
         label=route.id or route.name or (f"routes[{order}]" if order >= 0 else "guard"),
         service_id=service.id if service is not None else None,
+        max_body_bytes=route.max_body_bytes
+        if route.max_body_bytes is not None
+        else (service.max_body_bytes if service is not None else None),
     )
     return compiled, paths
 

@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from consumer_auth.errors import StoreError
+from consumer_auth.errors import ConfigError
+from consumer_auth.sansio._validate import check_url
 
 from ._documents import prepare, redact
 from .base import KINDS, Resource, Snapshot, Store, WritableStore
@@ -61,21 +62,25 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False) -> Store:
       watched configuration file.
 
     Raises:
-        StoreError: the URL names no supported store (the message never repeats a password).
+        ConfigError: at ``store`` when the URL names no supported store, or a PostgreSQL URL names no
+            host (the message never repeats the URL, which may hold a password).
+        StoreError: the URL is refused by the store itself (an in-memory SQLite database).
     """
     text = os.fspath(url)
     scheme = text.partition(":")[0].lower() if "://" in text else ""
     if scheme.startswith(("sqlite", "postgresql", "postgres")):
         from .sql import SQLStore
 
+        if scheme.startswith("postgres") and "host=" not in text.partition("?")[2]:
+            check_url(text, "store", (scheme,))
         return SQLStore(text, create=create)
     if scheme == "file":
         text = text[len("file://") :]
         scheme = ""
     if not scheme and Path(text).suffix.lower() in _FILE_SUFFIXES:
         return FileStore(text)
-    raise StoreError(
-        "expected a store URL: sqlite:///FILE, postgresql://HOST/DB, or a .yaml, .json or .toml file"
+    raise ConfigError(
+        "store", "expected a store URL: sqlite:///FILE, postgresql://HOST/DB, or a .yaml, .json or .toml file"
     )
 
 

@@ -18,11 +18,20 @@ from consumer_auth.config import GatewayConfig, parse_config
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._validate import describe, expect_mapping, fail
 from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
-from consumer_auth.sansio.gateway import compile_routes
+from consumer_auth.sansio.gateway import check_consumers, compile_routes
 from consumer_auth.sansio.passwords import hash_password
 from consumer_auth.sansio.plugins import Profile
 
-__all__ = ["ConsumerCache", "assemble", "by_kind", "prepare", "redact", "split_credential_key"]
+__all__ = [
+    "ConsumerCache",
+    "assemble",
+    "broken_consumers",
+    "by_kind",
+    "prepare",
+    "redact",
+    "split_credential_key",
+    "without_consumers",
+]
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SECRETS = ("password", "password_hash")
@@ -80,6 +89,45 @@ def _seal(plugins: object) -> Any:
     return sealed
 
 
+MAX_CONSUMER_NAME = 128
+"""Longest consumer name a store keeps (a credential's key, ``name/id``, must fit in 200 characters)."""
+
+
+def _check_text(text: str, path: str, *, nul: bool = False) -> None:
+    """Text every store can keep: valid Unicode (no lone surrogate) and, unless ``nul``, no NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        fail(path, "expected valid Unicode text, got a lone surrogate")
+    if not nul and "\x00" in text:
+        fail(path, "expected text without NUL characters")
+
+
+def _check_storable(value: object, path: str) -> None:
+    """Every key and string of a document, checked with :func:`_check_text` (errors at their place).
+
+    A clear password may hold a NUL: it is stored as its hash.
+    """
+    if isinstance(value, str):
+        _check_text(value, path, nul=path.endswith("basic-auth.password"))
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                continue  # refused with its place by the schema checks
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                fail(
+                    f"{path}.<key>" if path else "<key>", "expected valid Unicode text, got a lone surrogate"
+                )
+            where = f"{path}.{key}" if path else key
+            _check_text(key, where)
+            _check_storable(item, where)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}[{index}]")
+
+
 def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
     """Validate one resource as a client sent it; return the document to store.
 
@@ -91,7 +139,11 @@ def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
         ConfigError: relative to the document (``plugins.basic-auth.password: ...``).
     """
     body = dict(expect_mapping(document, ""))
+    _check_storable(body, "")  # first: later messages may quote a value
     if kind == "consumers":
+        _check_text(key, "username")
+        if len(key) > MAX_CONSUMER_NAME:
+            fail("username", f"expected at most {MAX_CONSUMER_NAME} characters, got {len(key)}")
         _same(body, "username", key)
         if "credentials" in body:
             fail("credentials", "add credentials with /apisix/admin/consumers/{username}/credentials/{id}")
@@ -214,13 +266,51 @@ def assemble(rows: Mapping[str, Rows], cache: ConsumerCache | None = None) -> Ga
                 "routes": [_decode("routes", key, text) for key, text in routes],
             }
         )
-        ConsumerIndex(result)
-        compile_routes(config.routes, config.services, Profile.CLASSIC)
+        index = ConsumerIndex(result)
+        check_consumers(compile_routes(config.routes, config.services, Profile.CLASSIC), index)
     except ConfigError as error:
         raise _renamed(error, names, idents, keys) from None
     if cache is not None:
         cache.built = built
     return GatewayConfig(tuple(result), config.services, config.routes, Profile.CLASSIC, "reject")
+
+
+def broken_consumers(rows: Mapping[str, Rows]) -> dict[str, tuple[str, ...]]:
+    """The consumers that are invalid on their own (a hash an older version let through), with the
+    stored texts of them and their credentials."""
+    credentials: dict[str, list[tuple[str, str]]] = {}
+    for key, text in rows.get("credentials", ()):
+        credentials.setdefault(split_credential_key(key)[0], []).append((key, text))
+    broken: dict[str, tuple[str, ...]] = {}
+    for name, text in rows.get("consumers", ()):
+        owned = credentials.get(name, [])
+        try:
+            assemble({"consumers": [(name, text)], "credentials": owned})
+        except ConfigError:
+            broken[name] = (text, *(body for _, body in owned))
+    return broken
+
+
+def without_consumers(rows: Mapping[str, Rows], consumers: Mapping[str, tuple[str, ...]]) -> dict[str, Rows]:
+    """``rows`` without these consumers and their credentials, where their texts are still the same."""
+    credentials: dict[str, list[str]] = {}
+    for key, text in rows.get("credentials", ()):
+        credentials.setdefault(split_credential_key(key)[0], []).append(text)
+    drop = {
+        name
+        for name, text in rows.get("consumers", ())
+        if consumers.get(name) == (text, *credentials.get(name, []))
+    }
+    return {
+        "consumers": [(key, text) for key, text in rows.get("consumers", ()) if key not in drop],
+        "credentials": [
+            (key, text)
+            for key, text in rows.get("credentials", ())
+            if split_credential_key(key)[0] not in drop
+        ],
+        "services": list(rows.get("services", ())),
+        "routes": list(rows.get("routes", ())),
+    }
 
 
 def redact(document: Mapping[str, Any]) -> dict[str, Any]:

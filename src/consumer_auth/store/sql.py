@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -41,7 +42,15 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 
 from consumer_auth.errors import ConfigError, StoreError, StoreUnavailableError
 
-from ._documents import ConsumerCache, assemble, by_kind, prepare, split_credential_key
+from ._documents import (
+    ConsumerCache,
+    assemble,
+    broken_consumers,
+    by_kind,
+    prepare,
+    split_credential_key,
+    without_consumers,
+)
 from .base import KINDS, Resource, Snapshot
 
 if TYPE_CHECKING:
@@ -53,6 +62,9 @@ T = TypeVar("T")
 
 _RESOURCES = "consumer_auth_resources"
 _REVISION = "consumer_auth_revision"
+
+
+logger = logging.getLogger("consumer_auth.store")
 
 
 def _reason(error: BaseException) -> str:
@@ -159,7 +171,11 @@ class SQLStore:
     def _make_engine(self) -> Engine:
         try:
             engine = create_engine(
-                self._url, pool_pre_ping=True, pool_size=2, connect_args=self._connect_args
+                self._url,
+                pool_pre_ping=True,
+                pool_size=2,
+                connect_args=self._connect_args,
+                hide_parameters=True,  # documents hold password hashes: never in SQLAlchemy's errors or logs
             )
         except ModuleNotFoundError as error:
             raise StoreError(
@@ -241,7 +257,12 @@ class SQLStore:
     def _write(self, change: Callable[[Connection, int], tuple[T, bool]]) -> T:
         """Run ``change`` in one transaction that first takes the revision row (serializing writers),
         then validates everything and notifies listeners; nothing is kept when ``change`` says it
-        changed nothing or the result is invalid."""
+        changed nothing or makes the content invalid.
+
+        Content that was already invalid before (a resource stored by an older version, or written to
+        the database by hand) does not block a write that leaves that same error as it was: a
+        compromised consumer can always be removed. The old error is logged.
+        """
         with self._guard():
             self._ensure(write=True)
             with self._engine.connect() as connection, connection.begin() as transaction:
@@ -251,11 +272,22 @@ class SQLStore:
                     .values(revision=self._revision.c.revision + 1)
                 )
                 revision = self._current(connection)
+                before = self._rows(connection)
                 result, changed = change(connection, revision)
                 if not changed:
                     transaction.rollback()
                     return result
-                assemble(self._rows(connection), self._cache)
+                after = self._rows(connection)
+                try:
+                    assemble(after, self._cache)
+                except ConfigError as error:
+                    broken = broken_consumers(before)
+                    if not broken:
+                        raise
+                    assemble(without_consumers(after, broken))  # an error of this write's own is raised
+                    logger.warning(
+                        "%s: stored consumers are invalid (%s); the write went ahead", self.name, error
+                    )
                 if self._postgres:
                     connection.execute(select(func.pg_notify(self.channel, str(revision))))
             return result

@@ -156,8 +156,15 @@ def _report_rehash(
     consumers.rehashed.add(credential.username)
     try:
         hook(consumer, credential, hash_password(password))
-    except Exception:  # the request already succeeded; a failing store must not turn it into an error
-        _log.exception("on_rehash failed for consumer %r", consumer.username)
+    except Exception as error:  # the request already succeeded; a failing store must not fail it
+        # The exception's type only: its message may hold the new hash (SQLAlchemy's errors print the
+        # statement's parameters), so neither it nor a traceback carrying it is logged.
+        _log.error(
+            "on_rehash failed for consumer %r: %s.%s (message not logged: it may hold the new hash)",
+            consumer.username,
+            type(error).__module__,
+            type(error).__qualname__,
+        )
 
 
 def _message(text: str, reason: str, *headers: tuple[str, str]) -> Reject:
