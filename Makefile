@@ -18,8 +18,9 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
 	@touch $@ $(VENV)/.installed
 
+# make demo PORT=9090 when 9080 is taken.
 demo: $(VENV)/.installed
-	$(BIN)/consumer-auth demo
+	$(BIN)/consumer-auth demo $(if $(PORT),--port $(PORT))
 
 # The console's browser tests drive the system's Chromium (Playwright's own browser download needs a
 # network): install Debian's package when it is missing and we may (root with apt-get); otherwise

@@ -253,7 +253,7 @@ class H2Client:
         )
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
+            h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False)
         )
         self.conn.initiate_connection()
         self.flush()
@@ -367,6 +367,37 @@ def test_http2_refusals_answer_like_http1_and_keep_the_connection(
         )
         stream = client.request("/v1/json")  # the connection still serves
         assert client.response(stream)[0] == 401
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        pytest.param([("host", "other.example")], id="host-disagrees-with-authority"),
+        pytest.param([("host", "example.com"), ("host", "example.com")], id="two-hosts"),
+    ],
+)
+def test_http2_ambiguous_host_is_refused_as_malformed(
+    limited: int, ca: trustme.CA, hosts: list[tuple[str, str]]
+) -> None:
+    """SPEC 8: the gateway and the app never read different hosts. Over HTTP/2 such a request is
+    malformed (RFC 9113 8.3.1): the h2 library refuses it with PROTOCOL_ERROR before any decision."""
+    client = H2Client(limited, ca)
+    try:
+        client.request("/v1/json", hosts)
+        terminated = client.closed()
+        assert terminated is not None
+        assert terminated.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    finally:
+        client.close()
+
+
+def test_http2_host_that_agrees_with_authority_is_served(limited: int, ca: trustme.CA) -> None:
+    client = H2Client(limited, ca)
+    try:
+        stream = client.request("/v1/json", [("host", "example.com")])
+        assert client.response(stream)[0] == 401  # the guarded route, decided as usual
     finally:
         client.close()
 
