@@ -106,7 +106,8 @@ async def window(
     await asyncio.gather(*flood_tasks, return_exceptions=True)
     answered = [s for c in good for s in c.statuses]
     assert set(answered) == {200}, set(answered)
-    assert all(s == 401 for c in bad for s in c.statuses)
+    # Over the verification bounds (docs/security.md) a flood is answered 503 at once instead of queueing.
+    assert all(s in (401, 503) for c in bad for s in c.statuses)
     return len(answered) / elapsed, latencies
 
 
