@@ -20,6 +20,7 @@ from typing import Any
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._trust import TrustedProxies
 from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
+from consumer_auth.sansio.counters import Counters, RedisFactory
 from consumer_auth.sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
 from consumer_auth.sansio.passwords import VerificationCache
@@ -180,6 +181,7 @@ class Gateway:
             on_rehash,
             brute_force_store if brute_force_store is not None else MemoryFailureStore(),
             self.client_address,
+            Counters(redis=self._redis_counters()),
         )
         """What the plugins are compiled with (see :class:`~consumer_auth.sansio.plugin.Environment`)."""
         self._pass = Allow(None)
@@ -189,6 +191,11 @@ class Gateway:
         state = _State(_consumer_index(consumers), *self._compile(self._routes, self._services))
         check_consumers(state.routes, state.consumers)
         self._state = state
+
+    def _redis_counters(self) -> RedisFactory | None:
+        """What makes the Redis counters of ``limit-count`` plugins with ``policy: redis``: none in the
+        sans-IO core; :class:`consumer_auth.Gateway` gives :class:`~consumer_auth.counters.RedisCounter`."""
+        return None
 
     @property
     def brute_force_store(self) -> FailureStore:

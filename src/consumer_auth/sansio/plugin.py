@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._validate import describe, reject_unknown
+from consumer_auth.sansio.counters import Counters
 
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerIndex
@@ -86,6 +87,7 @@ class Environment:
         on_rehash: The gateway's rehash hook, if any.
         failure_store: Where brute-force failure counts live.
         client_address: The client address of a request, as the gateway's trusted proxies see it.
+        counters: Where ``limit-count`` counts requests (in memory, or in Redis).
     """
 
     profile: Profile = Profile.CLASSIC
@@ -93,6 +95,7 @@ class Environment:
     on_rehash: RehashHook | None = None
     failure_store: FailureStore | None = None
     client_address: Callable[[RequestFacts], str | None] = field(default=lambda facts: facts.client)
+    counters: Counters = field(default_factory=Counters)
 
 
 Shortcut = Callable[
