@@ -121,6 +121,12 @@ class Counters:
         self._redis: dict[RedisTarget, Counter] = {}
         self._lock = threading.Lock()
 
+    @property
+    def reach_redis(self) -> bool:
+        """Whether this gateway can make Redis counters (a bare sans-IO gateway, or one compiled only to
+        check a configuration, cannot)."""
+        return self._redis_factory is not None
+
     def redis(self, target: RedisTarget) -> Counter:
         """The Redis counter of ``target`` (one per target; nothing connects before the first request).
 

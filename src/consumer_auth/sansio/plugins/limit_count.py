@@ -236,8 +236,11 @@ class LimitCountCheck(Plugin):
     def __init__(self, plugin: LimitCountPlugin, environment: Environment) -> None:
         self._config = plugin
         self._counters: Counters = environment.counters
+        counters = environment.counters
+        redis = plugin.policy == "redis"
+        # A gateway compiled only to check a configuration has no Redis: it never counts.
         self._redis: Counter | None = (
-            environment.counters.redis(plugin.redis_target()) if plugin.policy == "redis" else None
+            counters.redis(plugin.redis_target()) if redis and counters.reach_redis else None
         )
         self._limit = plugin.count
         self._limit_text = str(plugin.count)
@@ -258,6 +261,8 @@ class LimitCountCheck(Plugin):
         redis = self._redis
         if redis is not None:
             return Suspend(True, lambda: self._count(redis, key, request))
+        if self._config.policy == "redis":
+            self._counters.redis(self._config.redis_target())  # raises: no Redis in a bare sans-IO gateway
         return self._count(self._counters.memory, key, request)
 
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
