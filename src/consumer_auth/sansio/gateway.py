@@ -39,7 +39,7 @@ from consumer_auth.sansio.routing import (
 from ._paths import ODD_CHARACTER, examine
 from .admission import BUSY, Admission, VerificationLimits
 from .log import LOGGER, log_decision
-from .pipeline import cached_allow, run_pipeline
+from .pipeline import cached_allow, run_after_authentication, run_pipeline
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
 from .plugins.brute_force import client_subject
 
@@ -373,15 +373,25 @@ class Gateway:
         """Run a matched route's pipeline: through its shortcut when it has one and the log is off."""
         pipeline = route.pipeline
         shortcut = pipeline.shortcut
+        request = None
         if shortcut is not None and not log:
             found = shortcut(facts, state.consumers)
             if found is not None:
                 if isinstance(found, Reject):
                     return found
-                if not found[0].plugins:
+                if pipeline.authenticates_only and not found[0].plugins:
                     return cached_allow(route, pipeline, found)
-        request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
-        decided = run_pipeline(route, pipeline, request)
+                request = PluginRequest(
+                    facts, state.consumers, self.environment, route.label, route.service_id, log
+                )
+                request.consumer, request.credential, request.hide_credentials = found
+        if request is not None:
+            decided = run_after_authentication(route, pipeline, request)
+        else:
+            request = PluginRequest(
+                facts, state.consumers, self.environment, route.label, route.service_id, log
+            )
+            decided = run_pipeline(route, pipeline, request)
         if isinstance(decided, Pending) and decided.slow:
             return self._admit(decided, self.client_address(facts), route, log)
         return decided

@@ -265,11 +265,13 @@ class Plugin:
     def shortcut(self) -> Shortcut | None:
         """A quicker form of this plugin's ``authenticate`` phase for the common case, if it has one.
 
-        When a route's pipeline is this plugin alone, with only an ``authenticate`` phase, and the decision
-        log is off, the gateway calls ``shortcut(facts, consumers)`` instead of running the phases: it
-        returns ``(consumer, credential, hide_credentials)`` for a plainly authenticated request, a
+        When this plugin is the only one of a route's pipeline taking part before authentication (in its
+        ``authenticate`` phase only), and the decision log is off, the gateway calls
+        ``shortcut(facts, consumers)`` instead of running that phase: it returns
+        ``(consumer, credential, hide_credentials)`` for a plainly authenticated request (the ``access``
+        and ``response`` phases of the other plugins then run as usual), a
         :class:`~consumer_auth.Reject` it is sure of, or ``None`` (having changed nothing and verified
-        nothing) to run the phases after all. It must decide exactly as the phases would.
+        nothing) to run the phases after all. It must decide exactly as the phase would.
         """
         return None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
@@ -31,12 +32,11 @@ from consumer_auth.sansio._validate import (
     fail,
     reject_unknown,
 )
-from consumer_auth.sansio.counters import Counter, Counters, RedisTarget
+from consumer_auth.sansio.counters import Counter, RedisTarget
 from consumer_auth.sansio.decision import Reject, json_reject
 from consumer_auth.sansio.plugin import Environment, Plugin, Suspend
 
 if TYPE_CHECKING:
-    from consumer_auth.sansio.consumers import Consumer
     from consumer_auth.sansio.plugin import PluginRequest
 
 __all__ = ["KEYS", "LimitCountCheck", "LimitCountPlugin"]
@@ -213,20 +213,25 @@ _REJECTIONS_LIMIT = 1024
 
 
 class LimitCountCheck(Plugin):
-    """A compiled ``limit-count`` plugin (its ``access`` phase)."""
+    """A compiled ``limit-count`` plugin (its ``access`` phase).
+
+    A request's counter key is ``lc:<count>/<time_window>:<place>|<key value>``: a changed limit starts a
+    new count, and the place is found at the first request (see :meth:`_find_scope`).
+    """
 
     __slots__ = (
         "_config",
         "_counters",
+        "_key",
         "_limit",
-        "_limit_text",
+        "_limit_header",
         "_message",
+        "_no_redis",
         "_redis",
         "_rejected",
         "_rejections",
         "_scope",
         "_show",
-        "_value",
         "_window",
     )
 
@@ -234,35 +239,36 @@ class LimitCountCheck(Plugin):
     priority: ClassVar[int] = LimitCountPlugin.priority
 
     def __init__(self, plugin: LimitCountPlugin, environment: Environment) -> None:
-        self._config = plugin
-        self._counters: Counters = environment.counters
         counters = environment.counters
         redis = plugin.policy == "redis"
-        # A gateway compiled only to check a configuration has no Redis: it never counts.
+        self._config = plugin
+        self._counters = counters
+        # A gateway compiled only to check a configuration cannot reach Redis: it never counts.
         self._redis: Counter | None = (
             counters.redis(plugin.redis_target()) if redis and counters.reach_redis else None
         )
+        self._no_redis = redis and self._redis is None
         self._limit = plugin.count
-        self._limit_text = str(plugin.count)
+        self._limit_header = (LIMIT_HEADER, str(plugin.count))
         self._window = float(plugin.time_window)
         self._show = plugin.show_limit_quota_header
         self._message = _message(plugin)
         self._rejected = json_reject(plugin.rejected_code, "error_msg", self._message, reason="rate_limited")
         self._rejections: dict[int, Reject] = {}
         self._scope: str | None = None  # found at the first request: where the plugin sits
-        self._value = plugin.key
+        self._key: Callable[[PluginRequest], str] = _by_address
 
     def access(self, request: PluginRequest) -> Reject | Suspend | None:
         """Count the request; reject it past ``count``, else add the ``X-RateLimit-*`` headers."""
         scope = self._scope
         if scope is None:
             scope = self._find_scope(request)
-        key = f"{scope}|{self._key_value(request)}"
+        key = scope + self._key(request)
         redis = self._redis
         if redis is not None:
             return Suspend(True, lambda: self._count(redis, key, request))
-        if self._config.policy == "redis":
-            self._counters.redis(self._config.redis_target())  # raises: no Redis in a bare sans-IO gateway
+        if self._no_redis:
+            self._counters.redis(self._config.redis_target())  # raises: a bare sans-IO gateway has no Redis
         return self._count(self._counters.memory, key, request)
 
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
@@ -275,7 +281,7 @@ class LimitCountCheck(Plugin):
             return self._rejection(reset)
         if self._show:
             request.response_headers += (
-                (LIMIT_HEADER, self._limit_text),
+                self._limit_header,
                 (REMAINING_HEADER, str(self._limit - used)),
                 (RESET_HEADER, str(reset)),
             )
@@ -286,12 +292,11 @@ class LimitCountCheck(Plugin):
             return self._rejected
         found = self._rejections.get(reset)
         if found is None:
-            plugin = self._config
             found = json_reject(
-                plugin.rejected_code,
+                self._config.rejected_code,
                 "error_msg",
                 self._message,
-                (LIMIT_HEADER, self._limit_text),
+                self._limit_header,
                 (REMAINING_HEADER, "0"),
                 (RESET_HEADER, str(reset)),
                 reason="rate_limited",
@@ -302,8 +307,11 @@ class LimitCountCheck(Plugin):
         return found
 
     def _find_scope(self, request: PluginRequest) -> str:
-        """Where the plugin sits, as the first part of its counter keys (the same for every request that
-        reaches this compiled plugin: a route's pipeline, or one consumer's)."""
+        """Where the plugin sits, as the start of its counter keys.
+
+        The same for every request that reaches this compiled plugin: it belongs to one route's pipeline,
+        or (a consumer's own plugin) to the pipeline of one consumer on one route.
+        """
         plugin = self._config
         consumer = request.consumer
         if consumer is not None and any(p is plugin for p in consumer.plugins):
@@ -312,23 +320,36 @@ class LimitCountCheck(Plugin):
         else:
             place = f"route:{request.route_id}"
             default = "remote_addr"
-        if self._value is None:
-            self._value = default
-        tag = f"lc:{plugin.count}/{plugin.time_window}:"
-        scope = self._scope = f"{tag}{place}"
+        if plugin.key_type == "constant":
+            constant = "k:" + str(plugin.key)
+            self._key = lambda request: constant
+        else:
+            self._key = _KEYS[plugin.key or default]
+        scope = self._scope = f"lc:{plugin.count}/{plugin.time_window}:{place}|"
         return scope
 
-    def _key_value(self, request: PluginRequest) -> str:
-        config = self._config
-        if config.key_type == "constant":
-            return str(config.key)
-        name = self._value
-        if name == "consumer_name":
-            consumer: Consumer | None = request.consumer
-            if consumer is not None:
-                return "c:" + consumer.username
-        elif name == "route_id":
-            return "r:" + request.route_id
-        elif name == "service_id" and request.service_id is not None:
-            return "s:" + request.service_id
-        return "a:" + (request.client or "")
+
+def _by_address(request: PluginRequest) -> str:
+    return "a:" + (request.client or "")
+
+
+def _by_consumer(request: PluginRequest) -> str:
+    consumer = request.consumer
+    return "c:" + consumer.username if consumer is not None else _by_address(request)
+
+
+def _by_route(request: PluginRequest) -> str:
+    return "r:" + request.route_id
+
+
+def _by_service(request: PluginRequest) -> str:
+    service = request.service_id
+    return "s:" + service if service is not None else _by_address(request)
+
+
+_KEYS: dict[str, Callable[[PluginRequest], str]] = {
+    "remote_addr": _by_address,
+    "consumer_name": _by_consumer,
+    "route_id": _by_route,
+    "service_id": _by_service,
+}
