@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--output PATH]``
 
-Names: ``inprocess``, ``routes``, ``flood``, ``proxy``, ``store``. ``--quick`` shortens every measurement (for trying the
+Names: ``inprocess``, ``routes``, ``flood``, ``proxy``, ``store``, ``security``, ``limits``. ``--quick`` shortens every measurement (for trying the
 scripts, not for numbers worth keeping).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import flood
 import inprocess
+import limits
 import proxy
 import routes
 import security
@@ -30,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "proxy": proxy.run,
     "store": store.run,
     "security": security.run,
+    "limits": limits.run,
 }
 
 
