@@ -333,6 +333,7 @@ class ASGIProxy:
             client[0] if client else None,
             str(scope.get("method", "GET")),
             scope.get("raw_path") or scope["path"],
+            self.gateway,
         )
         try:
             await self._handle(scope, receive, send, exchange)
@@ -366,6 +367,7 @@ class ASGIProxy:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, exchange: Exchange
     ) -> None:
         facts = facts_from_scope(scope)  # type: ignore[arg-type]
+        exchange.facts = facts
         decision = self.gateway.decide(facts)
         if isinstance(decision, Pending):
             decision = await resolve(decision, self.pool)

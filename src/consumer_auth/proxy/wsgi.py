@@ -311,6 +311,7 @@ class WSGIProxy:
             environ.get("REMOTE_ADDR"),
             environ.get("REQUEST_METHOD", "GET"),
             raw.partition("?")[0].encode("latin-1", "replace").decode("ascii", "backslashreplace"),
+            self.gateway,
         )
         try:
             result = self._handle(environ, start_response, exchange)
@@ -335,6 +336,7 @@ class WSGIProxy:
         self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange
     ) -> Iterable[bytes]:
         facts = facts_from_environ(environ)
+        exchange.facts = facts
         decision = self.gateway.decide_now(facts)
         exchange.decision = decision
         if isinstance(decision, Reject):
