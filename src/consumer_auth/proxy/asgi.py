@@ -43,6 +43,7 @@ from ._plan import (
     TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
+    port_number,
     response_headers,
     upstream_request,
 )
@@ -95,7 +96,7 @@ def _client(scope: HTTPScope) -> ClientRequest:
         headers=headers if isinstance(headers, list | tuple) else list(headers),
         scheme=_HTTP_SCHEMES.get(scheme, scheme),
         peer=client[0] if client else None,
-        server_port=server[1] if server else None,
+        server_port=port_number(server[1]) if server else None,
         # With a root_path, servers disagree on whether raw_path includes it: use the decoded path then.
         raw_path=None if scope.get("root_path") else scope.get("raw_path"),
         query=scope.get("query_string", b""),
