@@ -13,7 +13,7 @@ from consumer_auth.sansio.routing import Route, Service
 
 __all__ = ["KINDS", "Resource", "Snapshot", "Store", "WritableStore"]
 
-KINDS = ("consumers", "credentials", "services", "routes")
+KINDS = ("consumers", "credentials", "services", "routes", "consumer_groups")
 """The kinds of resources a writable store holds (a credential's key is ``consumer/id``)."""
 
 
