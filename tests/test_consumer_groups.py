@@ -314,3 +314,21 @@ def test_repr_names_the_group() -> None:
     assert repr(member("alex", "free")) == "Consumer('alex', credentials=1, group_id='free')"
     assert repr(member("bob")) == "Consumer('bob', credentials=1)"
     assert repr(ConsumerGroup("free", plugins=[Deny()])) == "ConsumerGroup('free', plugins=['deny'])"
+
+
+def test_the_precedence_example_of_the_plugins_page(tmp_path: Path) -> None:
+    """docs/plugins.md shows a configuration and a table of answers: they must agree."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    block = page.split("For example, with this configuration:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(block)
+    gateway = Gateway.from_file(path)
+
+    def answer(login: str, password: str) -> bytes | None:
+        facts = RequestFacts("GET", "/reports", "localhost", (basic(login, password),), "127.0.0.1")
+        return body(gateway.decide_now(facts))
+
+    assert answer("alex", "123456") is None
+    assert answer("carol", "654321") is None
+    assert answer("bob", "s3cret") == b'{"message":"The consumer_name is forbidden."}\n'
+    assert "| `bob` (no group) | the route's (blacklist) | 403 `The consumer_name is forbidden.` |" in page
