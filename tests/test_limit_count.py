@@ -53,7 +53,7 @@ def config(
     **top: Any,
 ) -> dict[str, Any]:
     """alex and jack; /json (basic-auth) and /free (basic-auth), a limit-count of 2 per 60 s ``on`` the
-    route /json, the consumer alex, or the service both routes belong to."""
+    route /json, the consumer alex, or the service both routes belong to (or nowhere)."""
     plugin = {"count": 2, "time_window": 60, **(limit or {})}
     alex: dict[str, Any] = {"basic-auth": {"username": "alex", "password": "123456"}}
     json_route: dict[str, Any] = {"basic-auth": {}}
@@ -62,7 +62,7 @@ def config(
         json_route["limit-count"] = plugin
     elif on == "consumer":
         alex["limit-count"] = plugin
-    else:
+    elif on == "service":
         service["plugins"] = {"limit-count": plugin}
     return {
         "consumers": [
@@ -278,6 +278,51 @@ def test_a_limit_on_alex_limits_alex_on_every_route_and_not_jack() -> None:
     assert quota(decide(gateway, "/api/json"))[0] == 503
     for _ in range(5):
         assert quota(decide(gateway, authorization=JACK)) == (200, ())
+
+
+def test_the_same_limit_from_a_consumer_group() -> None:
+    document = config(on="nowhere")
+    document["consumer_groups"] = [
+        {"id": "free", "plugins": {"limit-count": {"count": 2, "time_window": 60, "rejected_code": 429}}}
+    ]
+    document["consumers"][0]["group_id"] = "free"  # alex
+    document["consumers"].append(
+        {
+            "username": "bob",
+            "group_id": "free",
+            "plugins": {"basic-auth": {"username": "bob", "password": "hunter2"}},
+        }
+    )
+    gateway = build(document)
+    bob = basic("bob", "hunter2")
+    # Each member of the group has the group's limit of its own, on every route (key consumer_name).
+    assert quota(decide(gateway, "/api/json", client="192.0.2.1")) == (200, headers(2, 1, 60))
+    assert quota(decide(gateway, "/api/free", client="192.0.2.2")) == (200, headers(2, 0, 60))
+    assert quota(decide(gateway, "/api/free")) == (429, headers(2, 0, 60))
+    assert quota(decide(gateway, "/api/json", authorization=bob)) == (200, headers(2, 1, 60))
+    for _ in range(3):  # jack is in no group: no limit
+        assert quota(decide(gateway, authorization=JACK)) == (200, ())
+
+
+def test_a_group_limit_replaces_the_route_s() -> None:
+    document = config({"count": 1})
+    document["consumer_groups"] = [
+        {"id": "free", "plugins": {"limit-count": {"count": 3, "time_window": 60}}}
+    ]
+    document["consumers"][0]["group_id"] = "free"
+    gateway = build(document)
+    assert quota(decide(gateway)) == (200, headers(3, 2, 60))  # alex: the group's
+    assert quota(decide(gateway, authorization=JACK)) == (200, headers(1, 0, 60))  # jack: the route's
+
+
+def test_a_consumer_s_own_limit_replaces_its_group_s() -> None:
+    document = config({"count": 5}, on="consumer")
+    document["consumer_groups"] = [
+        {"id": "free", "plugins": {"limit-count": {"count": 1, "time_window": 60}}}
+    ]
+    document["consumers"][0]["group_id"] = "free"
+    gateway = build(document)
+    assert quota(decide(gateway)) == (200, headers(5, 4, 60))
 
 
 def test_a_constant_key_counts_every_request_together() -> None:

@@ -6,8 +6,8 @@ key's first request; every request in it counts, rejected ones included; past ``
 ``X-RateLimit-Reset`` (seconds left in the window, rounded up); a rejection carries them too, with
 ``Remaining: 0``.
 
-Whose count a request adds to: the place the plugin sits (a route: that route; a consumer: that consumer,
-on every route; a consumer group: that group, on every route), then the ``key``: ``remote_addr``
+Whose count a request adds to: the place the plugin sits (a route or service: that route; a consumer: that
+consumer, on every route; a consumer group: that group, on every route), then the ``key``: ``remote_addr``
 (default on routes and services), ``consumer_name`` (default on consumers and groups), ``route_id`` or
 ``service_id``. A key with no value for a request (no consumer, no service) counts by ``remote_addr``,
 as APISIX does. See ``docs/plugins.md``.
@@ -310,12 +310,15 @@ class LimitCountCheck(Plugin):
         """Where the plugin sits, as the start of its counter keys.
 
         The same for every request that reaches this compiled plugin: it belongs to one route's pipeline,
-        or (a consumer's own plugin) to the pipeline of one consumer on one route.
+        or (a plugin of a consumer or of its group) to the pipeline of one consumer on one route.
         """
         plugin = self._config
         consumer = request.consumer
         if consumer is not None and any(p is plugin for p in consumer.plugins):
             place = f"consumer:{consumer.username}"
+            default = "consumer_name"
+        elif consumer is not None and any(p is plugin for p in request.consumers.group_plugins(consumer)):
+            place = f"group:{consumer.group_id}"
             default = "consumer_name"
         else:
             place = f"route:{request.route_id}"
