@@ -618,3 +618,17 @@ def test_an_allow_with_other_response_headers_keeps_every_other_field() -> None:
     for item in dataclasses.fields(Allow):
         assert getattr(copied, item.name) == getattr(decision, item.name), item.name
     assert copied == decision
+
+
+def test_the_example_of_the_plugins_page(tmp_path: Path) -> None:
+    """docs/plugins.md shows a configuration of limits: it builds, and counts as the page says."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+    section = page.split("## `limit-count`: requests per window", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(block)
+    gateway = Gateway.from_file(path)
+    jack = gateway.decide_now(facts("/json", basic("jack", "654321")))
+    alex = gateway.decide_now(facts("/json", ALEX))
+    assert quota(jack) == (200, headers(100, 99, 60))  # the group's, per consumer
+    assert quota(alex) == (200, headers(10000, 9999, 3600))  # alex's own
