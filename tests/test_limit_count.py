@@ -29,9 +29,8 @@ from consumer_auth import (
     Route,
 )
 from proxy_servers import CONSUMER_AUTH, Process, echo, request, start_upstream
-from support import Mode, basic, service_unavailable
+from support import REDIS_URL, Mode, basic, redis_or_skip, service_unavailable
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_SERVER = "/usr/bin/redis-server"
 BUSY_BODY = b'{"error_msg":"503 Service Unavailable"}\n'
 ALEX = basic("alex", "123456")
@@ -429,30 +428,6 @@ def test_every_mode_sends_the_quota_headers_and_the_exact_rejection(
 # --- Redis ----------------------------------------------------------------------------------------
 
 
-def redis_or_skip(url: str = REDIS_URL) -> None:
-    try:
-        import redis
-
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except Exception as error:  # noqa: BLE001 - any failure means "not available"
-        service_unavailable("Redis", type(error).__name__)
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A unique key prefix, and every key under it deleted afterwards."""
-    redis_or_skip()
-    import redis
-
-    prefix = f"consumer-auth-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
-
-
 def redis_limit(prefix: str, **extra: Any) -> dict[str, Any]:
     return {"policy": "redis", "redis_host": "127.0.0.1", "redis_port": 6379, "redis_prefix": prefix, **extra}
 
@@ -520,6 +495,7 @@ def _free_port() -> int:
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """A redis-server of this test's own on a free loopback port (no persistence)."""
+    redis_or_skip()  # the redis package, and the service CI provides
     if shutil.which(REDIS_SERVER) is None:
         service_unavailable("redis-server", f"{REDIS_SERVER} not found")
     port = _free_port()
@@ -542,13 +518,19 @@ def private_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        for _ in range(100):
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:  # until it accepts connections (a generous deadline, not a timed assert)
             try:
-                redis_or_skip(url)
+                client.ping()
                 break
-            except pytest.skip.Exception:
-                time.sleep(0.05)
-        redis_or_skip(url)
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.02)
+        client.close()
         yield server, url
     finally:
         server.kill()
