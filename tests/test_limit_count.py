@@ -614,3 +614,30 @@ def test_the_example_of_the_plugins_page(tmp_path: Path) -> None:
     alex = gateway.decide_now(facts("/json", ALEX))
     assert quota(jack) == (200, headers(100, 99, 60))  # the group's, per consumer
     assert quota(alex) == (200, headers(10000, 9999, 3600))  # alex's own
+
+
+def test_policy_redis_without_the_redis_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now fails, and find_spec finds nothing
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_dict(config({"policy": "redis", "redis_host": "127.0.0.1"}))
+    assert str(caught.value) == (
+        "routes[0].plugins.limit-count.policy: 'redis' needs the redis package "
+        "(pip install 'consumer-auth[redis]')"
+    )
+
+
+def test_checking_a_configuration_never_reaches_redis(tmp_path: Path) -> None:
+    document = config({"policy": "redis", "redis_host": "192.0.2.1", "redis_password": "hunter2"})
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(document))
+    done = subprocess.run(
+        [CONSUMER_AUTH, "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "hunter2" not in done.stdout
