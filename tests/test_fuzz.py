@@ -56,13 +56,16 @@ def _body(key: str, message: str) -> bytes:
 
 
 def _restrictions(document: dict[str, Any]) -> Iterable[tuple[int, str]]:
-    for owner in (*document.get("routes", ()), *document.get("services", ())):
+    owners = ("routes", "services", "consumers", "consumer_groups")  # SPEC §9: plugins from all four
+    for owner in (item for key in owners for item in document.get(key) or ()):
         plugin = (owner.get("plugins") or {}).get("consumer-restriction")
         if plugin is not None:
             yield (
                 plugin.get("rejected_code", 403),
-                plugin.get("rejected_msg", "The consumer_name is forbidden."),
+                plugin.get("rejected_msg", f"The {plugin.get('type', 'consumer_name')} is forbidden."),
             )
+            if plugin.get("type") == "consumer_group_id":  # SPEC §10: a consumer in no group
+                yield 401, "The request is rejected, please check the consumer_group_id for this request"
 
 
 def allowed_rejections(name: str) -> frozenset[tuple[int, bytes]]:

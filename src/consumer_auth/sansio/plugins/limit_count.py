@@ -266,7 +266,8 @@ class LimitCountCheck(Plugin):
         key = scope + self._key(request)
         redis = self._redis
         if redis is not None:
-            return Suspend(True, lambda: self._count(redis, key, request))
+            # The counter key as the lane: requests of one key wait on each other, not on all the others.
+            return Suspend(True, lambda: self._count(redis, key, request), key)
         if self._no_redis:
             self._counters.redis(self._config.redis_target())  # raises: a bare sans-IO gateway has no Redis
         return self._count(self._counters.memory, key, request)
