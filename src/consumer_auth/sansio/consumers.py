@@ -1,4 +1,9 @@
-"""Consumers, their basic-auth credentials, and the index the gateway looks them up in."""
+"""Consumers, their basic-auth credentials, their consumer groups, and the index the gateway looks them up in.
+
+This module is long because the index checks consumers, credentials and groups against each other
+(unique names and logins, every ``group_id`` naming a group), and each of them checks its own fields with
+the same rules.
+"""
 
 from __future__ import annotations
 
