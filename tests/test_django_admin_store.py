@@ -780,6 +780,11 @@ def ids(**overrides: Any) -> list[str]:
             id="consumers-too",
         ),
         pytest.param(
+            {**store_setting(2), "consumer_groups": [{"id": "free"}]},
+            ["consumer_auth.E010"],
+            id="consumer-groups-too",
+        ),
+        pytest.param(
             {**store_setting(2), "routes": [{"uri": "json"}]}, ["consumer_auth.E003"], id="bad-route"
         ),
         pytest.param({"store": "django"}, ["consumer_auth.E004"], id="no-routes"),

@@ -273,8 +273,11 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
         return _fail(str(error))
+    groups = gateway.consumer_groups
+    in_groups = f" ({counted(len(groups), 'consumer group')})" if groups else ""  # as before without
     print(
-        f"OK: {counted(len(gateway.consumers), 'consumer')}, {counted(len(gateway.services), 'service')}, "
+        f"OK: {counted(len(gateway.consumers), 'consumer')}{in_groups}, "
+        f"{counted(len(gateway.services), 'service')}, "
         f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
