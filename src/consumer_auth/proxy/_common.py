@@ -8,10 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 from consumer_auth.errors import ConfigError
-from consumer_auth.sansio.decision import Allow, Decision
+from consumer_auth.sansio.decision import Allow, Decision, MatchedRoute
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 if TYPE_CHECKING:
+    from consumer_auth.metrics import Metrics
     from consumer_auth.sansio.gateway import Gateway
 
 __all__ = [
@@ -114,11 +115,32 @@ def log_fault(what: str, decision: Allow, node: UpstreamNode | None, error: Base
 
 
 class Exchange:
-    """What the access log says about one request; filled in as the request goes."""
+    """What the access log (and the metrics, when on) say about one request; filled in as it goes.
 
-    __slots__ = ("decision", "method", "node", "path", "peer", "sent", "started", "status")
+    With ``metrics``, the forwarder also sets ``decided`` (when the decision was made, including any
+    password verification), ``route`` (the route that decided, or that a rejected path matches) and
+    ``upstream_seconds`` (from the first connection attempt to the upstream's
+    response head); without, neither is measured.
+    """
 
-    def __init__(self, peer: str | None, method: str, path: str | bytes) -> None:
+    __slots__ = (
+        "decided",
+        "decision",
+        "method",
+        "metrics",
+        "node",
+        "path",
+        "peer",
+        "route",
+        "sent",
+        "started",
+        "status",
+        "upstream_seconds",
+    )
+
+    def __init__(
+        self, peer: str | None, method: str, path: str | bytes, metrics: Metrics | None = None
+    ) -> None:
         self.started = time.perf_counter()
         self.peer = peer
         self.method = method
@@ -127,9 +149,16 @@ class Exchange:
         self.sent = 0
         self.decision: Decision | None = None
         self.node: UpstreamNode | None = None
+        self.metrics = metrics
+        self.decided = 0.0
+        self.route: MatchedRoute | None = None
+        self.upstream_seconds: float | None = None
 
     def log(self) -> None:
-        """Write the access-log line (when INFO is enabled for ``consumer_auth.access``)."""
+        """Write the access-log line (when INFO is enabled for ``consumer_auth.access``) and count the
+        request in the metrics (when on). Called once, when the exchange is over."""
+        if self.metrics is not None:
+            self.metrics.exchange(self)
         if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
             return
         decision = self.decision

@@ -1,0 +1,373 @@
+"""Prometheus metrics of the gateway, in every mode (``pip install 'consumer-auth[metrics]'``).
+
+The only module that imports ``prometheus_client``; nothing imports it unless metrics are asked for, so
+a gateway without them neither loads the library nor does any per-request work for it. The families,
+their labels and the bounds of those labels are in ``docs/metrics.md``:
+
+- ``consumer_auth_http_status_total{code, route, service, consumer}``: requests by the status answered;
+- ``consumer_auth_auth_total{outcome, reason, route, service}``: decisions by reason code;
+- ``consumer_auth_http_latency_seconds{type, route, service}``: ``type="decision"`` (the gateway's own
+  time, password verification included) and, in the proxies, ``type="upstream"``;
+- ``consumer_auth_upstream_status{node}``: 1 when a node of an upstream with health checks takes
+  traffic, 0 when it is unhealthy.
+
+Label values come from the configuration only: route and service ids, the names of configured consumers
+(a username a client typed is never one), status codes and reason codes.
+
+Example:
+    >>> from consumer_auth import Gateway, Consumer
+    >>> from consumer_auth.metrics import Metrics
+    >>> from prometheus_client import CollectorRegistry
+    >>> metrics = Metrics(CollectorRegistry())
+    >>> app = Gateway(consumers=[Consumer("alex", password="123456")]).wsgi(lambda e, s: [], metrics=metrics)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import make_asgi_app as _make_asgi_app
+from prometheus_client import make_wsgi_app as _make_wsgi_app
+from prometheus_client import start_http_server as _start_http_server
+
+from ._verify import threaded_verifier
+from .asgi import ASGIGatewayMiddleware, facts_from_scope, resolve, send_reject, with_headers
+from .sansio.decision import Allow, Decision, MatchedRoute, Pending, Reject
+from .sansio.log import decision_reason
+from .wsgi import GatewayMiddleware, apply_allow, facts_from_environ
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+
+    from .asgi import ASGIApp
+    from .proxy._common import Exchange
+    from .sansio.gateway import Gateway
+    from .sansio.upstream import UpstreamNode
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Metrics",
+    "asgi_app",
+    "default_metrics",
+    "multiprocess_registry",
+    "start_http_server",
+    "wsgi_app",
+]
+
+LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+"""Upper bounds (seconds) of the latency histograms: from 50 µs (a remembered password) to a minute
+(an upstream's read timeout)."""
+
+_Children = tuple[Any, Any, Any]  # the status counter, the auth counter and the decision histogram
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, registered in ``registry`` (``None``: a new registry of its own).
+
+    Give one to :meth:`consumer_auth.Gateway.wsgi`, :meth:`~consumer_auth.Gateway.asgi`,
+    :meth:`~consumer_auth.Gateway.asgi_proxy` or :meth:`~consumer_auth.Gateway.wsgi_proxy` as
+    ``metrics=``; several adapters may share one. ``consumer-auth serve --metrics`` makes its own.
+
+    Args:
+        registry: Where the four families are registered (default: ``prometheus_client``'s global
+            ``REGISTRY``, which ``start_http_server`` and ``make_wsgi_app`` serve by default).
+        buckets: Upper bounds, in seconds, of the latency histograms.
+
+    Raises:
+        ValueError: the families are already registered in ``registry`` (make one ``Metrics`` per
+            registry, or use :func:`default_metrics`).
+
+    Security:
+        No label value comes from a request: a route is named by its id, a consumer by its configured
+        name (``""`` when the request authenticated no consumer), so a client sending made-up usernames
+        creates no series.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = REGISTRY, *, buckets: Iterable[float] = LATENCY_BUCKETS
+    ) -> None:
+        if registry is None:
+            registry = CollectorRegistry()
+        self.registry = registry
+        bounds = tuple(buckets)
+        self.requests = Counter(
+            "consumer_auth_http_status",
+            "Requests by the status answered, route, service and consumer",
+            ("code", "route", "service", "consumer"),
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "consumer_auth_auth",
+            "Gateway decisions by outcome (allow or reject) and reason code",
+            ("outcome", "reason", "route", "service"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "consumer_auth_http_latency_seconds",
+            "Time of the gateway decision (type=decision) and of the upstream, to its response head "
+            "(type=upstream)",
+            ("type", "route", "service"),
+            buckets=bounds,
+            registry=registry,
+        )
+        self.upstream_status = Gauge(
+            "consumer_auth_upstream_status",
+            "Health of the upstream nodes with health checks: 1 takes traffic, 0 unhealthy",
+            ("node",),
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, str, str, int, str], _Children] = {}
+        self._upstream: dict[tuple[str, str], Any] = {}
+
+    def _for(self, route: MatchedRoute | None, consumer: str, status: int, decision: Decision) -> _Children:
+        label = route.label if route is not None else ""
+        service = (route.service_id or "") if route is not None else ""
+        reason = decision.reason if isinstance(decision, Reject) else decision_reason(decision)
+        key = (label, service, consumer, status, reason)
+        children = self._children.get(key)
+        if children is None:
+            with self._lock:
+                children = self._children.get(key)
+                if children is None:
+                    outcome = "reject" if isinstance(decision, Reject) else "allow"
+                    children = self._children[key] = (
+                        self.requests.labels(str(status), label, service, consumer),
+                        self.decisions.labels(outcome, reason, label, service),
+                        self.latency.labels("decision", label, service),
+                    )
+        return children
+
+    def record(
+        self,
+        route: MatchedRoute | None,
+        decision: Decision,
+        status: int,
+        decision_seconds: float,
+        upstream_seconds: float | None = None,
+    ) -> None:
+        """Count one request: its answer's ``status``, the ``decision`` and how long it took.
+
+        ``route`` is the route that decided (``None``: none matched); the consumer is the decision's
+        (an :class:`Allow`'s), never one a client named.
+        """
+        consumer = ""
+        if isinstance(decision, Allow) and decision.consumer is not None:
+            consumer = decision.consumer.username
+        requests, decisions, latency = self._for(route, consumer, status, decision)
+        requests.inc()
+        decisions.inc()
+        latency.observe(decision_seconds)
+        if upstream_seconds is not None:
+            self._upstream_latency(route).observe(upstream_seconds)
+
+    def _upstream_latency(self, route: MatchedRoute | None) -> Any:
+        label = route.label if route is not None else ""
+        service = (route.service_id or "") if route is not None else ""
+        child = self._upstream.get((label, service))
+        if child is None:
+            child = self._upstream[label, service] = self.latency.labels("upstream", label, service)
+        return child
+
+    def exchange(self, exchange: Exchange) -> None:
+        """Count a request the proxies forwarded or answered (their ``Exchange`` once it is over)."""
+        decision = exchange.decision
+        if decision is None:  # the client left before the decision: nothing was decided
+            return
+        decided = exchange.decided or time.perf_counter()
+        self.record(
+            exchange.route, decision, exchange.status, decided - exchange.started, exchange.upstream_seconds
+        )
+
+    def node_health(self, node: UpstreamNode, healthy: bool) -> None:
+        """Set a node's health (the proxies' health checks call this)."""
+        self.upstream_status.labels(node.authority).set(1 if healthy else 0)
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> Metrics:
+    """The process-wide :class:`Metrics` on ``prometheus_client``'s global registry (made once), which
+    ``metrics=True`` means."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Metrics()
+    return _default
+
+
+def chosen(metrics: Metrics | bool | None) -> Metrics | None:
+    """What a ``metrics=`` argument means: a :class:`Metrics`, ``True`` for :func:`default_metrics`,
+    ``False`` or ``None`` for none."""
+    if metrics is True:
+        return default_metrics()
+    if metrics is None or metrics is False:
+        return None
+    if not isinstance(metrics, Metrics):
+        raise TypeError(f"metrics: expected a consumer_auth.metrics.Metrics or a bool, got {metrics!r}")
+    return metrics
+
+
+def wsgi_app(metrics: Metrics | None = None) -> WSGIApplication:
+    """A WSGI app answering the Prometheus text of ``metrics``' registry (default: the global one), to
+    mount at ``/metrics`` of an app."""
+    registry = metrics.registry if metrics is not None else REGISTRY
+    app: WSGIApplication = _make_wsgi_app(registry)
+    return app
+
+
+def asgi_app(metrics: Metrics | None = None) -> ASGIApp:
+    """An ASGI app answering the Prometheus text of ``metrics``' registry (default: the global one):
+    ``app.mount("/metrics", asgi_app())`` in FastAPI or Starlette."""
+    registry = metrics.registry if metrics is not None else REGISTRY
+    app: ASGIApp = _make_asgi_app(registry)
+    return app
+
+
+def start_http_server(
+    port: int,
+    addr: str = "127.0.0.1",
+    metrics: Metrics | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> Any:
+    """Serve ``metrics``' registry (or ``registry``; default: the global one) on a port of its own, from
+    a daemon thread; returns the server (``server.server_port`` is its port, ``server.shutdown()``
+    stops it).
+
+    Raises:
+        OSError: the address cannot be listened on.
+    """
+    if registry is None:
+        registry = metrics.registry if metrics is not None else REGISTRY
+    server, _thread = _start_http_server(port, addr=addr, registry=registry)
+    return server
+
+
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """A registry adding up the counts every process wrote to ``directory`` (``prometheus_client``'s
+    multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` was ``directory`` when they imported it)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+# -- the in-process adapters, counting ------------------------------------------------------------------
+
+
+class MeteredGatewayMiddleware(GatewayMiddleware):
+    """:class:`~consumer_auth.wsgi.GatewayMiddleware` that also counts each request in ``metrics``
+    (made by ``gateway.wsgi(app, metrics=...)``).
+
+    A request is counted when its answer starts: a rejection at once, an allowed request when the app
+    calls ``start_response`` (the first time).
+    """
+
+    def __init__(self, app: WSGIApplication, gateway: Gateway, metrics: Metrics) -> None:
+        super().__init__(app, gateway)
+        self.metrics = metrics
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        facts = facts_from_environ(environ)
+        decision = self.gateway.decide(facts)
+        if isinstance(decision, Pending):
+            decision = threaded_verifier().run(decision)
+        seconds = time.perf_counter() - started
+        metrics = self.metrics
+        if isinstance(decision, Reject):
+            metrics.record(self.gateway.match(facts), decision, decision.status, seconds)
+            start_response(decision.status_line, list(decision.wsgi_headers))
+            return [] if facts.method == "HEAD" else [decision.body]
+        apply_allow(environ, facts, decision)
+        extra = decision.response_headers
+        allowed = decision
+        counted = False
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal counted
+            if not counted:
+                counted = True
+                metrics.record(allowed.route, allowed, int(status[:3]), seconds)
+            return start_response(status, [*headers, *extra] if extra else headers, exc_info)
+
+        return self.app(environ, start)
+
+
+class MeteredASGIGatewayMiddleware(ASGIGatewayMiddleware):
+    """:class:`~consumer_auth.asgi.ASGIGatewayMiddleware` that also counts each request in ``metrics``
+    (made by ``gateway.asgi(app, metrics=...)``): a rejection at once, an allowed request when the app
+    starts its response (a websocket the app accepts counts as 101)."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway, metrics: Metrics) -> None:
+        super().__init__(app, gateway)
+        self.metrics = metrics
+
+    async def _handle(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        facts = facts_from_scope(scope)
+        decided = self.gateway.decide(facts)
+        if isinstance(decided, Pending):
+            decided = await resolve(decided, self.pool)
+        seconds = time.perf_counter() - started
+        metrics = self.metrics
+        if isinstance(decided, Reject):
+            metrics.record(self.gateway.match(facts), decided, decided.status, seconds)
+            await send_reject(scope, receive, send, decided)
+            return
+        decision = decided
+        if decision.response_headers:
+            send = with_headers(send, decision.response_headers)
+        inner = send
+        counted = False
+
+        async def sending(message: Any) -> None:
+            nonlocal counted
+            if not counted:
+                kind = message["type"]
+                if kind in ("http.response.start", "websocket.http.response.start"):
+                    counted = True
+                    metrics.record(decision.route, decision, message["status"], seconds)
+                elif kind == "websocket.accept":
+                    counted = True
+                    metrics.record(decision.route, decision, 101, seconds)
+            await inner(message)
+
+        await self.app(self.allowed_scope(scope, facts, decision), receive, sending)
+
+    if not TYPE_CHECKING:
+        __call__ = _handle
