@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import make_asgi_app as _make_asgi_app
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
     from .asgi import ASGIApp
-    from .proxy._common import Exchange
     from .sansio.gateway import Gateway
     from .sansio.upstream import UpstreamNode
 
@@ -82,6 +81,18 @@ LATENCY_BUCKETS = (
 )
 """Upper bounds (seconds) of the latency histograms: from 50 µs (a remembered password) to a minute
 (an upstream's read timeout)."""
+
+
+class Finished(Protocol):
+    """What :meth:`Metrics.exchange` reads of a proxied request that is over (the proxies' ``Exchange``)."""
+
+    decision: Decision | None
+    route: MatchedRoute | None
+    status: int
+    started: float
+    decided: float
+    upstream_seconds: float | None
+
 
 _Children = tuple[Any, Any, Any]  # the status counter, the auth counter and the decision histogram
 
@@ -195,7 +206,7 @@ class Metrics:
             child = self._upstream[label, service] = self.latency.labels("upstream", label, service)
         return child
 
-    def exchange(self, exchange: Exchange) -> None:
+    def exchange(self, exchange: Finished) -> None:
         """Count a request the proxies forwarded or answered (their ``Exchange`` once it is over)."""
         decision = exchange.decision
         if decision is None:  # the client left before the decision: nothing was decided
