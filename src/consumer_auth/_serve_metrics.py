@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["MULTIPROC_ENV", "address", "instrument", "start"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-"""Where ``prometheus_client``'s multiprocess mode keeps each process's counts."""
+"""Where ``prometheus_client``'s multiprocess mode keeps each process's counts (as
+``consumer_auth.metrics.MULTIPROCESS_ENV``, which this module cannot import without the library)."""
 
 
 def address(text: str) -> tuple[str, int]:

@@ -1,5 +1,8 @@
 """Prometheus metrics of the gateway, in every mode (``pip install 'consumer-auth[metrics]'``).
 
+This module is long because it holds both ways of counting (plain counts read at each scrape, and
+``prometheus_client``'s own objects for its multiprocess mode) beside the two counting middlewares.
+
 The only module that imports ``prometheus_client``; nothing imports it unless metrics are asked for, so
 a gateway without them neither loads the library nor does any per-request work for it. The families,
 their labels and the bounds of those labels are in ``docs/metrics.md``:
@@ -24,19 +27,23 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
 from prometheus_client import make_asgi_app as _make_asgi_app
 from prometheus_client import make_wsgi_app as _make_wsgi_app
 from prometheus_client import start_http_server as _start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from ._verify import threaded_verifier
 from .asgi import ASGIGatewayMiddleware, facts_from_scope, resolve, send_reject, with_headers
-from .sansio.decision import Allow, Decision, MatchedRoute, Pending, Reject
+from .sansio.decision import Decision, MatchedRoute, Pending, Reject
 from .sansio.log import decision_reason
 from .wsgi import GatewayMiddleware, apply_allow, facts_from_environ
 
@@ -50,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LATENCY_BUCKETS",
+    "MULTIPROCESS_ENV",
     "Metrics",
     "asgi_app",
     "default_metrics",
@@ -57,6 +65,11 @@ __all__ = [
     "start_http_server",
     "wsgi_app",
 ]
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set when ``Metrics`` is made: ``prometheus_client``'s multiprocess mode (its metric objects, writing to
+memory-mapped files that :func:`multiprocess_registry` adds up); unset: plain counts in this process,
+read at each scrape (cheaper per request)."""
 
 LATENCY_BUCKETS = (
     0.00005,
@@ -94,9 +107,6 @@ class Finished(Protocol):
     upstream_seconds: float | None
 
 
-_Children = tuple[Any, Any, Any]  # the status counter, the auth counter and the decision histogram
-
-
 class Metrics:
     """The gateway's Prometheus metrics, registered in ``registry`` (``None``: a new registry of its own).
 
@@ -125,55 +135,20 @@ class Metrics:
         if registry is None:
             registry = CollectorRegistry()
         self.registry = registry
-        bounds = tuple(buckets)
-        self.requests = Counter(
-            "consumer_auth_http_status",
-            "Requests by the status answered, route, service and consumer",
-            ("code", "route", "service", "consumer"),
-            registry=registry,
-        )
-        self.decisions = Counter(
-            "consumer_auth_auth",
-            "Gateway decisions by outcome (allow or reject) and reason code",
-            ("outcome", "reason", "route", "service"),
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "consumer_auth_http_latency_seconds",
-            "Time of the gateway decision (type=decision) and of the upstream, to its response head "
-            "(type=upstream)",
-            ("type", "route", "service"),
-            buckets=bounds,
-            registry=registry,
-        )
-        self.upstream_status = Gauge(
-            "consumer_auth_upstream_status",
-            "Health of the upstream nodes with health checks: 1 takes traffic, 0 unhealthy",
-            ("node",),
-            registry=registry,
-            multiprocess_mode="mostrecent",
-        )
+        self.buckets = tuple(sorted(buckets))
         self._lock = threading.Lock()
-        self._children: dict[tuple[str, str, str, int, str], _Children] = {}
-        self._upstream: dict[tuple[str, str], Any] = {}
-
-    def _for(self, route: MatchedRoute | None, consumer: str, status: int, decision: Decision) -> _Children:
-        label = route.label if route is not None else ""
-        service = (route.service_id or "") if route is not None else ""
-        reason = decision.reason if isinstance(decision, Reject) else decision_reason(decision)
-        key = (label, service, consumer, status, reason)
-        children = self._children.get(key)
-        if children is None:
-            with self._lock:
-                children = self._children.get(key)
-                if children is None:
-                    outcome = "reject" if isinstance(decision, Reject) else "allow"
-                    children = self._children[key] = (
-                        self.requests.labels(str(status), label, service, consumer),
-                        self.decisions.labels(outcome, reason, label, service),
-                        self.latency.labels("decision", label, service),
-                    )
-        return children
+        # Counts by (route, service, consumer, status, reason, outcome); histograms by (type, route,
+        # service) as [bucket counts..., +Inf count, sum]; node health by authority.
+        self._counts: dict[tuple[str, str, str, int, str, str], int] = {}
+        self._histograms: dict[tuple[str, str, str], list[float]] = {}
+        self._nodes: dict[str, int] = {}
+        self._native: _Native | None = None
+        if os.environ.get(MULTIPROCESS_ENV):
+            # prometheus_client's multiprocess mode: the counts must go to its memory-mapped files,
+            # which only its own metric objects write (consumer-auth serve --workers N).
+            self._native = _Native(registry, self.buckets)
+        else:
+            registry.register(_Collector(self))
 
     def record(
         self,
@@ -188,23 +163,38 @@ class Metrics:
         ``route`` is the route that decided (``None``: none matched); the consumer is the decision's
         (an :class:`Allow`'s), never one a client named.
         """
-        consumer = ""
-        if isinstance(decision, Allow) and decision.consumer is not None:
-            consumer = decision.consumer.username
-        requests, decisions, latency = self._for(route, consumer, status, decision)
-        requests.inc()
-        decisions.inc()
-        latency.observe(decision_seconds)
-        if upstream_seconds is not None:
-            self._upstream_latency(route).observe(upstream_seconds)
+        if route is not None:
+            label, service = route.label, route.service_id or ""
+        else:
+            label = service = ""
+        if isinstance(decision, Reject):
+            consumer, reason, outcome = "", decision.reason, "reject"
+        else:
+            found = decision.consumer
+            consumer = found.username if found is not None else ""
+            reason, outcome = decision_reason(decision), "allow"
+        key = (label, service, consumer, status, reason, outcome)
+        if self._native is not None:
+            self._native.record(key, decision_seconds, upstream_seconds)
+            return
+        buckets = self.buckets
+        with self._lock:
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + 1
+            self._observe(
+                ("decision", label, service), bisect_left(buckets, decision_seconds), decision_seconds
+            )
+            if upstream_seconds is not None:
+                self._observe(
+                    ("upstream", label, service), bisect_left(buckets, upstream_seconds), upstream_seconds
+                )
 
-    def _upstream_latency(self, route: MatchedRoute | None) -> Any:
-        label = route.label if route is not None else ""
-        service = (route.service_id or "") if route is not None else ""
-        child = self._upstream.get((label, service))
-        if child is None:
-            child = self._upstream[label, service] = self.latency.labels("upstream", label, service)
-        return child
+    def _observe(self, key: tuple[str, str, str], index: int, seconds: float) -> None:
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = [0] * (len(self.buckets) + 1) + [0.0]
+        histogram[index] += 1
+        histogram[-1] += seconds
 
     def exchange(self, exchange: Finished) -> None:
         """Count a request the proxies forwarded or answered (their ``Exchange`` once it is over)."""
@@ -218,7 +208,98 @@ class Metrics:
 
     def node_health(self, node: UpstreamNode, healthy: bool) -> None:
         """Set a node's health (the proxies' health checks call this)."""
-        self.upstream_status.labels(node.authority).set(1 if healthy else 0)
+        if self._native is not None:
+            self._native.upstream_status.labels(node.authority).set(1 if healthy else 0)
+            return
+        with self._lock:
+            self._nodes[node.authority] = 1 if healthy else 0
+
+
+class _Collector:
+    """Turns a :class:`Metrics`' plain counts into the four families, at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics
+        with metrics._lock:
+            counts = dict(metrics._counts)
+            histograms = {key: list(values) for key, values in metrics._histograms.items()}
+            nodes = dict(metrics._nodes)
+        statuses: dict[tuple[str, str, str, str], int] = {}
+        decisions: dict[tuple[str, str, str, str], int] = {}
+        for (route, service, consumer, status, reason, outcome), count in counts.items():
+            one = (str(status), route, service, consumer)
+            statuses[one] = statuses.get(one, 0) + count
+            other = (outcome, reason, route, service)
+            decisions[other] = decisions.get(other, 0) + count
+        family = CounterMetricFamily("consumer_auth_http_status", _STATUS_HELP, labels=_STATUS_LABELS)
+        for labels, count in statuses.items():
+            family.add_metric(labels, count)
+        yield family
+        family = CounterMetricFamily("consumer_auth_auth", _AUTH_HELP, labels=_AUTH_LABELS)
+        for labels, count in decisions.items():
+            family.add_metric(labels, count)
+        yield family
+        latency = HistogramMetricFamily(_LATENCY, _LATENCY_HELP, labels=_LATENCY_LABELS)
+        bounds = [floatToGoString(bound) for bound in metrics.buckets] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for series, values in histograms.items():
+            cumulative, total = [], 0.0
+            for bound, observed in zip(bounds, values[:-1], strict=True):
+                total += observed
+                cumulative.append((bound, total))
+            latency.add_metric(series, cumulative, values[-1])
+        yield latency
+        gauge = GaugeMetricFamily(_UPSTREAM, _UPSTREAM_HELP, labels=("node",))
+        for node, healthy in nodes.items():
+            gauge.add_metric((node,), healthy)
+        yield gauge
+
+
+class _Native:
+    """The four families as ``prometheus_client`` metric objects (its multiprocess mode needs them)."""
+
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
+        self.requests = Counter("consumer_auth_http_status", _STATUS_HELP, _STATUS_LABELS, registry=registry)
+        self.decisions = Counter("consumer_auth_auth", _AUTH_HELP, _AUTH_LABELS, registry=registry)
+        self.latency = Histogram(_LATENCY, _LATENCY_HELP, _LATENCY_LABELS, buckets=buckets, registry=registry)
+        self.upstream_status = Gauge(
+            _UPSTREAM, _UPSTREAM_HELP, ("node",), registry=registry, multiprocess_mode="mostrecent"
+        )
+        self._lock = threading.Lock()
+        self._children: dict[tuple[str, str, str, int, str, str], tuple[Any, Any, Any]] = {}
+
+    def record(
+        self, key: tuple[str, str, str, int, str, str], seconds: float, upstream: float | None
+    ) -> None:
+        children = self._children.get(key)
+        if children is None:
+            with self._lock:
+                route, service, consumer, status, reason, outcome = key
+                children = self._children[key] = (
+                    self.requests.labels(str(status), route, service, consumer),
+                    self.decisions.labels(outcome, reason, route, service),
+                    self.latency.labels("decision", route, service),
+                )
+        children[0].inc()
+        children[1].inc()
+        children[2].observe(seconds)
+        if upstream is not None:
+            self.latency.labels("upstream", key[0], key[1]).observe(upstream)
+
+
+_STATUS_HELP = "Requests by the status answered, route, service and consumer"
+_STATUS_LABELS = ("code", "route", "service", "consumer")
+_AUTH_HELP = "Gateway decisions by outcome (allow or reject) and reason code"
+_AUTH_LABELS = ("outcome", "reason", "route", "service")
+_LATENCY = "consumer_auth_http_latency_seconds"
+_LATENCY_HELP = (
+    "Time of the gateway decision (type=decision) and of the upstream, to its response head (type=upstream)"
+)
+_LATENCY_LABELS = ("type", "route", "service")
+_UPSTREAM = "consumer_auth_upstream_status"
+_UPSTREAM_HELP = "Health of the upstream nodes with health checks: 1 takes traffic, 0 unhealthy"
 
 
 _default: Metrics | None = None
