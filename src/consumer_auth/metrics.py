@@ -177,24 +177,27 @@ class Metrics:
         if self._native is not None:
             self._native.record(key, decision_seconds, upstream_seconds)
             return
-        buckets = self.buckets
+        index = bisect_left(self.buckets, decision_seconds)
         with self._lock:
             counts = self._counts
             counts[key] = counts.get(key, 0) + 1
-            self._observe(
-                ("decision", label, service), bisect_left(buckets, decision_seconds), decision_seconds
-            )
+            histogram = self._histograms.get(("decision", label, service))
+            if histogram is None:
+                histogram = self._new_histogram(("decision", label, service))
+            histogram[index] += 1
+            histogram[-1] += decision_seconds
             if upstream_seconds is not None:
-                self._observe(
-                    ("upstream", label, service), bisect_left(buckets, upstream_seconds), upstream_seconds
-                )
+                histogram = self._histograms.get(("upstream", label, service))
+                if histogram is None:
+                    histogram = self._new_histogram(("upstream", label, service))
+                histogram[bisect_left(self.buckets, upstream_seconds)] += 1
+                histogram[-1] += upstream_seconds
 
-    def _observe(self, key: tuple[str, str, str], index: int, seconds: float) -> None:
-        histogram = self._histograms.get(key)
-        if histogram is None:
-            histogram = self._histograms[key] = [0] * (len(self.buckets) + 1) + [0.0]
-        histogram[index] += 1
-        histogram[-1] += seconds
+    def _new_histogram(self, key: tuple[str, str, str]) -> list[float]:
+        histogram: list[float] = [0] * (len(self.buckets) + 1)
+        histogram.append(0.0)
+        self._histograms[key] = histogram
+        return histogram
 
     def exchange(self, exchange: Finished) -> None:
         """Count a request the proxies forwarded or answered (their ``Exchange`` once it is over)."""
