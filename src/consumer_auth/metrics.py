@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric
@@ -43,7 +43,7 @@ from prometheus_client.utils import floatToGoString
 
 from ._verify import threaded_verifier
 from .asgi import ASGIGatewayMiddleware, facts_from_scope, resolve, send_reject, with_headers
-from .sansio.decision import Decision, MatchedRoute, Pending, Reject
+from .sansio.decision import Allow, Decision, MatchedRoute, Pending, Reject
 from .sansio.log import decision_reason
 from .wsgi import GatewayMiddleware, apply_allow, facts_from_environ
 
@@ -137,10 +137,14 @@ class Metrics:
         self.registry = registry
         self.buckets = tuple(sorted(buckets))
         self._lock = threading.Lock()
-        # Counts by (route, service, consumer, status, reason, outcome); histograms by (type, route,
-        # service) as [bucket counts..., +Inf count, sum]; node health by authority.
-        self._counts: dict[tuple[str, str, str, int, str, str], int] = {}
+        # Counts by (route, service, consumer, reason, outcome), then by status; histograms by (type,
+        # route, service) as [bucket counts..., +Inf count, sum]; node health by authority.
+        self._counts: dict[tuple[str, str, str, str, str], dict[int, int]] = {}
         self._histograms: dict[tuple[str, str, str], list[float]] = {}
+        # The series of the decisions seen lately, by the identity of the decision and its route: the
+        # gateway hands out the same Allow and Reject objects again and again, so most requests find
+        # their labels here without computing them (bounded: emptied when full).
+        self._seen: dict[int | tuple[int, int], _Seen] = {}
         self._nodes: dict[str, int] = {}
         self._native: _Native | None = None
         if os.environ.get(MULTIPROCESS_ENV):
@@ -163,35 +167,60 @@ class Metrics:
         ``route`` is the route that decided (``None``: none matched); the consumer is the decision's
         (an :class:`Allow`'s), never one a client named.
         """
-        if route is not None:
-            label, service = route.label, route.service_id or ""
-        else:
-            label = service = ""
-        if isinstance(decision, Reject):
-            consumer, reason, outcome = "", decision.reason, "reject"
-        else:
-            found = decision.consumer
-            consumer = found.username if found is not None else ""
-            reason, outcome = decision_reason(decision), "allow"
-        key = (label, service, consumer, status, reason, outcome)
         if self._native is not None:
-            self._native.record(key, decision_seconds, upstream_seconds)
+            self._native.record(_key(route, decision, status), decision_seconds, upstream_seconds)
             return
+        # An Allow names its route (the key :meth:`allowed` looks up); a Reject is shared by routes.
+        own = isinstance(decision, Allow) and route is decision.route
+        key: int | tuple[int, int] = id(decision) if own else (id(decision), id(route))
+        seen = self._seen.get(key)
+        if seen is None or seen[0] is not decision or seen[1] is not route:
+            seen = self._series(route, decision, key)
+        counts, histogram = seen[2], seen[3]
         index = bisect_left(self.buckets, decision_seconds)
         with self._lock:
-            counts = self._counts
-            counts[key] = counts.get(key, 0) + 1
+            counts[status] = counts.get(status, 0) + 1
+            histogram[index] += 1
+            histogram[-1] += decision_seconds
+        if upstream_seconds is not None:
+            label, service = (route.label, route.service_id or "") if route is not None else ("", "")
+            index = bisect_left(self.buckets, upstream_seconds)
+            with self._lock:
+                upstream = self._histograms.get(("upstream", label, service))
+                if upstream is None:
+                    upstream = self._new_histogram(("upstream", label, service))
+                upstream[index] += 1
+                upstream[-1] += upstream_seconds
+
+    def allowed(self, decision: Allow, status: int, seconds: float) -> None:
+        """Count an allowed request answered ``status`` (the in-process middlewares' shortcut of
+        :meth:`record`, for the decision's own route)."""
+        seen = self._seen.get(id(decision))  # never filled in multiprocess mode
+        if seen is None or seen[0] is not decision:
+            self.record(decision.route, decision, status, seconds)
+            return
+        counts, histogram = seen[2], seen[3]
+        index = bisect_left(self.buckets, seconds)
+        lock = self._lock
+        lock.acquire()  # nothing below raises; cheaper than ``with`` on the hot path
+        counts[status] = counts.get(status, 0) + 1
+        histogram[index] += 1
+        histogram[-1] += seconds
+        lock.release()
+
+    def _series(self, route: MatchedRoute | None, decision: Decision, key: int | tuple[int, int]) -> _Seen:
+        label, service, consumer, _status, reason, outcome = _key(route, decision, 0)
+        with self._lock:
+            counts = self._counts.get((label, service, consumer, reason, outcome))
+            if counts is None:
+                counts = self._counts[label, service, consumer, reason, outcome] = {}
             histogram = self._histograms.get(("decision", label, service))
             if histogram is None:
                 histogram = self._new_histogram(("decision", label, service))
-            histogram[index] += 1
-            histogram[-1] += decision_seconds
-            if upstream_seconds is not None:
-                histogram = self._histograms.get(("upstream", label, service))
-                if histogram is None:
-                    histogram = self._new_histogram(("upstream", label, service))
-                histogram[bisect_left(self.buckets, upstream_seconds)] += 1
-                histogram[-1] += upstream_seconds
+            if len(self._seen) >= _SEEN:
+                self._seen.clear()
+            seen = self._seen[key] = (decision, route, counts, histogram)
+        return seen
 
     def _new_histogram(self, key: tuple[str, str, str]) -> list[float]:
         histogram: list[float] = [0] * (len(self.buckets) + 1)
@@ -218,6 +247,23 @@ class Metrics:
             self._nodes[node.authority] = 1 if healthy else 0
 
 
+_SEEN = 4096
+_Seen = tuple[Decision, "MatchedRoute | None", dict[int, int], list[float]]
+"""A decision and its route, the counts of their series by status and their decision histogram."""
+
+
+def _key(route: MatchedRoute | None, decision: Decision, status: int) -> tuple[str, str, str, int, str, str]:
+    """The label values of a request: route, service, consumer, status, reason, outcome."""
+    if route is not None:
+        label, service = route.label, route.service_id or ""
+    else:
+        label = service = ""
+    if isinstance(decision, Reject):
+        return label, service, "", status, decision.reason, "reject"
+    consumer = decision.consumer.username if decision.consumer is not None else ""
+    return label, service, consumer, status, decision_reason(decision), "allow"
+
+
 class _Collector:
     """Turns a :class:`Metrics`' plain counts into the four families, at each scrape."""
 
@@ -227,16 +273,17 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
         with metrics._lock:
-            counts = dict(metrics._counts)
+            counts = {key: dict(by_status) for key, by_status in metrics._counts.items()}
             histograms = {key: list(values) for key, values in metrics._histograms.items()}
             nodes = dict(metrics._nodes)
         statuses: dict[tuple[str, str, str, str], int] = {}
         decisions: dict[tuple[str, str, str, str], int] = {}
-        for (route, service, consumer, status, reason, outcome), count in counts.items():
-            one = (str(status), route, service, consumer)
-            statuses[one] = statuses.get(one, 0) + count
-            other = (outcome, reason, route, service)
-            decisions[other] = decisions.get(other, 0) + count
+        for (route, service, consumer, reason, outcome), by_status in counts.items():
+            for status, count in by_status.items():
+                one = (str(status), route, service, consumer)
+                statuses[one] = statuses.get(one, 0) + count
+                other = (outcome, reason, route, service)
+                decisions[other] = decisions.get(other, 0) + count
         family = CounterMetricFamily("consumer_auth_http_status", _STATUS_HELP, labels=_STATUS_LABELS)
         for labels, count in statuses.items():
             family.add_metric(labels, count)
@@ -392,32 +439,47 @@ class MeteredGatewayMiddleware(GatewayMiddleware):
     def __init__(self, app: WSGIApplication, gateway: Gateway, metrics: Metrics) -> None:
         super().__init__(app, gateway)
         self.metrics = metrics
+        self._count = metrics.allowed
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
+        started = _clock()
         facts = facts_from_environ(environ)
         decision = self.gateway.decide(facts)
-        if isinstance(decision, Pending):
-            decision = threaded_verifier().run(decision)
-        seconds = time.perf_counter() - started
-        metrics = self.metrics
-        if isinstance(decision, Reject):
-            metrics.record(self.gateway.match(facts), decision, decision.status, seconds)
-            start_response(decision.status_line, list(decision.wsgi_headers))
-            return [] if facts.method == "HEAD" else [decision.body]
+        if decision.__class__ is not Allow:  # the usual answer skips both checks
+            if isinstance(decision, Pending):
+                decision = threaded_verifier().run(decision)
+            if isinstance(decision, Reject):
+                seconds = _clock() - started
+                self.metrics.record(self.gateway.match(facts), decision, decision.status, seconds)
+                start_response(decision.status_line, list(decision.wsgi_headers))
+                return [] if facts.method == "HEAD" else [decision.body]
+        seconds = _clock() - started
         apply_allow(environ, facts, decision)
+        count = self._count
         extra = decision.response_headers
         allowed = decision
-        counted = False
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            nonlocal counted
-            if not counted:
-                counted = True
-                metrics.record(allowed.route, allowed, int(status[:3]), seconds)
+            # Counted once: a second call (an error after the start) carries exc_info.
+            if exc_info is None:
+                count(allowed, _code(status), seconds)
             return start_response(status, [*headers, *extra] if extra else headers, exc_info)
 
         return self.app(environ, start)
+
+
+_clock = time.perf_counter
+_CODES: dict[str, int] = {}
+
+
+def _code(status: str) -> int:
+    """The code of a WSGI status line (``"200 OK"``: 200), remembered per line."""
+    code = _CODES.get(status)
+    if code is None:
+        code = int(status[:3])
+        if len(_CODES) < 1024:
+            _CODES[status] = code
+    return code
 
 
 class MeteredASGIGatewayMiddleware(ASGIGatewayMiddleware):
@@ -428,39 +490,37 @@ class MeteredASGIGatewayMiddleware(ASGIGatewayMiddleware):
     def __init__(self, app: ASGIApp, gateway: Gateway, metrics: Metrics) -> None:
         super().__init__(app, gateway)
         self.metrics = metrics
+        self._count = metrics.allowed
 
     async def _handle(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = _clock()
         facts = facts_from_scope(scope)
         decided = self.gateway.decide(facts)
         if isinstance(decided, Pending):
             decided = await resolve(decided, self.pool)
-        seconds = time.perf_counter() - started
-        metrics = self.metrics
+        seconds = _clock() - started
         if isinstance(decided, Reject):
-            metrics.record(self.gateway.match(facts), decided, decided.status, seconds)
+            self.metrics.record(self.gateway.match(facts), decided, decided.status, seconds)
             await send_reject(scope, receive, send, decided)
             return
         decision = decided
         if decision.response_headers:
             send = with_headers(send, decision.response_headers)
         inner = send
-        counted = False
+        count = self._count
 
-        async def sending(message: Any) -> None:
-            nonlocal counted
-            if not counted:
-                kind = message["type"]
-                if kind in ("http.response.start", "websocket.http.response.start"):
-                    counted = True
-                    metrics.record(decision.route, decision, message["status"], seconds)
-                elif kind == "websocket.accept":
-                    counted = True
-                    metrics.record(decision.route, decision, 101, seconds)
-            await inner(message)
+        def sending(message: Any) -> Awaitable[None]:
+            # A plain function handing back the inner send's awaitable: no coroutine of its own per
+            # message. A response starts once, so it is counted once.
+            kind = message["type"]
+            if kind == "http.response.start" or kind == "websocket.http.response.start":
+                count(decision, message["status"], seconds)
+            elif kind == "websocket.accept":
+                count(decision, 101, seconds)
+            return inner(message)
 
         await self.app(self.allowed_scope(scope, facts, decision), receive, sending)
 
