@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -353,3 +354,60 @@ def test_without_metrics_prometheus_client_is_never_imported(upstream: UpstreamS
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "not imported\n", "")
+
+
+def test_threads_counting_at_once_lose_no_count() -> None:
+    metrics = Metrics(CollectorRegistry())
+    wrapped = Gateway.from_dict(guide("http://127.0.0.1:9")).wsgi(app, metrics=metrics)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/v1/json", "HTTP_HOST": "example.com"}
+    environ["HTTP_AUTHORIZATION"] = basic("alex", "123456")
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return None
+
+    def requests() -> None:
+        for _ in range(500):
+            list(wrapped(dict(environ), start_response))
+
+    threads = [threading.Thread(target=requests) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    found = samples(generate_latest(metrics.registry).decode())
+    assert status(found, 201, "alex") == 4000
+    assert latency_count(found, "decision") == 4000
+
+
+def test_multiprocess_mode_counts_through_prometheus_client(tmp_path: Path) -> None:
+    # As in each worker of `serve --workers N`: the library's own objects write to the directory, and a
+    # multiprocess registry adds up what every process wrote (here one process, in a fresh interpreter).
+    script = textwrap.dedent(
+        f"""
+        from werkzeug.test import Client
+        from consumer_auth import Gateway
+        from consumer_auth.metrics import Metrics, multiprocess_registry
+        from consumer_auth.sansio.upstream import UpstreamNode
+        from prometheus_client import generate_latest
+        metrics = Metrics(None)
+        def app(environ, start_response):
+            start_response("201 Created", [])
+            return [b"made"]
+        client = Client(Gateway.from_dict({guide("http://127.0.0.1:9")!r}).wsgi(app, metrics=metrics))
+        for login in ("alex", "alex", "nobody"):
+            client.get("/v1/json", headers={{"Host": "example.com", "Authorization": {basic("alex", "123456")!r} if login == "alex" else "Basic bm9ib2R5Ong="}})
+        metrics.node_health(UpstreamNode("127.0.0.1", 9001), False)
+        print(generate_latest(multiprocess_registry({str(tmp_path)!r})).decode())
+        """
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    found = samples(done.stdout)
+    assert status(found, 201, "alex") == 2
+    assert status(found, 401) == 1
+    assert reason(found, "reject", "unknown_username") == 1
+    assert latency_count(found, "decision") == 3
+    assert value(found, "consumer_auth_upstream_status", node="127.0.0.1:9001") == 0
