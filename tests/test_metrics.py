@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,7 +147,13 @@ def test_serve_counts_every_worker_exactly(served: tuple[Process, int, int, list
     finally:
         os.kill(first, signal.SIGCONT)
 
+    # A proxied request is counted when its exchange is over, just after its last byte went out: the
+    # client may read the answer first. Wait for all nine, then check every count.
     found = scrape(metrics_port)
+    deadline = time.monotonic() + 30
+    while latency_count(found, "decision") < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = scrape(metrics_port)
     assert status(found, 200, "alex") == 3
     assert status(found, 200, "jack1") == 3
     assert status(found, 401) == 3
