@@ -433,7 +433,8 @@ class MeteredGatewayMiddleware(GatewayMiddleware):
     (made by ``gateway.wsgi(app, metrics=...)``).
 
     A request is counted when its answer starts: a rejection at once, an allowed request when the app
-    calls ``start_response`` (the first time).
+    calls ``start_response`` without ``exc_info`` (a second call, with ``exc_info`` after an error, is
+    the same request).
     """
 
     def __init__(self, app: WSGIApplication, gateway: Gateway, metrics: Metrics) -> None:
