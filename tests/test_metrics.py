@@ -418,3 +418,21 @@ def test_multiprocess_mode_counts_through_prometheus_client(tmp_path: Path) -> N
     assert reason(found, "reject", "unknown_username") == 1
     assert latency_count(found, "decision") == 3
     assert value(found, "consumer_auth_upstream_status", node="127.0.0.1:9001") == 0
+
+
+def test_serve_with_one_worker_counts_in_its_own_process(tmp_path: Path, upstream: UpstreamServer) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(guide(upstream.url)))
+    process = Process(
+        [CONSUMER_AUTH, "serve", "--config", str(path), "--port", "0", "--metrics", "127.0.0.1:0"]
+    )
+    line = process.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics$", process.stderr)
+    port = process.uvicorn_port()
+    assert [get(port, ("alex", "123456")), get(port, None)] == [200, 401]
+    found = scrape(int(line.group(1)))
+    deadline = time.monotonic() + 30
+    while latency_count(found, "decision") < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = scrape(int(line.group(1)))
+    assert (status(found, 200, "alex"), status(found, 401)) == (1, 1)
+    assert process.terminate() == 0
