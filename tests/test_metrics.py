@@ -436,3 +436,10 @@ def test_serve_with_one_worker_counts_in_its_own_process(tmp_path: Path, upstrea
         found = scrape(int(line.group(1)))
     assert (status(found, 200, "alex"), status(found, 401)) == (1, 1)
     assert process.terminate() == 0
+
+
+def test_a_second_metrics_on_one_registry_is_refused() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics(registry)

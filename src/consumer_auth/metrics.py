@@ -270,6 +270,13 @@ class _Collector:
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
+    def describe(self) -> Iterator[Metric]:
+        """The four families, empty: the registry refuses a second ``Metrics`` by their names."""
+        yield CounterMetricFamily("consumer_auth_http_status", _STATUS_HELP, labels=_STATUS_LABELS)
+        yield CounterMetricFamily("consumer_auth_auth", _AUTH_HELP, labels=_AUTH_LABELS)
+        yield HistogramMetricFamily(_LATENCY, _LATENCY_HELP, labels=_LATENCY_LABELS)
+        yield GaugeMetricFamily(_UPSTREAM, _UPSTREAM_HELP, labels=("node",))
+
     def collect(self) -> Iterator[Metric]:
         metrics = self._metrics
         with metrics._lock:
