@@ -1,11 +1,11 @@
 """``consumer-auth consumers add|list|edit|remove|passwd``, ``consumer-auth consumer-groups
 add|list|remove`` and ``consumer-auth admin``: a store from the shell.
 
-This module is long because the three commands share one way of opening a store, of refusing (exit
-status 1, the reason, nothing changed) and of printing tables, and their parsers are declared here too.
-
 Passwords are read from the terminal (asked twice) or as one line of standard input, never from the
 command line (where ``ps`` would show them); they are stored as argon2id hashes and never printed.
+
+This module is long because every store sub-command's parser sits next to the function that runs it, as
+in ``cli.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Consumers, their basic-auth credentials, their consumer groups, and the index the gateway looks them up in.
+"""Consumers, their basic-auth credentials, their groups, and the index the gateway looks them up in.
 
-This module is long because the index checks consumers, credentials and groups against each other
-(unique names and logins, every ``group_id`` naming a group), and each of them checks its own fields with
-the same rules.
+This module is long because a consumer, its credential, its group and the index that joins them are
+checked together (a dangling ``group_id`` or a login two consumers share is found where they meet).
 """
 
 from __future__ import annotations
