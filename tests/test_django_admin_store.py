@@ -618,6 +618,7 @@ def unmigrated_database(tmp_path: Path) -> Iterator[str]:
         yield "empty"
     finally:
         connections["empty"].close()
+        del connections["empty"]  # the next test's "empty" is another file: no connection of this one
         del connections.settings["empty"]
 
 
