@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from consumer_auth import _store_cli, htpasswd
+from consumer_auth import _serve_metrics, _store_cli, htpasswd
 from consumer_auth._args import BadValue, command, port_number
 from consumer_auth._limits import ServerLimits
 from consumer_auth._logging import logging_config
@@ -144,6 +144,8 @@ def worker_app() -> ASGIProxy:
     tls = (options.get("ssl_certfile"), options.get("ssl_keyfile"))
     proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"), tls)
     uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
+    if options.get("metrics"):
+        _serve_metrics.instrument(proxy)
     _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervise)
     return proxy
 
@@ -203,6 +205,11 @@ def serve(args: argparse.Namespace) -> int:
             watcher.stop()
         return _fail(busy)
     options = _uvicorn_options(args, limits)
+    listener = _serve_metrics.start(args.metrics, args.workers, proxy)
+    if isinstance(listener, str):
+        for watcher in watchers:
+            watcher.stop()
+        return _fail(listener)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     if args.workers == 1:
@@ -221,6 +228,7 @@ def serve(args: argparse.Namespace) -> int:
             "store": args.store,
             "ssl_certfile": args.ssl_certfile,
             "ssl_keyfile": args.ssl_keyfile,
+            "metrics": args.metrics is not None,
         }
     )
     _supervise(uvicorn.Config("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options))
@@ -273,8 +281,11 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
         return _fail(str(error))
+    groups = gateway.consumer_groups
+    in_groups = f" ({counted(len(groups), 'consumer group')})" if groups else ""  # as before without
     print(
-        f"OK: {counted(len(gateway.consumers), 'consumer')}, {counted(len(gateway.services), 'service')}, "
+        f"OK: {counted(len(gateway.consumers), 'consumer')}{in_groups}, "
+        f"{counted(len(gateway.services), 'service')}, "
         f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
@@ -411,6 +422,7 @@ def _parser() -> argparse.ArgumentParser:
 consumer-auth serve --config gateway.yaml
 consumer-auth serve --config routes.yaml --store sqlite:////var/lib/consumer-auth/consumers.db --workers 4
 consumer-auth serve --store gateway.yaml --upstream http://127.0.0.1:8000 --port 8080
+consumer-auth serve --config gateway.yaml --workers 4 --metrics 127.0.0.1:9091
 kill -HUP PID    # read gateway.yaml again
 """,
     )
@@ -443,6 +455,12 @@ kill -HUP PID    # read gateway.yaml again
         help="serve HTTPS (HTTP/1.1 and HTTP/2) with this PEM certificate chain (with --ssl-keyfile)",
     )
     serve_command.add_argument("--ssl-keyfile", metavar="FILE", help="the PEM private key of --ssl-certfile")
+    serve_command.add_argument(
+        "--metrics",
+        type=_serve_metrics.address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, every worker counted (docs/metrics.md)",
+    )
     server_options(serve_command, "127.0.0.1", 9080)
     serve_command.set_defaults(run=serve)
 
