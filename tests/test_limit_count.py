@@ -641,3 +641,21 @@ def test_checking_a_configuration_never_reaches_redis(tmp_path: Path) -> None:
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert "hunter2" not in done.stdout
+
+
+def test_metrics_count_limited_answers_by_status() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from werkzeug.test import Client
+
+    from consumer_auth.metrics import Metrics
+    from support import echo_wsgi
+
+    metrics = Metrics(CollectorRegistry())
+    client = Client(build(config({"count": 3})).wsgi(echo_wsgi, metrics=metrics))
+    statuses = [client.get("/api/json", headers={"Authorization": ALEX}).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 503, 503]
+    text = generate_latest(metrics.registry).decode()
+    lines = [line for line in text.splitlines() if line.startswith("consumer_auth_http_status_total{")]
+    by_code = {line.split('code="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in lines}
+    assert by_code == {"200": 3.0, "503": 2.0}
+    assert 'reason="rate_limited"' in text
