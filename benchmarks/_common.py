@@ -99,3 +99,19 @@ def tool_version(command: list[str]) -> str:
         return "not installed"
     text = (done.stdout or done.stderr).strip().splitlines()
     return text[0] if text else "unknown"
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_unavailable() -> str | None:
+    """Why a Redis row cannot run (``None``: the Redis on 127.0.0.1:6379 answers)."""
+    try:
+        import redis
+    except ImportError:
+        return "the `redis` package is not installed (it comes with `pip install -e '.[bench]'`)"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as error:
+        return f"no Redis answered on 127.0.0.1:6379 ({type(error).__name__})"
+    return None

@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--output PATH]``
 
-Names: ``inprocess``, ``metrics``, ``routes``, ``flood``, ``proxy``, ``store``. ``--quick`` shortens every measurement (for trying the
+Names: ``inprocess``, ``metrics``, ``limits``, ``routes``, ``flood``, ``proxy``, ``store``, ``security``. ``--quick`` shortens every measurement (for trying the
 scripts, not for numbers worth keeping).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import flood
 import inprocess
+import limits
 import metrics
 import proxy
 import routes
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "proxy": proxy.run,
     "store": store.run,
     "security": security.run,
+    "limits": limits.run,
 }
 
 

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from _common import Result, interleaved, median, per_call, us
+from _common import Result, interleaved, median, per_call, redis_unavailable, us
 
 from consumer_auth import Gateway, RedisFailureStore, Reject, RequestFacts
 
@@ -38,14 +38,9 @@ def _gateway(brute_force: bool) -> Gateway:
 
 def _redis_store() -> RedisFailureStore | str:
     """A store on a fresh key prefix of the Redis on 127.0.0.1:6379, or why the Redis row cannot run."""
-    try:
-        import redis
-    except ImportError:
-        return "the `redis` package is not installed (it comes with `pip install -e '.[bench]'`)"
-    try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1).ping()
-    except redis.RedisError as error:
-        return f"no Redis answered on 127.0.0.1:6379 ({type(error).__name__})"
+    missing = redis_unavailable()
+    if missing is not None:
+        return missing
     return RedisFailureStore(key_prefix=f"bench-{uuid.uuid4().hex}:")
 
 

@@ -11,7 +11,7 @@ import contrib_modes  # noqa: F401 - registers the framework integrations in MOD
 import proxy_modes  # noqa: F401 - registers the proxy modes in support.MODES
 import proxy_servers
 from pg import BASE_URL, Database
-from support import MODES, Mode, service_unavailable
+from support import MODES, REDIS_URL, Mode, redis_or_skip, service_unavailable
 
 pytest_plugins = ["browser"]  # the browser and page fixtures (a real Chromium), for any module
 
@@ -32,6 +32,21 @@ def _stop_servers() -> Iterator[None]:
     """Stop the loopback servers the proxy tests started, at the end of the session."""
     yield
     proxy_servers.stop_all()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique Redis key prefix, and every key under it deleted afterwards (skips without Redis)."""
+    redis_or_skip()
+    import redis
+
+    prefix = f"consumer-auth-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture

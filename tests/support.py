@@ -282,6 +282,20 @@ def service_unavailable(what: str, why: str) -> None:
     pytest.skip(message)
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The test Redis (CI runs one there)."""
+
+
+def redis_or_skip(url: str = REDIS_URL) -> None:
+    """Skip (or, under CI, fail) a test when Redis does not answer at ``url``."""
+    try:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as error:  # noqa: BLE001 - any failure means "not available"
+        service_unavailable("Redis", type(error).__name__)
+
+
 def cheap_argon2(password: str) -> str:
     """An argon2id hash made with the smallest parameters: a slow-hash verifier, quick enough for tests."""
     import argon2

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,8 @@ from consumer_auth import (
 from consumer_auth.sansio.passwords import Argon2Password, hash_password
 from consumer_auth.sansio.plugins.brute_force import client_subject
 from proxy_servers import CONSUMER_AUTH, Process, echo, request, start_upstream
-from support import Mode, basic, service_unavailable
+from support import REDIS_URL, Mode, basic
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LOCKED_BODY = b'{"message":"Too many failed attempts"}\n'
 
 
@@ -538,30 +536,6 @@ def test_behind_a_trusted_proxy_clients_are_counted_apart() -> None:
 
 
 # --- every mode -----------------------------------------------------------------------------------
-
-
-def redis_or_skip() -> None:
-    try:
-        import redis
-
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except Exception as error:  # noqa: BLE001 - any failure means "not available"
-        service_unavailable("Redis", type(error).__name__)
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A unique key prefix, and every key under it deleted afterwards."""
-    redis_or_skip()
-    import redis
-
-    prefix = f"consumer-auth-test:{uuid.uuid4().hex}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])

@@ -13,6 +13,7 @@ front of an upstream with ``gateway.asgi_proxy()`` / ``gateway.wsgi_proxy()`` or
 from __future__ import annotations
 
 from ._protect import protect
+from .counters import MemoryCounter, RedisCounter
 from .errors import (
     ConfigError,
     ConsumerAuthError,
@@ -27,7 +28,7 @@ from .sansio.consumers import BasicAuthCredential, Consumer, ConsumerGroup
 from .sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .sansio.passwords import hash_password
 from .sansio.plugin import Plugin, PluginRequest, Suspend, register_plugin
-from .sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, Profile
+from .sansio.plugins import BasicAuthPlugin, ConsumerRestrictionPlugin, LimitCountPlugin, Profile
 from .sansio.plugins.brute_force import BruteForce
 from .sansio.routing import Route, Service
 from .sansio.upstream import Upstream
@@ -47,11 +48,14 @@ __all__ = [
     "Decision",
     "FailureStore",
     "Gateway",
+    "LimitCountPlugin",
+    "MemoryCounter",
     "MemoryFailureStore",
     "Pending",
     "Plugin",
     "PluginRequest",
     "Profile",
+    "RedisCounter",
     "RedisFailureStore",
     "Reject",
     "RequestFacts",

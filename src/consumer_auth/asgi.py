@@ -269,14 +269,27 @@ async def send_reject(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+_RAW_NAMES: dict[str, bytes] = {}
+
+
+def _raw_name(name: str) -> bytes:
+    raw = _RAW_NAMES.get(name)
+    if raw is None:
+        raw = name.lower().encode("latin-1")
+        if len(_RAW_NAMES) < 256:  # plugins send a few names, over and over: bounded all the same
+            _RAW_NAMES[name] = raw
+    return raw
+
+
 def with_headers(send: ASGISendCallable, headers: tuple[tuple[str, str], ...]) -> ASGISendCallable:
     """A ``send`` that adds the plugins' response headers to the app's response start."""
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    raw = [(_raw_name(name), value.encode("latin-1")) for name, value in headers]
 
-    async def sending(message: Any) -> None:
+    def sending(message: Any) -> Awaitable[None]:
+        # A plain function handing back send's awaitable: no coroutine of its own per message.
         if message["type"] in ("http.response.start", "websocket.http.response.start"):
             message = {**message, "headers": [*message.get("headers", ()), *raw]}
-        await send(message)
+        return send(message)
 
     return sending
 

@@ -16,20 +16,11 @@ checked, failures are not counted, and a warning is logged (at most once per out
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from .errors import ConfigError
-from .sansio._validate import (
-    check_url,
-    expect_choice,
-    expect_mapping,
-    expect_number,
-    expect_str,
-    reject_unknown,
-)
+from ._redis import RedisLink
+from .sansio._validate import expect_choice, expect_mapping, expect_str, reject_unknown
 from .sansio.failures import LOGGER, BruteForce, FailureStore, MemoryFailureStore
 
 __all__ = ["LOGGER", "FailureStore", "MemoryFailureStore", "RedisFailureStore", "store_from_config"]
@@ -85,66 +76,47 @@ class RedisFailureStore:
         retry_interval: float = 1.0,
         client: Any = None,
     ) -> None:
-        try:
-            import redis
-        except ImportError:
-            raise ConfigError(
-                "type", "the 'redis' store needs the redis package (pip install 'consumer-auth[redis]')"
-            ) from None
-        self._redis = redis
-        self._url = check_url(expect_str(url, "url", secret=True), "url", ("redis", "rediss", "unix"))
+        self._link = RedisLink(
+            url,
+            script=_ADD_FAILURE,
+            logger=LOGGER,
+            what="brute-force store",
+            down="failures are not counted",
+            up="failures are counted",
+            timeout=timeout,
+            retry_interval=retry_interval,
+            client=client,
+        )
         self.key_prefix = expect_str(key_prefix, "key_prefix", nonempty=False)
-        self.timeout = expect_number(timeout, "timeout")
-        self.retry_interval = expect_number(retry_interval, "retry_interval", positive=False)
-        self._client: Any = client
-        self._script: Any = None
-        self._down_until = 0.0
-        self._lock = threading.Lock()
 
-    def _connection(self) -> Any:
-        if self._script is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._redis.Redis.from_url(
-                        self._url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-                    )
-                if self._script is None:
-                    self._script = self._client.register_script(_ADD_FAILURE)
-        return self._client
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for Redis to connect or answer before failing open."""
+        return self._link.timeout
 
-    def _available(self) -> bool:
-        return self._down_until == 0.0 or time.monotonic() >= self._down_until
-
-    def _failed(self, error: Exception) -> None:
-        first = self._down_until == 0.0
-        self._down_until = time.monotonic() + self.retry_interval
-        if first:
-            LOGGER.warning(
-                "brute-force store unavailable (%s); failures are not counted until it answers again",
-                type(error).__name__,
-            )
-
-    def _recovered(self) -> None:
-        if self._down_until != 0.0:
-            self._down_until = 0.0
-            LOGGER.warning("brute-force store available again; failures are counted")
+    @property
+    def retry_interval(self) -> float:
+        """Seconds to stop asking Redis after it failed."""
+        return self._link.retry_interval
 
     def retry_after(self, keys: Sequence[str]) -> float:
-        if not keys or not self._available():
+        link = self._link
+        if not keys or not link.available():
             return 0.0
         try:
-            pipe = self._connection().pipeline(transaction=False)
+            pipe = link.client().pipeline(transaction=False)
             for key in keys:
                 pipe.pttl(f"{self.key_prefix}{key}:lock")
             remaining = pipe.execute()
-        except self._redis.RedisError as error:
-            self._failed(error)
+        except link.errors as error:
+            link.failed(error)
             return 0.0
-        self._recovered()
+        link.recovered()
         return max((int(ms) for ms in remaining if int(ms) > 0), default=0) / 1000
 
     def add_failure(self, keys: Sequence[str], limits: BruteForce) -> tuple[str, ...]:
-        if not keys or not self._available():
+        link = self._link
+        if not keys or not link.available():
             return ()
         names: list[str] = []
         for key in keys:
@@ -155,19 +127,16 @@ class RedisFailureStore:
             max(1, round(limits.lockout * 1000)),
         )
         try:
-            self._connection()
-            positions = self._script(keys=names, args=arguments)
-        except self._redis.RedisError as error:
-            self._failed(error)
+            positions = link.script(keys=names, args=arguments)
+        except link.errors as error:
+            link.failed(error)
             return ()
-        self._recovered()
+        link.recovered()
         return tuple(keys[int(position) - 1] for position in positions)
 
     def close(self) -> None:
         """Close the connections this store opened (a client passed in is left open)."""
-        with self._lock:
-            if self._client is not None and self._script is not None:
-                self._client.close()
+        self._link.close()
 
     def __repr__(self) -> str:
         return f"RedisFailureStore(key_prefix={self.key_prefix!r})"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import GatewayConfig, gateway_options, load_file, parse_config
+from .counters import redis_counter
 from .errors import ConfigError
 from .sansio import gateway as core
 from .sansio.gateway import BAD_REQUEST, NOT_FOUND, Guard, compile_routes
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
+    from .sansio.counters import RedisFactory
     from .sansio.plugin import Profile
     from .sansio.upstream import Upstream
     from .store import Store, StoreWatcher
@@ -87,6 +89,9 @@ class Gateway(core.Gateway):
     """
 
     _watcher: StoreWatcher | None = None
+
+    def _redis_counters(self) -> RedisFactory:
+        return redis_counter
 
     # -- construction -------------------------------------------------------------------------------
 

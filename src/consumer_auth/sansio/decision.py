@@ -232,6 +232,24 @@ class Allow:
         object.__setattr__(self, "raw_identity_headers", raw)
         object.__setattr__(self, "environ_identity", environ)
 
+    def with_response_headers(self, headers: tuple[tuple[str, str], ...]) -> Allow:
+        """This decision with other ``response_headers`` (copied as it is: nothing is computed again)."""
+        new = _new(Allow)
+        _set(new, "route", self.route)
+        _set(new, "consumer", self.consumer)
+        _set(new, "credential", self.credential)
+        _set(new, "identity_headers", self.identity_headers)
+        _set(new, "hide_credentials", self.hide_credentials)
+        _set(new, "strip_prefix", self.strip_prefix)
+        _set(new, "response_headers", headers)
+        _set(new, "raw_identity_headers", self.raw_identity_headers)
+        _set(new, "environ_identity", self.environ_identity)
+        return new
+
+
+_new = object.__new__
+_set = object.__setattr__
+
 
 Decision = Allow | Reject
 

@@ -20,6 +20,7 @@ from typing import Any
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._trust import TrustedProxies
 from consumer_auth.sansio.consumers import Consumer, ConsumerGroup, ConsumerIndex
+from consumer_auth.sansio.counters import Counters, RedisFactory
 from consumer_auth.sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
 from consumer_auth.sansio.passwords import VerificationCache
@@ -38,7 +39,7 @@ from consumer_auth.sansio.routing import (
 from ._paths import ODD_CHARACTER, examine
 from .admission import BUSY, Admission, VerificationLimits
 from .log import LOGGER, log_decision
-from .pipeline import cached_allow, run_pipeline
+from .pipeline import cached_allow, run_after_authentication, run_pipeline
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
 from .plugins.brute_force import client_subject
 
@@ -188,6 +189,7 @@ class Gateway:
             on_rehash,
             brute_force_store if brute_force_store is not None else MemoryFailureStore(),
             self.client_address,
+            Counters(redis=self._redis_counters()),
         )
         """What the plugins are compiled with (see :class:`~consumer_auth.sansio.plugin.Environment`)."""
         self._pass = Allow(None)
@@ -199,6 +201,11 @@ class Gateway:
         )
         check_consumers(state.routes, state.consumers)
         self._state = state
+
+    def _redis_counters(self) -> RedisFactory | None:
+        """What makes the Redis counters of ``limit-count`` plugins with ``policy: redis``: none in the
+        sans-IO core; :class:`consumer_auth.Gateway` gives :class:`~consumer_auth.counters.RedisCounter`."""
+        return None
 
     @property
     def brute_force_store(self) -> FailureStore:
@@ -390,16 +397,30 @@ class Gateway:
         """Run a matched route's pipeline: through its shortcut when it has one and the log is off."""
         pipeline = route.pipeline
         shortcut = pipeline.shortcut
+        request = None
         if shortcut is not None and not log:
             found = shortcut(facts, state.consumers)
             if found is not None:
                 if isinstance(found, Reject):
                     return found
                 consumer = found[0]
-                if not consumer.plugins and not state.consumers.group_plugins(consumer):
+                if (
+                    pipeline.authenticates_only
+                    and not consumer.plugins
+                    and not state.consumers.group_plugins(consumer)
+                ):
                     return cached_allow(route, pipeline, found)
-        request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
-        decided = run_pipeline(route, pipeline, request)
+                request = PluginRequest(
+                    facts, state.consumers, self.environment, route.label, route.service_id, log
+                )
+                request.consumer, request.credential, request.hide_credentials = found
+        if request is not None:
+            decided = run_after_authentication(route, pipeline, request)
+        else:
+            request = PluginRequest(
+                facts, state.consumers, self.environment, route.label, route.service_id, log
+            )
+            decided = run_pipeline(route, pipeline, request)
         if isinstance(decided, Pending) and decided.slow:
             return self._admit(decided, self.client_address(facts), route, log)
         return decided

@@ -27,7 +27,7 @@ from .plugin import Environment, Plugin, PluginRequest, Suspend
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerPlugin
 
-__all__ = ["Pipeline", "cached_allow", "effective_plugins", "run_pipeline"]
+__all__ = ["Pipeline", "cached_allow", "effective_plugins", "run_after_authentication", "run_pipeline"]
 
 _CONSUMER_CACHE_LIMIT = 4096
 
@@ -48,6 +48,9 @@ class Pipeline:
     Attributes:
         plugins: The compiled plugins in the order they run (priority, higher first).
         before: The ``rewrite`` then ``authenticate`` methods, in order.
+        shortcut: The authenticating plugin's :meth:`~consumer_auth.Plugin.shortcut`, when it is the only
+            plugin before authentication and has one.
+        authenticates_only: The pipeline is that plugin alone: a shortcut's result is the whole decision.
         access: The ``access`` methods, in order.
         response: The ``response`` methods, in order.
     """
@@ -58,6 +61,7 @@ class Pipeline:
         "_compiled",
         "_environment",
         "access",
+        "authenticates_only",
         "before",
         "plugins",
         "response",
@@ -82,9 +86,12 @@ class Pipeline:
         )
         self.access = tuple(p.access for p, ph in phases if "access" in ph)
         self.response = tuple(p.response for p, ph in phases if "response" in ph)
-        # The common case compiled down: one plugin, only an authenticate phase, and a shortcut for it.
-        only = phases[0] if len(phases) == 1 else None
-        self.shortcut = only[0].shortcut() if only is not None and only[1] == ("authenticate",) else None
+        # The common case compiled down: authentication is one plugin's authenticate phase (nothing runs
+        # before it), and that plugin has a shortcut. Plugins after authentication still run.
+        before = [(p, ph) for p, ph in phases if "rewrite" in ph or "authenticate" in ph]
+        only = before[0] if len(before) == 1 and "rewrite" not in before[0][1] else None
+        self.shortcut = only[0].shortcut() if only is not None else None
+        self.authenticates_only = len(phases) == 1 and not self.access and not self.response
 
     def for_consumer(self, consumer: Consumer, group: Iterable[ConsumerPlugin] = ()) -> Pipeline:
         """This pipeline with the plugins of a consumer's group, then of the consumer, merged in (SPEC §9:
@@ -135,6 +142,14 @@ def run_pipeline(
                     return _pending(route, pipeline, request, out, index + 1, before=True)
                 return _reject(route, request, out)
     return _after(route, pipeline, request, 0, authenticated)
+
+
+def run_after_authentication(
+    route: MatchedRoute, pipeline: Pipeline, request: PluginRequest
+) -> Decision | Pending:
+    """Run the phases after authentication: the request already carries what the ``authenticate`` phase
+    would have set (a :meth:`~consumer_auth.Plugin.shortcut` found it)."""
+    return _after(route, pipeline, request, 0, False)
 
 
 def _after(
@@ -217,9 +232,10 @@ _ALLOWS_LIMIT = 4096
 def _allow(route: MatchedRoute, pipeline: Pipeline, request: PluginRequest) -> Allow:
     """The ``Allow`` of a request (see :func:`cached_allow`), unless the ``response`` phase added headers."""
     key = (request.consumer, request.credential, request.hide_credentials)
+    allow = cached_allow(route, pipeline, key)
     if request.response_headers:
-        return _build_allow(route, *key, tuple(request.response_headers))
-    return cached_allow(route, pipeline, key)
+        return allow.with_response_headers(tuple(request.response_headers))
+    return allow
 
 
 def cached_allow(

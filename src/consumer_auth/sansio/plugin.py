@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._validate import describe, reject_unknown
+from consumer_auth.sansio.counters import Counters
 
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerIndex
@@ -86,6 +87,7 @@ class Environment:
         on_rehash: The gateway's rehash hook, if any.
         failure_store: Where brute-force failure counts live.
         client_address: The client address of a request, as the gateway's trusted proxies see it.
+        counters: Where ``limit-count`` counts requests (in memory, or in Redis).
     """
 
     profile: Profile = Profile.CLASSIC
@@ -93,6 +95,7 @@ class Environment:
     on_rehash: RehashHook | None = None
     failure_store: FailureStore | None = None
     client_address: Callable[[RequestFacts], str | None] = field(default=lambda facts: facts.client)
+    counters: Counters = field(default_factory=Counters)
 
 
 Shortcut = Callable[
@@ -262,11 +265,13 @@ class Plugin:
     def shortcut(self) -> Shortcut | None:
         """A quicker form of this plugin's ``authenticate`` phase for the common case, if it has one.
 
-        When a route's pipeline is this plugin alone, with only an ``authenticate`` phase, and the decision
-        log is off, the gateway calls ``shortcut(facts, consumers)`` instead of running the phases: it
-        returns ``(consumer, credential, hide_credentials)`` for a plainly authenticated request, a
+        When this plugin is the only one of a route's pipeline taking part before authentication (in its
+        ``authenticate`` phase only), and the decision log is off, the gateway calls
+        ``shortcut(facts, consumers)`` instead of running that phase: it returns
+        ``(consumer, credential, hide_credentials)`` for a plainly authenticated request (the ``access``
+        and ``response`` phases of the other plugins then run as usual), a
         :class:`~consumer_auth.Reject` it is sure of, or ``None`` (having changed nothing and verified
-        nothing) to run the phases after all. It must decide exactly as the phases would.
+        nothing) to run the phases after all. It must decide exactly as the phase would.
         """
         return None
 
