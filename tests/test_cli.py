@@ -523,10 +523,10 @@ def test_serve_reports_a_busy_port_on_one_line(tmp_path: Path, upstream: Upstrea
 def test_serve_without_the_server_extra_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "httptools", None)  # as if it were not installed
     path = guide_config(tmp_path, "http://127.0.0.1:9001")
     assert cli.main(["serve", "--config", str(path)]) == 1
     assert capsys.readouterr().err == (
-        "consumer-auth: error: this command needs uvicorn: pip install 'consumer-auth[server]'\n"
+        "consumer-auth: error: this command needs httptools: pip install 'consumer-auth[server]'\n"
     )
     assert cli.main(["demo"]) == 1
