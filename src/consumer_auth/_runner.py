@@ -277,7 +277,7 @@ class TrustForwarded:
                 headers = scope["headers"]
                 forwarded = tuple(v.decode("latin-1") for n, v in headers if n == b"x-forwarded-for")
                 proto = [v.decode("latin-1") for n, v in headers if n == b"x-forwarded-proto"]
-                scope = dict(scope)
+                # In place, as the server's access log reads the scope it made.
                 found = self.trusted.client(client[0], forwarded)
                 if found is not None and found != client[0]:
                     scope["client"] = (found, 0)
