@@ -1,0 +1,173 @@
+"""Server fronts: the project's own asyncio front on httptools vs uvicorn and granian, and ``serve`` before
+and after a change.
+
+Two comparisons, each measured interleaved round by round with ``wrk -t1 -c32`` (one worker process per
+server, keep-alive connections):
+
+- bare fronts serving a trivial ASGI app that answers ``ok``: the project's front
+  (``consumer_auth._runner``, uvloop), uvicorn (``--http httptools --loop uvloop``) and granian
+  (``--interface asgi --loop uvloop``), when each is installed (granian is not a dependency:
+  ``pip install granian`` to include it);
+- ``consumer-auth serve`` with a clear-text credential in front of a one-worker nginx answering ``ok``:
+  this tree against the tree of a git ref (``--before REF``, default ``main``), extracted with
+  ``git archive`` and run by the same interpreter (its own dependencies must be installed).
+
+Run: ``.venv/bin/python benchmarks/front.py [--before REF] [--seconds 5] [--rounds 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import interleaved, machine, median
+from proxy import AUTHORIZATION, NGINX, PASSWORD, UPSTREAM_BODY, ensure_tools, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+OK_APP = Path(__file__).resolve().parent / "_ok_app.py"
+
+
+def wrk(port: int, seconds: int, authorization: str | None = None) -> float:
+    """Requests per second over ``seconds`` with one thread and 32 connections; all must be 200."""
+    command = ["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
+    if authorization is not None:
+        command[1:1] = ["-H", f"Authorization: {authorization}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    if "Non-2xx or 3xx responses" in done.stdout or "Socket errors" in done.stdout:
+        raise RuntimeError(f"wrk saw failed requests on port {port}:\n{done.stdout}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    if found is None:
+        raise RuntimeError(f"unexpected wrk output:\n{done.stdout}")
+    return float(found.group(1))
+
+
+def start(command: list[str], port: int, what: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+    )
+    wait_for(port, process, what)
+    return process
+
+
+def bare_fronts(ports: dict[str, int]) -> dict[str, list[str]]:
+    """The command line of each installed bare front serving the ``ok`` app on its port."""
+    python = sys.executable
+    bench = str(OK_APP.parent)
+    commands = {"own front (httptools, uvloop)": [python, str(OK_APP), str(ports["own"])]}
+    if importlib.util.find_spec("uvicorn") is not None:
+        commands["uvicorn (httptools, uvloop)"] = [
+            python, "-m", "uvicorn", "_ok_app:app", "--app-dir", bench, "--port", str(ports["uvicorn"]),
+            "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    granian = Path(python).with_name("granian")
+    if granian.exists():
+        commands["granian (ASGI, uvloop)"] = [
+            str(granian), "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
+            "--port", str(ports["granian"]), "--log-level", "warning", "--no-ws", "_ok_app:app",
+        ]  # fmt: skip
+    return commands
+
+
+def serve_command(config: Path, port: int) -> list[str]:
+    return [
+        sys.executable, "-c", "import sys; from consumer_auth.cli import main; sys.exit(main())",
+        "serve", "--config", str(config), "--port", str(port), "--workers", "1", "--no-access-log",
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="main", help="git ref of the 'before' serve (default main)")
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    why_not = ensure_tools()
+    if why_not is not None:
+        sys.exit(f"not run: {why_not}")
+    print(machine())
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="consumer-auth-front-") as temp:
+        directory = Path(temp)
+        try:
+            # -- bare fronts ----------------------------------------------------------------------
+            ports = {name: free_port() for name in ("own", "uvicorn", "granian")}
+            commands = bare_fronts(ports)
+            targets = {}
+            for (name, command), port in zip(commands.items(), ports.values(), strict=False):
+                processes.append(start(command, port, name, {"PYTHONPATH": str(OK_APP.parent)}))
+                targets[name] = port
+            for port in targets.values():
+                wrk(port, 1)  # warm up
+            samples = interleaved(
+                {name: (lambda p=port: wrk(p, args.seconds)) for name, port in targets.items()}, args.rounds
+            )
+            print(f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds")
+            own = median(samples["own front (httptools, uvloop)"])
+            for name, values in samples.items():
+                rounds = " · ".join(f"{value:,.0f}" for value in values)
+                print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / own:.2f}× own)")
+            for process in processes:
+                process.terminate()
+                process.wait(10)
+            processes.clear()
+
+            # -- serve before and after -------------------------------------------------------------
+            before_tree = directory / "before"
+            before_tree.mkdir()
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", args.before, "src"], capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(before_tree)], input=archive, check=True)
+            upstream = free_port()
+            nginx_config = directory / "upstream.conf"
+            nginx_config.write_text(
+                NGINX.format(dir=directory, name="upstream", port=upstream, upstream=upstream, body=UPSTREAM_BODY)
+            )
+            processes.append(
+                subprocess.Popen(
+                    ["nginx", "-p", str(directory), "-c", str(nginx_config)], stderr=subprocess.DEVNULL
+                )
+            )
+            wait_for(upstream, processes[-1], "nginx upstream")
+            config = directory / "gateway.json"
+            document = {
+                "consumers": [{"username": "alex", "plugins": {"basic-auth": {"username": "alex", "password": PASSWORD}}}],
+                "services": [{"id": "bench", "upstream": f"http://127.0.0.1:{upstream}"}],
+                "routes": [{"uri": "/*", "service_id": "bench", "plugins": {"basic-auth": {}}}],
+            }  # fmt: skip
+            config.write_text(json.dumps(document))
+            serves = {}
+            for name, tree in ((f"serve, before ({args.before})", before_tree / "src"), ("serve, after", ROOT / "src")):
+                port = free_port()
+                processes.append(start(serve_command(config, port), port, name, {"PYTHONPATH": str(tree)}))
+                serves[name] = port
+            for port in serves.values():
+                wrk(port, 1, AUTHORIZATION)
+            samples = interleaved(
+                {name: (lambda p=port: wrk(p, args.seconds, AUTHORIZATION)) for name, port in serves.items()},
+                args.rounds,
+            )
+            print(f"\nconsumer-auth serve, clear-text credential, nginx upstream: wrk -t1 -c32 -d{args.seconds}s")
+            first = median(next(iter(samples.values())))
+            for name, values in samples.items():
+                rounds = " · ".join(f"{value:,.0f}" for value in values)
+                print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / first:.2f}× before)")
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+if __name__ == "__main__":
+    main()
