@@ -1,14 +1,20 @@
-"""Proxy throughput: ``consumer-auth serve`` vs nginx ``auth_basic`` + ``proxy_pass``, with ``wrk -c32``.
+"""Proxy throughput: ``consumer-auth serve`` vs nginx, Caddy and HAProxy, with ``wrk -c32``.
 
-Both sides run one worker process in front of the same upstream (a one-worker nginx answering ``ok``),
-with keep-alive connections to it. Two pairings, measured interleaved round by round:
+Every front runs one worker process (Caddy with ``GOMAXPROCS=1``, HAProxy with ``nbthread 1``) in front of
+the same upstream (a one-worker nginx answering ``ok``), with keep-alive connections to it, and is measured
+interleaved round by round with the others:
 
-- clear-text credentials on both sides (nginx ``{PLAIN}`` htpasswd line; a ``password`` in our config);
-- hashes on both sides: nginx with a bcrypt htpasswd line (cost 5, what ``htpasswd -B`` writes), and
-  ``consumer-auth`` with an argon2id hash (library defaults) and its verification cache.
+- clear-text credentials: nginx (a ``{PLAIN}`` htpasswd line), HAProxy (``http-request auth`` with an
+  ``insecure-password`` userlist) and ``consumer-auth serve`` (a ``password`` in its config);
+- hashes: nginx with a bcrypt htpasswd line (cost 5, what ``htpasswd -B`` writes), Caddy's ``basic_auth``
+  with the same bcrypt hash, and ``consumer-auth serve`` with an argon2id hash (library defaults) and its
+  verification cache;
+- ``consumer-auth serve --workers 2`` with clear text, to show how it scales on the machine's cores (which
+  it shares with wrk and the upstream).
 
-nginx and wrk come from Debian's packages; the script installs them with apt-get when they are missing
-(as root), and skips this benchmark with a note otherwise.
+nginx and wrk come from Debian's packages, as do Caddy and HAProxy; the script installs them with apt-get
+when they are missing (as root). Without nginx or wrk it skips the benchmark with a note; without Caddy or
+HAProxy, just their rows.
 """
 
 from __future__ import annotations
@@ -33,9 +39,9 @@ PASSWORD = "123456"
 AUTHORIZATION = "Basic " + base64.b64encode(f"alex:{PASSWORD}".encode()).decode()
 
 
-def ensure_tools() -> str | None:
-    """Install nginx and wrk from Debian's packages when missing; say why not when impossible."""
-    missing = [name for name in ("nginx", "wrk") if shutil.which(name) is None]
+def install(names: list[str]) -> str | None:
+    """Install Debian packages that are missing; say why not when impossible."""
+    missing = [name for name in names if shutil.which(name) is None]
     if not missing:
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -45,9 +51,14 @@ def ensure_tools() -> str | None:
     done = subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=False, env=environment
     )
-    if done.returncode != 0:
+    if done.returncode != 0 or any(shutil.which(name) is None for name in missing):
         return f"apt-get could not install {', '.join(missing)}"
     return None
+
+
+def ensure_tools() -> str | None:
+    """Install nginx and wrk when missing; say why not when impossible."""
+    return install(["nginx", "wrk"])
 
 
 def free_port() -> int:
@@ -108,8 +119,95 @@ def nginx(directory: Path, name: str, port: int, upstream: int, body: str) -> su
     return process
 
 
+def caddy(directory: Path, port: int, upstream: int, bcrypt_hash: str) -> subprocess.Popen[bytes]:
+    """Caddy's ``basic_auth`` (bcrypt, as Caddy stores it: base64 of the hash) + ``reverse_proxy``, on one
+    OS thread for Go code (``GOMAXPROCS=1``), its admin endpoint off. JSON config, so every Caddy 2 reads it."""
+    password = base64.b64encode(bcrypt_hash.encode()).decode()
+    document = {
+        "admin": {"disabled": True},
+        "logging": {"logs": {"default": {"level": "ERROR"}}},
+        "apps": {
+            "http": {
+                "servers": {
+                    "bench": {
+                        "listen": [f"127.0.0.1:{port}"],
+                        "automatic_https": {"disable": True},
+                        "routes": [
+                            {
+                                "handle": [
+                                    {
+                                        "handler": "authentication",
+                                        "providers": {
+                                            "http_basic": {
+                                                "hash": {"algorithm": "bcrypt"},
+                                                "accounts": [{"username": "alex", "password": password}],
+                                            }
+                                        },
+                                    },
+                                    {
+                                        "handler": "reverse_proxy",
+                                        "upstreams": [{"dial": f"127.0.0.1:{upstream}"}],
+                                    },
+                                ]
+                            }
+                        ],
+                    }
+                }
+            }
+        },
+    }
+    config = directory / "caddy.json"
+    config.write_text(json.dumps(document))
+    environment = {
+        **os.environ,
+        "GOMAXPROCS": "1",
+        "XDG_DATA_HOME": str(directory),
+        "XDG_CONFIG_HOME": str(directory),
+    }
+    process = subprocess.Popen(
+        ["caddy", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+    )
+    wait_for(port, process, "caddy")
+    return process
+
+
+HAPROXY = """\
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+userlist bench
+    user alex insecure-password {password}
+frontend front
+    bind 127.0.0.1:{port}
+    http-request auth realm bench unless {{ http_auth(bench) }}
+    default_backend upstream
+backend upstream
+    http-reuse always
+    server upstream 127.0.0.1:{upstream}
+"""
+
+
+def haproxy(directory: Path, port: int, upstream: int) -> subprocess.Popen[bytes]:
+    """HAProxy's ``http-request auth`` with an ``insecure-password`` userlist, one thread."""
+    config = directory / "haproxy.cfg"
+    config.write_text(HAPROXY.format(password=PASSWORD, port=port, upstream=upstream))
+    process = subprocess.Popen(
+        ["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(port, process, "haproxy")
+    return process
+
+
 def consumer_auth(
-    directory: Path, name: str, port: int, upstream: int, consumer: dict[str, str]
+    directory: Path, name: str, port: int, upstream: int, consumer: dict[str, str], workers: int = 1
 ) -> subprocess.Popen[bytes]:
     config = directory / f"{name}.json"
     document = {
@@ -120,7 +218,7 @@ def consumer_auth(
     config.write_text(json.dumps(document))
     command = [
         str(Path(sys.executable).with_name("consumer-auth")), "serve", "--config", str(config),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--no-access-log",  # as nginx runs with access_log off
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -153,10 +251,11 @@ def serve_available() -> bool:
 def run(quick: bool = False) -> Result:
     seconds, rounds = (3, 2) if quick else (10, 3)
     result = Result(
-        "Proxy throughput against nginx",
+        "Proxy throughput against nginx, Caddy and HAProxy",
         f"`wrk -t2 -c32 -d{seconds}s` with valid credentials, {rounds} interleaved rounds, medians; one worker "
-        "process on each side; the same one-worker nginx upstream answering `ok`.",
-        header=["credentials", "nginx (req/s)", "consumer-auth serve (req/s)", "consumer-auth / nginx"],
+        "process (or thread) on each side unless the row says otherwise; the same one-worker nginx upstream "
+        f"answering `ok`; {os.cpu_count()} CPUs shared by wrk, the front and the upstream.",
+        header=["front", "credentials", "requests/s", "consumer-auth serve / this front"],
     )
     why_not = ensure_tools()
     if why_not is None and not serve_available():
@@ -166,18 +265,21 @@ def run(quick: bool = False) -> Result:
         return result
     import bcrypt
 
+    anchors = {"caddy": install(["caddy"]), "haproxy": install(["haproxy"])}
+    for name, missing in anchors.items():
+        if missing is not None:
+            result.notes.append(f"The {name} row not run: {missing}.")
     processes: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="consumer-auth-bench-") as temp:
         directory = Path(temp)
         os.chmod(directory, 0o755)  # noqa: S103 - nginx workers (user nobody) read the htpasswd files
         plain_file, bcrypt_file = directory / "plain.htpasswd", directory / "bcrypt.htpasswd"
         plain_file.write_text(f"alex:{{PLAIN}}{PASSWORD}\n")
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode().replace("$2b$", "$2y$", 1)
-        bcrypt_file.write_text(f"alex:{hashed}\n")
-        ports = {
-            name: free_port()
-            for name in ("upstream", "nginx-plain", "nginx-bcrypt", "ours-plain", "ours-argon2")
-        }
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(5)).decode()
+        bcrypt_file.write_text(f"alex:{hashed.replace('$2b$', '$2y$', 1)}\n")
+        fronts = ["nginx-plain", "nginx-bcrypt", "ours-plain", "ours-argon2", "ours-plain-2"]
+        fronts += [name for name in ("caddy", "haproxy") if anchors[name] is None]
+        ports = {name: free_port() for name in ("upstream", *fronts)}
         try:
             up = ports["upstream"]
             processes.append(nginx(directory, "upstream", up, up, UPSTREAM_BODY))
@@ -195,17 +297,18 @@ def run(quick: bool = False) -> Result:
                     directory, "argon2", ports["ours-argon2"], up, {"password_hash": hash_password(PASSWORD)}
                 )
             )
-            for name in ports:
-                if name != "upstream":
-                    wrk(ports[name], 1)  # warm up: connections, and the argon2id verification cache
-            samples = interleaved(
-                {
-                    name: (lambda p=port: wrk(p, seconds))
-                    for name, port in ports.items()
-                    if name != "upstream"
-                },
-                rounds,
+            processes.append(
+                consumer_auth(
+                    directory, "plain-2", ports["ours-plain-2"], up, {"password": PASSWORD}, workers=2
+                )
             )
+            if "caddy" in ports:
+                processes.append(caddy(directory, ports["caddy"], up, hashed))
+            if "haproxy" in ports:
+                processes.append(haproxy(directory, ports["haproxy"], up))
+            for name in fronts:
+                wrk(ports[name], 1)  # warm up: connections, and the argon2id verification cache
+            samples = interleaved({name: (lambda p=ports[name]: wrk(p, seconds)) for name in fronts}, rounds)
         finally:
             for process in processes:
                 process.terminate()
@@ -215,22 +318,29 @@ def run(quick: bool = False) -> Result:
                 except subprocess.TimeoutExpired:
                     process.kill()
     rates = {name: median(values) for name, values in samples.items()}
-    plain_ratio = rates["ours-plain"] / rates["nginx-plain"]
-    hashed_ratio = rates["ours-argon2"] / rates["nginx-bcrypt"]
-    result.table.append(
-        ["clear text", f"{rates['nginx-plain']:,.0f}", f"{rates['ours-plain']:,.0f}", f"{plain_ratio:.2f}×"]
-    )
-    result.table.append(
-        [
-            "hashed (nginx bcrypt cost 5 / argon2id, warm cache)",
-            f"{rates['nginx-bcrypt']:,.0f}",
-            f"{rates['ours-argon2']:,.0f}",
-            f"{hashed_ratio:.2f}×",
-        ]
+    plain, argon2 = rates["ours-plain"], rates["ours-argon2"]
+    rows = [
+        ("nginx `auth_basic` + `proxy_pass`", "clear text (`{PLAIN}`)", "nginx-plain", plain),
+        ("HAProxy `http-request auth`", "clear text (`insecure-password`)", "haproxy", plain),
+        ("nginx `auth_basic` + `proxy_pass`", "bcrypt cost 5", "nginx-bcrypt", argon2),
+        ("Caddy `basic_auth` + `reverse_proxy`", "bcrypt cost 5", "caddy", argon2),
+        ("`consumer-auth serve`", "clear text", "ours-plain", plain),
+        ("`consumer-auth serve`", "argon2id, warm verification cache", "ours-argon2", argon2),
+        ("`consumer-auth serve --workers 2`", "clear text", "ours-plain-2", plain),
+    ]
+    for front, credentials, name, ours in rows:
+        if name not in rates:
+            continue
+        ratio = "" if name.startswith("ours") else f"{ours / rates[name]:.2f}×"
+        result.table.append([front, credentials, f"{rates[name]:,.0f}", ratio])
+    scaling = rates["ours-plain-2"] / plain
+    result.notes.append(
+        f"`--workers 2` vs `--workers 1` (clear text): {scaling:.2f}× on {os.cpu_count()} CPUs, which wrk "
+        "(two threads) and the upstream share with the gateway's workers."
     )
     result.targets += [
-        Target("proxy, clear text, vs nginx", plain_ratio, 0.25, ">="),
-        Target("proxy, argon2id vs nginx bcrypt", hashed_ratio, 10, ">="),
+        Target("proxy, clear text, vs nginx", plain / rates["nginx-plain"], 0.35, ">="),
+        Target("proxy, argon2id vs nginx bcrypt", argon2 / rates["nginx-bcrypt"], 15, ">="),
     ]
     return result
 

@@ -43,7 +43,8 @@ def markdown(results: list[Result], command: str, started: str, took: float) -> 
         f"- Command: `{command}`",
         f"- Run: {started} UTC, {took / 60:.1f} minutes",
         f"- Machine: {machine()}",
-        f"- Tools: {tool_version(['nginx', '-v'])}; {tool_version(['wrk', '-v'])}",
+        f"- Tools: {tool_version(['nginx', '-v'])}; {tool_version(['wrk', '-v'])}; "
+        f"Caddy {tool_version(['caddy', 'version'])}; {tool_version(['haproxy', '-v'])}",
         "",
         "## Targets",
         "",
@@ -65,7 +66,8 @@ def markdown(results: list[Result], command: str, started: str, took: float) -> 
         "",
         "- *Overhead* is the time a protected request takes minus the same request to the unprotected app,",
         "  per round, then the median over rounds; the ratios compare overheads, not whole requests.",
-        "- The scripts are in `benchmarks/` and use only plain Python timers, `wrk` and Debian's nginx.",
+        "- The scripts are in `benchmarks/` and use only plain Python timers, `wrk` and Debian's nginx, Caddy",
+        "  and HAProxy.",
         "- The verification cache and the bounded verification pool these numbers depend on are described in",
         "  [passwords.md](passwords.md).",
     ]

@@ -36,13 +36,16 @@ def _gateway(brute_force: bool) -> Gateway:
     )
 
 
-def _redis_store() -> RedisFailureStore | None:
+def _redis_store() -> RedisFailureStore | str:
+    """A store on a fresh key prefix of the Redis on 127.0.0.1:6379, or why the Redis row cannot run."""
     try:
         import redis
-
+    except ImportError:
+        return "the `redis` package is not installed (it comes with `pip install -e '.[bench]'`)"
+    try:
         redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1).ping()
-    except Exception:  # noqa: BLE001 - any failure means the Redis row is not run
-        return None
+    except redis.RedisError as error:
+        return f"no Redis answered on 127.0.0.1:6379 ({type(error).__name__})"
     return RedisFailureStore(key_prefix=f"bench-{uuid.uuid4().hex}:")
 
 
@@ -67,14 +70,14 @@ def run(quick: bool = False) -> Result:
         "decision log on": logged,
     }
     store = _redis_store()
-    if store is not None:
+    if not isinstance(store, str):
         shared = _gateway(True)
         shared.brute_force_store = store
         variants["brute-force, Redis store"] = lambda: per_call(lambda: shared.decide_now(FACTS), calls // 10)
     for gateway in (plain, limited):
         assert not isinstance(gateway.decide_now(FACTS), Reject)
     samples = interleaved(variants, 5 if quick else 15)
-    if store is not None:
+    if not isinstance(store, str):
         store.close()
     medians = {name: median(values) for name, values in samples.items()}
     result = Result(
@@ -85,8 +88,8 @@ def run(quick: bool = False) -> Result:
     )
     for name, value in medians.items():
         result.table.append([name, us(value), f"{value / medians['plain']:.2f}×"])
-    if store is None:
-        result.notes.append("Redis row not run: no Redis on 127.0.0.1:6379.")
+    if isinstance(store, str):
+        result.notes.append(f"Redis row not run: {store}.")
     return result
 
 

@@ -66,16 +66,18 @@ def _decisions_per_second(gateway: Gateway, seconds: float) -> float:
 POSTGRES = os.environ.get("CONSUMER_AUTH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _propagation(rounds: int) -> list[float] | None:
+def _propagation(rounds: int) -> list[float] | str:
     """Seconds from each password change written to PostgreSQL to a gateway following the store honouring
-    it; ``None`` without a PostgreSQL to measure on."""
+    it; without a PostgreSQL to measure on, why not."""
     try:
         import psycopg
-
+    except ImportError:
+        return "the `psycopg` package is not installed (it comes with `pip install -e '.[bench]'`)"
+    try:
         with psycopg.connect(POSTGRES, connect_timeout=3):
             pass
-    except Exception:  # noqa: BLE001 - any failure to connect means "nothing to measure on"
-        return None
+    except psycopg.Error as error:
+        return f"no PostgreSQL answered at {POSTGRES} ({type(error).__name__})"
     schema = f"consumer_auth_bench_{uuid.uuid4().hex[:12]}"
     hasher = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     store = SQLStore(f"{POSTGRES}?schema={schema}")
@@ -203,8 +205,8 @@ def run(quick: bool = False) -> Result:
         f"{writes} writes during the busy rounds; at the end the gateway served revision {applied} of {latest}."
     )
     delays = _propagation(5 if quick else 20)
-    if delays is None:
-        result.notes.append(f"PostgreSQL propagation not measured: no PostgreSQL answered at {POSTGRES}.")
+    if isinstance(delays, str):
+        result.notes.append(f"PostgreSQL propagation not measured: {delays}.")
     else:
         result.table += [
             [

@@ -396,9 +396,10 @@ _UVICORN_PORT = re.compile(r"running on https?://[^ ]+:(\d+)")
 class Process:
     """A server in a subprocess: its output collected line by line, stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen(
             args,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -171,12 +171,26 @@ def wsgi_call(app: Any, method: str, path: str, headers: Headers) -> Reply:
     return reply
 
 
+ABSENT: Any = object()
+"""A ``scope_changes`` value of :func:`call_asgi` that removes the key from the scope."""
+
+
 async def call_asgi(
-    app: Any, method: str, path: str, headers: Headers, body: bytes = b"", root_path: str = ""
+    app: Any,
+    method: str,
+    path: str,
+    headers: Headers,
+    body: bytes = b"",
+    root_path: str = "",
+    scope_changes: Mapping[str, Any] | None = None,
 ) -> Reply:
-    """Drive an ASGI app with one HTTP request, exactly as given (no client-side path clean-up)."""
+    """Drive an ASGI app with one HTTP request, exactly as given (no client-side path clean-up).
+
+    ``scope_changes`` replaces scope keys (a value of :data:`ABSENT` removes the key), to give the scope
+    the shape a particular server gives it.
+    """
     base, query = _split(path)
-    scope = {
+    scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
@@ -190,6 +204,11 @@ async def call_asgi(
         "client": ("127.0.0.1", 50000),
         "server": ("localhost", 80),
     }
+    for key, value in (scope_changes or {}).items():
+        if value is ABSENT:
+            del scope[key]
+        else:
+            scope[key] = value
     sent: list[dict[str, Any]] = []
     requested = False
 

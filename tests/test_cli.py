@@ -95,6 +95,8 @@ def test_serve_answers_the_guide_and_logs_one_line_per_request(
     lines = [process.wait_for(rf"GET /v1/json\" {status} ", process.stdout) for _, status, _, _ in GUIDE]
     assert len(lines) == 4
     process.wait_for(r"route=json consumer=alex upstream=127\.0\.0\.1:\d+$", process.stdout)
+    # A rejection on a matched route names the route too (no consumer, no upstream).
+    process.wait_for(r'"GET /v1/json" 401 .* route=json consumer=- upstream=-$', process.stdout)
     assert process.terminate() == 0
     assert len([line for line in process.stdout if '"GET /v1/json"' in line]) == 4
     logged = "\n".join(process.stdout + process.stderr)

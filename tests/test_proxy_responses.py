@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -266,3 +267,27 @@ def test_configured_value_with_a_line_break_never_reaches_the_upstream(
     assert messages == [
         f"invalid header value for the upstream (upstream {upstream.authority}, route all, ValueError)"
     ]
+
+
+def test_access_log_names_the_route_of_a_rejection(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    upstream = start_upstream(raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), "access-log")
+    port = serve(kind, upstream.url)
+    with caplog.at_level(logging.INFO, logger="consumer_auth.access"):
+        assert request(port, "GET", "/a", [("Authorization", basic("alex", "wrong"))]).status == 401
+        assert request(port, "GET", "/a", [ALEX]).status == 200
+        lines = _access_lines(caplog, 2)
+    assert len(lines) == 2, lines
+    assert lines[0].startswith('127.0.0.1 "GET /a" 401 '), lines[0]
+    assert lines[0].endswith(" route=all consumer=- upstream=-"), lines[0]
+    assert " route=all consumer=alex upstream=127.0.0.1:" in lines[1], lines[1]
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The access-log lines so far, waiting (up to 10 s) until there are ``count``: the WSGI proxy
+    writes a forwarded request's line when the server closes its response, after the client has it."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [record.getMessage() for record in caplog.records if record.name == "consumer_auth.access"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)

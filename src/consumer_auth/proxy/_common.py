@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from consumer_auth.errors import ConfigError
-from consumer_auth.sansio.decision import Allow, Decision
+from consumer_auth.sansio.decision import Allow, Decision, RequestFacts
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 if TYPE_CHECKING:
@@ -116,27 +116,56 @@ def log_fault(what: str, decision: Allow, node: UpstreamNode | None, error: Base
 class Exchange:
     """What the access log says about one request; filled in as the request goes."""
 
-    __slots__ = ("decision", "method", "node", "path", "peer", "sent", "started", "status")
+    __slots__ = (
+        "decision",
+        "facts",
+        "gateway",
+        "method",
+        "node",
+        "path",
+        "peer",
+        "sent",
+        "started",
+        "status",
+    )
 
-    def __init__(self, peer: str | None, method: str, path: str | bytes) -> None:
+    def __init__(
+        self, peer: str | None, method: str, path: str | bytes, gateway: Gateway | None = None
+    ) -> None:
         self.started = time.perf_counter()
         self.peer = peer
         self.method = method
         self.path = path
+        self.gateway = gateway
         self.status = 0
         self.sent = 0
+        self.facts: RequestFacts | None = None
         self.decision: Decision | None = None
         self.node: UpstreamNode | None = None
+
+    def _route(self) -> str | None:
+        """The id of the route the request was decided on (``None`` when unmatched or unnamed).
+
+        An :class:`Allow` names it; a rejection does not carry one (rejections are shared constants),
+        so the route is looked up again here, only when the line is written.
+        """
+        decision = self.decision
+        if isinstance(decision, Allow):
+            return decision.route.id if decision.route is not None else None
+        if decision is None or self.facts is None or self.gateway is None:
+            return None
+        route = self.gateway.match(self.facts)
+        return route.id if route is not None else None
 
     def log(self) -> None:
         """Write the access-log line (when INFO is enabled for ``consumer_auth.access``)."""
         if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
             return
         decision = self.decision
-        route = consumer = None
-        if isinstance(decision, Allow):
-            route = decision.route.id if decision.route is not None else None
-            consumer = decision.consumer.username if decision.consumer is not None else None
+        consumer = None
+        if isinstance(decision, Allow) and decision.consumer is not None:
+            consumer = decision.consumer.username
+        route = self._route()
         path = self.path if isinstance(self.path, str) else self.path.decode("ascii", "backslashreplace")
         ACCESS_LOGGER.info(
             '%s "%s %s" %d %d %.1fms route=%s consumer=%s upstream=%s',

@@ -39,6 +39,7 @@ __all__ = [
     "forward_target",
     "names_framing",
     "node_authority",
+    "port_number",
     "response_headers",
     "upstream_request",
 ]
@@ -187,6 +188,24 @@ def node_authority(upstream: Upstream, node: UpstreamNode) -> str:
     if node.port == _DEFAULT_PORTS.get(upstream.scheme):
         return node.host
     return node.authority
+
+
+def port_number(value: object) -> int | None:
+    """A server's port as the server tells it, or ``None`` when it tells none that is usable.
+
+    ASGI servers disagree on the type of ``scope["server"][1]``: uvicorn, hypercorn and daphne give an
+    ``int``, granian a ``str``, and a server on a unix socket gives ``None``; WSGI's ``SERVER_PORT`` is a
+    ``str``. A port out of 1-65535 or not made of ASCII digits (``"80a"``, ``""``) reads as ``None``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | bytes):
+        if not (value.isascii() and value.isdigit()):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 < value < 65536:
+        return value
+    return None
 
 
 def _listed(value: bytes, into: set[bytes] | None) -> set[bytes] | None:

@@ -43,6 +43,7 @@ from ._plan import (
     TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
+    port_number,
     response_headers,
     upstream_request,
 )
@@ -95,7 +96,7 @@ def _client(scope: HTTPScope) -> ClientRequest:
         headers=headers if isinstance(headers, list | tuple) else list(headers),
         scheme=_HTTP_SCHEMES.get(scheme, scheme),
         peer=client[0] if client else None,
-        server_port=server[1] if server else None,
+        server_port=port_number(server[1]) if server else None,
         # With a root_path, servers disagree on whether raw_path includes it: use the decoded path then.
         raw_path=None if scope.get("root_path") else scope.get("raw_path"),
         query=scope.get("query_string", b""),
@@ -332,6 +333,7 @@ class ASGIProxy:
             client[0] if client else None,
             str(scope.get("method", "GET")),
             scope.get("raw_path") or scope["path"],
+            self.gateway,
         )
         try:
             await self._handle(scope, receive, send, exchange)
@@ -365,6 +367,7 @@ class ASGIProxy:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable, exchange: Exchange
     ) -> None:
         facts = facts_from_scope(scope)  # type: ignore[arg-type]
+        exchange.facts = facts
         decision = self.gateway.decide(facts)
         if isinstance(decision, Pending):
             decision = await resolve(decision, self.pool)

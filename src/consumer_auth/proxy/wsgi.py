@@ -39,6 +39,7 @@ from ._plan import (
     TOO_LARGE,
     ClientRequest,
     UpstreamRequest,
+    port_number,
     response_headers,
     upstream_request,
 )
@@ -102,12 +103,11 @@ def _client(environ: WSGIEnvironment) -> ClientRequest:
     uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if uri and not environ.get("SCRIPT_NAME"):  # a mount point would make the raw path ambiguous
         raw_path = uri.partition("?")[0].encode("latin-1")
-    port = environ.get("SERVER_PORT")
     return ClientRequest(
         headers=headers,
         scheme=environ.get("wsgi.url_scheme", "http"),
         peer=environ.get("REMOTE_ADDR") or None,
-        server_port=int(port) if port and port.isdigit() else None,
+        server_port=port_number(environ.get("SERVER_PORT")),
         raw_path=raw_path,
         query=environ.get("QUERY_STRING", "").encode("latin-1"),
     )
@@ -311,6 +311,7 @@ class WSGIProxy:
             environ.get("REMOTE_ADDR"),
             environ.get("REQUEST_METHOD", "GET"),
             raw.partition("?")[0].encode("latin-1", "replace").decode("ascii", "backslashreplace"),
+            self.gateway,
         )
         try:
             result = self._handle(environ, start_response, exchange)
@@ -335,6 +336,7 @@ class WSGIProxy:
         self, environ: WSGIEnvironment, start_response: StartResponse, exchange: Exchange
     ) -> Iterable[bytes]:
         facts = facts_from_environ(environ)
+        exchange.facts = facts
         decision = self.gateway.decide_now(facts)
         exchange.decision = decision
         if isinstance(decision, Reject):
