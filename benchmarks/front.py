@@ -48,7 +48,9 @@ def wrk(port: int, seconds: int, authorization: str | None = None) -> float:
     return float(found.group(1))
 
 
-def start(command: list[str], port: int, what: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], port: int, what: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}
     )
@@ -108,7 +110,9 @@ def main() -> None:
             samples = interleaved(
                 {name: (lambda p=port: wrk(p, args.seconds)) for name, port in targets.items()}, args.rounds
             )
-            print(f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds")
+            print(
+                f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
+            )
             own = median(samples["own front (httptools, uvloop)"])
             for name, values in samples.items():
                 rounds = " · ".join(f"{value:,.0f}" for value in values)
@@ -128,7 +132,9 @@ def main() -> None:
             upstream = free_port()
             nginx_config = directory / "upstream.conf"
             nginx_config.write_text(
-                NGINX.format(dir=directory, name="upstream", port=upstream, upstream=upstream, body=UPSTREAM_BODY)
+                NGINX.format(
+                    dir=directory, name="upstream", port=upstream, upstream=upstream, body=UPSTREAM_BODY
+                )
             )
             processes.append(
                 subprocess.Popen(
@@ -144,7 +150,10 @@ def main() -> None:
             }  # fmt: skip
             config.write_text(json.dumps(document))
             serves = {}
-            for name, tree in ((f"serve, before ({args.before})", before_tree / "src"), ("serve, after", ROOT / "src")):
+            for name, tree in (
+                (f"serve, before ({args.before})", before_tree / "src"),
+                ("serve, after", ROOT / "src"),
+            ):
                 port = free_port()
                 processes.append(start(serve_command(config, port), port, name, {"PYTHONPATH": str(tree)}))
                 serves[name] = port
@@ -154,11 +163,15 @@ def main() -> None:
                 {name: (lambda p=port: wrk(p, args.seconds, AUTHORIZATION)) for name, port in serves.items()},
                 args.rounds,
             )
-            print(f"\nconsumer-auth serve, clear-text credential, nginx upstream: wrk -t1 -c32 -d{args.seconds}s")
+            print(
+                f"\nconsumer-auth serve, clear-text credential, nginx upstream: wrk -t1 -c32 -d{args.seconds}s"
+            )
             first = median(next(iter(samples.values())))
             for name, values in samples.items():
                 rounds = " · ".join(f"{value:,.0f}" for value in values)
-                print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / first:.2f}× before)")
+                print(
+                    f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / first:.2f}× before)"
+                )
         finally:
             for process in processes:
                 process.terminate()

@@ -38,7 +38,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -145,9 +145,9 @@ class ServerState:
         limit = self.limits.max_connections
         return len(self.connections) >= limit or len(self.tasks) >= limit
 
-    def start(self, coroutine: Awaitable[None]) -> asyncio.Task[None]:
+    def start(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run one request's app as a task counted in :attr:`tasks`."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
@@ -377,6 +377,11 @@ class HttpProtocol(asyncio.Protocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._first_byte_timer: asyncio.TimerHandle | None = None
         self._keep_alive_timer: asyncio.TimerHandle | None = None
+        # Timers are re-armed lazily: a timer that fires early for its deadline sets itself again for
+        # what is left, so that a request costs no timer at all when it comes in one read.
+        self._began = False  # a request head has begun and not completed
+        self._body_seen = 0.0  # when the last body bytes arrived
+        self._idle_since: float | None = None  # when the last response ended, while nothing has come
         self._subject: str | None = None  # counted against the per-client cap while set
 
     # -- connection ------------------------------------------------------------------------------
@@ -451,17 +456,14 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused or self._no_more:
             return
-        if self._keep_alive_timer is not None:
-            self._keep_alive_timer.cancel()
-            self._keep_alive_timer = None
+        self._idle_since = None
         if self._first_byte_timer is not None:
             self._first_byte_timer.cancel()
             self._first_byte_timer = None
         if self._in_head:
-            self._arm_head_timer()
             self._head_bytes += len(data)
         elif self._in_body:
-            self._arm_body_timer()
+            self._body_seen = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -471,8 +473,14 @@ class HttpProtocol(asyncio.Protocol):
             refusal = self._refusal or (400, "invalid HTTP request")
             self._refuse(*refusal)
             return
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            self._refuse(431, f"request head over {self.limits.max_header_bytes} bytes")
+        if self._in_head:
+            if self._began:  # a head is incomplete: it has header_timeout from its first byte
+                self._arm_head_timer()
+                if self._head_bytes > self.limits.max_header_bytes:
+                    self._refuse(431, f"request head over {self.limits.max_header_bytes} bytes")
+        elif self._in_body and self._body_timer is None:
+            self._body_seen = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -544,6 +552,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- parser callbacks --------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._began = True
         self.url = b""
         self.headers = []
         self._expect = False
@@ -640,8 +649,6 @@ class HttpProtocol(asyncio.Protocol):
             self.pause_reading()
             self.pipeline.append(cycle)
             cycle.scope["consumer_auth.server.app"] = app
-        if self._in_body:
-            self._arm_body_timer()
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -653,9 +660,10 @@ class HttpProtocol(asyncio.Protocol):
         cycle.event.set()
 
     def on_message_complete(self) -> None:
-        self._in_body = False
-        self._cancel(self._body_timer)
-        self._body_timer = None
+        self._began = self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         # The next bytes on this connection start a new request head.
         self._in_head = True
         self._head_bytes = self._head_size = self._headers_seen = 0
@@ -664,6 +672,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         cycle.more_body = False
         cycle.event.set()
+        if cycle.response_complete and cycle is self.current and not self.pipeline and cycle.keep_alive:
+            self._idle()  # answered before its body was read; the body is read now, the next may come
 
     # -- responses, keep-alive, pipelining ---------------------------------------------------------
 
@@ -692,13 +702,24 @@ class HttpProtocol(asyncio.Protocol):
             app = following.scope.pop("consumer_auth.server.app", self.state.app)
             self.state.start(following.run(app))
         else:
+            self._idle()
+
+    def _idle(self) -> None:
+        """The connection waits for a further request: it closes after ``keep_alive_timeout``."""
+        self._idle_since = self.loop.time()
+        if self._keep_alive_timer is None:
             self._keep_alive_timer = self.loop.call_later(
                 self.limits.keep_alive_timeout, self._keep_alive_over
             )
 
     def _keep_alive_over(self) -> None:
         self._keep_alive_timer = None
-        if self.transport is not None and not self.transport.is_closing() and self._head_bytes == 0:
+        if self._idle_since is None or self.closing():
+            return  # a request came meanwhile: its response's end arms the timer again
+        left = self._idle_since + self.limits.keep_alive_timeout - self.loop.time()
+        if left > 0.001:
+            self._keep_alive_timer = self.loop.call_later(left, self._keep_alive_over)
+        elif self.transport is not None:
             self.transport.close()
 
     def _upgraded(self, trailing: bytes) -> None:
@@ -814,16 +835,17 @@ class HttpProtocol(asyncio.Protocol):
         if self._head_bytes == 0 and self.current is None and not self.closing():
             self._drop("no byte within the first-byte timeout")
 
-    def _arm_body_timer(self) -> None:
-        self._cancel(self._body_timer)
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
-
     def _body_timed_out(self) -> None:
         self._body_timer = None
         if not self._in_body or self.closing():
             return
+        timeout = self.limits.body_timeout
         if self.read_paused:  # we stopped reading (the app is slow), not the client
-            self._arm_body_timer()
+            self._body_timer = self.loop.call_later(timeout, self._body_timed_out)
+            return
+        left = self._body_seen + timeout - self.loop.time()
+        if left > 0.001:
+            self._body_timer = self.loop.call_later(left, self._body_timed_out)
             return
         self._refuse(408, "request body stalled")
 
