@@ -58,21 +58,23 @@ def start(
     return process
 
 
-def bare_fronts(ports: dict[str, int]) -> dict[str, list[str]]:
-    """The command line of each installed bare front serving the ``ok`` app on its port."""
+def bare_fronts(ports: dict[str, int], app: str = "_ok_app:app") -> dict[str, list[str]]:
+    """The command line of each installed front in ``ports`` serving ``app`` (the ``ok`` app) there."""
     python = sys.executable
     bench = str(OK_APP.parent)
-    commands = {"own front (httptools, uvloop)": [python, str(OK_APP), str(ports["own"])]}
+    commands = {}
+    if "own" in ports:
+        commands["own front (httptools, uvloop)"] = [python, str(OK_APP), str(ports["own"])]
     if importlib.util.find_spec("uvicorn") is not None:
         commands["uvicorn (httptools, uvloop)"] = [
-            python, "-m", "uvicorn", "_ok_app:app", "--app-dir", bench, "--port", str(ports["uvicorn"]),
+            python, "-m", "uvicorn", app, "--app-dir", bench, "--port", str(ports["uvicorn"]),
             "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     granian = Path(python).with_name("granian")
     if granian.exists():
         commands["granian (ASGI, uvloop)"] = [
             str(granian), "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
-            "--port", str(ports["granian"]), "--log-level", "warning", "--no-ws", "_ok_app:app",
+            "--port", str(ports["granian"]), "--log-level", "warning", "--no-ws", app,
         ]  # fmt: skip
     return commands
 
@@ -102,7 +104,8 @@ def main() -> None:
             ports = {name: free_port() for name in ("own", "uvicorn", "granian")}
             commands = bare_fronts(ports)
             targets = {}
-            for (name, command), port in zip(commands.items(), ports.values(), strict=False):
+            for name, command in commands.items():
+                port = ports[name.split()[0]]
                 processes.append(start(command, port, name, {"PYTHONPATH": str(OK_APP.parent)}))
                 targets[name] = port
             for port in targets.values():
@@ -157,6 +160,13 @@ def main() -> None:
                 port = free_port()
                 processes.append(start(serve_command(config, port), port, name, {"PYTHONPATH": str(tree)}))
                 serves[name] = port
+            # The same proxy app on other servers (without serve's limits): what another front would give.
+            others = {name: free_port() for name in ("uvicorn", "granian")}
+            for name, command in bare_fronts(others, "_proxy_app:app").items():
+                port = others[name.split()[0]]
+                env = {"PYTHONPATH": str(OK_APP.parent), "CONSUMER_AUTH_BENCH_CONFIG": str(config)}
+                processes.append(start(command, port, name, env))
+                serves[f"the proxy app on {name}"] = port
             for port in serves.values():
                 wrk(port, 1, AUTHORIZATION)
             samples = interleaved(
