@@ -173,6 +173,7 @@ class _Cycle:
     """One request and its response on an HTTP/1.1 connection, as the app sees them through ASGI."""
 
     __slots__ = (
+        "app",
         "body",
         "chunked",
         "conn",
@@ -204,6 +205,7 @@ class _Cycle:
         self.head: bytes | None = None  # a response head not yet written (sent with the first body)
         self.status = 0
         self.event = asyncio.Event()
+        self.app: ASGIApp | None = None  # the app of a pipelined request, chosen when it was parsed
 
     async def run(self, app: ASGIApp) -> None:
         try:
@@ -648,7 +650,7 @@ class HttpProtocol(asyncio.Protocol):
         else:  # pipelined: answered in order, after the one in progress
             self.pause_reading()
             self.pipeline.append(cycle)
-            cycle.scope["consumer_auth.server.app"] = app
+            cycle.app = app
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -699,8 +701,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.pipeline:
             following = self.pipeline.popleft()
             self.current = following
-            app = following.scope.pop("consumer_auth.server.app", self.state.app)
-            self.state.start(following.run(app))
+            self.state.start(following.run(following.app or self.state.app))
         else:
             self._idle()
 

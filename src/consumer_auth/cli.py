@@ -155,7 +155,6 @@ def worker_main() -> int:
     logging.config.dictConfig(
         logging_config(options["log_level"], options["access_log"], options["auth_log"])
     )
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the parent, which passes SIGTERM on
     sock = socket.socket(fileno=options["fd"])
     try:
         proxy, limits = worker_app()
