@@ -285,6 +285,71 @@ MOUNTED: dict[str, Any] = {
     "routes": [{"id": "json", "service_id": "app", "uri": "/json", "plugins": {"basic-auth": {}}}],
 }
 
+
+def _deny(tag: str, **restriction: Any) -> dict[str, Any]:
+    """A ``consumer-restriction`` that rejects everyone with ``tag`` (so a test sees whose plugin ran)."""
+    return {"consumer-restriction": {"whitelist": ["nobody"], "rejected_msg": tag, **restriction}}
+
+
+def _login(name: str, **consumer: Any) -> dict[str, Any]:
+    """A consumer logging in as ``name`` with password ``name``."""
+    return {"username": name, "plugins": {"basic-auth": {"username": name, "password": name}}, **consumer}
+
+
+# SPEC §9 and §10: plugins from a consumer group, between the route and the consumer; restriction by group.
+GROUPS: dict[str, Any] = {
+    "consumer_groups": [
+        {"id": "free", "desc": "the free tier", "labels": {"tier": "free"}, "plugins": _deny("group free")},
+        {"id": "vip", "plugins": {"consumer-restriction": {"whitelist": ["dave"]}}},
+        {"id": "open"},
+        {"id": "paid", "plugins": {}},
+    ],
+    "consumers": [
+        _login("alex", group_id="free"),
+        _login("bob"),
+        {
+            **_login("carol", group_id="free"),
+            "plugins": {**_login("carol")["plugins"], **_deny("consumer carol")},
+        },
+        _login("dave", group_id="vip"),
+        _login("erin", group_id="open"),
+        _login("frank", group_id="paid"),
+        {"username": "guest", "group_id": "free"},
+    ],
+    "services": [
+        {
+            "id": "svc",
+            "path_prefix": "/svc",
+            "upstream": "http://127.0.0.1:9001",
+            "plugins": _deny("service"),
+        },
+    ],
+    "routes": [
+        {"uri": "/x", "service_id": "svc", "plugins": {"basic-auth": {}}},
+        {"uri": "/route", "plugins": {"basic-auth": {}, **_deny("route")}},
+        {"uri": "/plain", "plugins": {"basic-auth": {}}},
+        {"uri": "/anon", "plugins": {"basic-auth": {"anonymous_consumer": "guest"}}},
+        {
+            "uri": "/by-group",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {"type": "consumer_group_id", "whitelist": ["open"]},
+            },
+        },
+        {
+            "uri": "/not-paid",
+            "plugins": {
+                "basic-auth": {},
+                "consumer-restriction": {"type": "consumer_group_id", "blacklist": ["paid"]},
+            },
+        },
+        {
+            "uri": "/unguarded-by-group",
+            "plugins": {"consumer-restriction": {"type": "consumer_group_id", "whitelist": ["open"]}},
+        },
+    ],
+}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "guide": GUIDE,
     "guide-apisix3": _with(GUIDE, profile="apisix-3"),
@@ -303,6 +368,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paths-pass": _with(PATHS, unmatched="pass"),
     "paths-folded": _with(PATHS, unmatched="pass", path_matching={"case_insensitive": True}),
     "mounted": MOUNTED,
+    "groups": GROUPS,
 }
 
 _built: dict[str, Gateway] = {}

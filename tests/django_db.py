@@ -86,11 +86,12 @@ def drop_postgres_schema() -> None:
 
 
 def empty(alias: str) -> None:
-    """Delete every consumer, credential and the revision row of ``alias``."""
-    from consumer_auth.contrib.django.models import BasicAuthCredential, Consumer, Revision
+    """Delete every consumer, credential, consumer group and the revision row of ``alias``."""
+    from consumer_auth.contrib.django.models import BasicAuthCredential, Consumer, ConsumerGroup, Revision
 
     BasicAuthCredential.objects.using(alias).all().delete()
     Consumer.objects.using(alias).all().delete()
+    ConsumerGroup.objects.using(alias).all().delete()
     Revision.objects.using(alias).all().delete()
 
 

@@ -13,14 +13,14 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote
 
 import pytest
 from werkzeug.test import Client
 
 import configs
-from consumer_auth import CONSUMER_KEY
+from consumer_auth import CONSUMER_KEY, Plugin, PluginRequest, Reject, json_reject
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -32,6 +32,18 @@ Headers = Sequence[tuple[str, str]]
 def basic(username: str, password: str) -> str:
     """An ``Authorization`` value for these credentials."""
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Deny(Plugin):
+    """Rejects in the access phase with its own message (to see which level's copy ran)."""
+
+    name: ClassVar[str] = "deny"
+    priority: ClassVar[int] = 500
+    message: str = "denied"
+
+    def access(self, request: PluginRequest) -> Reject | None:
+        return json_reject(403, "message", self.message)
 
 
 @dataclass

@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from consumer_auth import ConfigError, Gateway
+from consumer_auth import ConfigError, Gateway, RequestFacts
 from consumer_auth.admin import AdminAPI
 from consumer_auth.store import SQLStore
 from servers import serve_asgi
+from support import basic
 
 KEY = "the-admin-key"
 SECRET = "s3cret-Passw0rd"
@@ -161,6 +162,66 @@ def test_services_and_routes(admin: Admin) -> None:
     assert admin.call("DELETE", "services/app").status_code == 200
 
 
+def test_consumer_groups_round_trip(admin: Admin) -> None:
+    restriction = {"consumer-restriction": {"whitelist": ["nobody"], "rejected_msg": "free tier"}}
+    created = admin.call("PUT", "consumer_groups/free", {"desc": "the free tier", "plugins": restriction})
+    assert created.status_code == 201
+    assert created.headers["content-type"] == "application/json"
+    assert created.json()["key"] == "/apisix/consumer_groups/free"
+    assert created.json()["value"] == {"id": "free", "desc": "the free tier", "plugins": restriction}
+    assert created.json()["createdIndex"] == created.json()["modifiedIndex"]
+    # PUT to the collection with the id in the body, as APISIX; POST is not a way to make one (APISIX)
+    assert admin.call("PUT", "consumer_groups", {"id": "gold", "labels": {"tier": "gold"}}).status_code == 201
+    post = admin.call("POST", "consumer_groups", {"plugins": {}})
+    assert (post.status_code, post.headers["allow"]) == (405, "GET, PUT")
+    assert admin.call("PUT", "consumer_groups", {"plugins": {}}).json() == {
+        "error_msg": "invalid configuration: id: required"
+    }
+
+    listed = admin.call("GET", "consumer_groups").json()
+    assert listed["total"] == 2
+    assert [item["key"] for item in listed["list"]] == [
+        "/apisix/consumer_groups/free",
+        "/apisix/consumer_groups/gold",
+    ]
+    fetched = admin.call("GET", "consumer_groups/free").json()
+    assert fetched == created.json()
+
+    dangling = admin.call("PUT", "consumers/alex", {**basic_auth("alex"), "group_id": "silver"})
+    assert dangling.status_code == 400
+    assert dangling.json() == {
+        "error_msg": "invalid configuration: consumers/alex.group_id: no consumer group with id 'silver'"
+    }
+    joined = admin.call("PUT", "consumers/alex", {**basic_auth("alex"), "group_id": "free"})
+    assert joined.status_code == 201
+    assert joined.json()["value"]["group_id"] == "free"
+
+    gateway = Gateway.from_dict({"routes": [{"uri": "/json", "plugins": {"basic-auth": {}}}]})
+    gateway.attach(admin.store)
+    facts = RequestFacts("GET", "/json", "localhost", (basic("alex", SECRET),))
+    assert gateway.decide_now(facts).body == b'{"message":"free tier"}\n'  # type: ignore[union-attr]
+    gateway.close()
+
+    replaced = admin.call("PUT", "consumer_groups/free", {"plugins": {}})
+    assert replaced.status_code == 200
+    assert replaced.json()["value"] == {"id": "free", "plugins": {}}
+    assert replaced.json()["modifiedIndex"] > replaced.json()["createdIndex"]
+
+    in_use = admin.call("DELETE", "consumer_groups/free")
+    assert in_use.status_code == 400
+    assert in_use.content == (
+        b'{"error_msg":"can not delete this consumer group, consumer [alex] is still using it now"}\n'
+    )
+    assert admin.call("GET", "consumer_groups/free").status_code == 200
+    assert admin.call("PUT", "consumers/alex", basic_auth("alex")).status_code == 200  # leaves the group
+    assert admin.call("DELETE", "consumer_groups/free").json() == {
+        "deleted": "1",
+        "key": "/apisix/consumer_groups/free",
+    }
+    assert admin.call("GET", "consumer_groups/free").json() == {"message": "Key not found"}
+    assert admin.call("DELETE", "consumer_groups/free").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "message"),
     [
@@ -203,7 +264,7 @@ def test_services_and_routes(admin: Admin) -> None:
             "PUT",
             "consumers/alex",
             {"colour": "blue"},
-            "invalid configuration: colour: unknown key (expected one of: credentials, desc, labels, plugins, username)",
+            "invalid configuration: colour: unknown key (expected one of: credentials, desc, group_id, labels, plugins, username)",
             id="unknown-key",
         ),
         pytest.param(

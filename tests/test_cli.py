@@ -495,7 +495,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "demo", "import-htpasswd", "check", "hash-password", "consumers", "admin"]
+    "command",
+    ["serve", "demo", "import-htpasswd", "check", "hash-password", "consumers", "consumer-groups", "admin"],
 )
 def test_every_command_help_has_a_description_and_examples(command: str) -> None:
     result = run(command, "--help")

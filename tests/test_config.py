@@ -98,6 +98,22 @@ MISTAKES = [
     pytest.param(guide(consumers=["a:" + SECRET]), "consumers[0]: expected a mapping, got str", id="secret-as-a-consumer"),
     pytest.param(guide(consumers="a:" + SECRET), "consumers: expected a list, got str", id="secret-as-consumers"),
     pytest.param(guide(consumers=[{"username": "a", "credentials": ["a:" + SECRET]}]), "consumers[0].credentials[0]: expected a mapping, got str", id="secret-as-a-credential"),
+    # consumer groups (SPEC §10)
+    pytest.param(plus_consumer({"username": "bob", "group_id": "gold"}), "consumers[1].group_id: no consumer group with id 'gold'", id="dangling-group-id"),
+    pytest.param(plus_consumer({"username": "bob", "group_id": "gold"}) | {"consumer_groups": [{"id": "free"}]}, "consumers[1].group_id: no consumer group with id 'gold'", id="dangling-group-id-among-groups"),
+    pytest.param(guide(consumer_groups=[{"id": "free"}, {"id": "gold"}, {"id": "free"}]), "consumer_groups[2].id: duplicate consumer group 'free'", id="duplicate-group-id"),
+    pytest.param(guide(consumer_groups=[{"desc": "no id"}]), "consumer_groups[0].id: required", id="group-without-id"),
+    pytest.param(guide(consumer_groups=[{"id": "a b"}]), "consumer_groups[0].id: expected 1 to 64 letters, digits", id="bad-group-id"),
+    pytest.param(guide(consumer_groups=[{"id": "x" * 65}]), "consumer_groups[0].id: expected 1 to 64", id="long-group-id"),
+    pytest.param(guide(consumer_groups=[{"id": "free", "name": "Free"}]), "consumer_groups[0].name: unknown key", id="unknown-group-key"),
+    pytest.param(guide(consumer_groups=[{"id": "free", "labels": {"tier": 1}}]), "consumer_groups[0].labels.tier: expected a string", id="bad-group-label"),
+    pytest.param(guide(consumer_groups=[{"id": "free", "plugins": {"basic-auth": {"username": "g", "password": SECRET}}}]), "consumer_groups[0].plugins.basic-auth: a consumer group holds no credentials", id="group-with-credentials"),
+    pytest.param(guide(consumer_groups=[{"id": "free", "plugins": {"key-auth": {}}}]), "consumer_groups[0].plugins.key-auth: unknown plugin", id="group-unknown-plugin"),
+    pytest.param(guide(consumer_groups=[{"id": "free", "plugins": {"consumer-restriction": {"whitelist": []}}}]), "consumer_groups[0].plugins.consumer-restriction.whitelist: expected a non-empty list", id="group-bad-plugin"),
+    pytest.param(guide(consumer_groups={"id": "free"}), "consumer_groups: expected a list", id="groups-not-a-list"),
+    pytest.param(plus_consumer({"username": "bob", "group_id": ["free"]}) | {"consumer_groups": [{"id": "free"}]}, "consumers[1].group_id: expected a string, got ['free']", id="group-id-not-a-string"),
+    pytest.param(with_route(plugins={"consumer-restriction": {"type": "consumer_group", "whitelist": ["a"]}}), "routes[0].plugins.consumer-restriction.type: expected one of 'consumer_name', 'consumer_group_id'", id="restriction-bad-type"),
+    pytest.param(with_route(plugins={"consumer-restriction": {"whitelist": ["a"], "rejected_msg": None}}), "routes[0].plugins.consumer-restriction.rejected_msg: expected a string", id="restriction-null-message"),
 ]
 # fmt: on
 

@@ -247,6 +247,34 @@ CASES = [
     row("mounted", "GET", "/v1/json", [], MISSING, id="mounted-full-path-guarded"),
     row("mounted", "GET", "/json", [("Authorization", ALEX)], Passed("/json", "alex"), id="mounted-stripped-path-with-credentials"),
     row("mounted", "GET", "/other", [], Passed("/other"), id="mounted-other-paths-pass"),
+    # --- consumer groups (SPEC §9, §10): consumer > consumer group > route > service, wholesale ---
+    *[
+        row("groups", "GET", path, [("Authorization", basic(who, who))], expected, id=f"groups-{who}-{path.strip('/').replace('/', '-')}")
+        for who, path, expected in list[tuple[str, str, Rejected | Passed]]([
+            ("alex", "/svc/x", Rejected(403, "group free")),
+            ("alex", "/route", Rejected(403, "group free")),
+            ("alex", "/plain", Rejected(403, "group free")),
+            ("bob", "/svc/x", Rejected(403, "service")),
+            ("bob", "/route", Rejected(403, "route")),
+            ("bob", "/plain", Passed("/plain", "bob")),
+            ("carol", "/svc/x", Rejected(403, "consumer carol")),
+            ("carol", "/route", Rejected(403, "consumer carol")),
+            ("carol", "/plain", Rejected(403, "consumer carol")),
+            ("dave", "/svc/x", Passed("/x", "dave")),
+            ("dave", "/route", Passed("/route", "dave")),
+            ("erin", "/svc/x", Rejected(403, "service")),
+            ("erin", "/route", Rejected(403, "route")),
+            ("erin", "/plain", Passed("/plain", "erin")),
+            ("erin", "/by-group", Passed("/by-group", "erin")),
+            ("frank", "/by-group", Rejected(403, "The consumer_group_id is forbidden.")),
+            ("bob", "/by-group", Rejected(401, "The request is rejected, please check the consumer_group_id for this request")),
+            ("frank", "/not-paid", Rejected(403, "The consumer_group_id is forbidden.")),
+            ("erin", "/not-paid", Passed("/not-paid", "erin")),
+            ("bob", "/not-paid", Rejected(401, "The request is rejected, please check the consumer_group_id for this request")),
+        ])
+    ],
+    row("groups", "GET", "/anon", [], Rejected(403, "group free"), id="groups-anonymous-consumer-takes-its-group"),
+    row("groups", "GET", "/unguarded-by-group", [], Rejected(401, "Missing authentication or identity verification."), id="groups-restriction-without-consumer"),
 ]
 # fmt: on
 

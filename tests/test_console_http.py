@@ -262,6 +262,73 @@ def test_consumer_restriction_credentials_and_deletes(served: Served) -> None:
     assert served.store.list_resources("services") == []
 
 
+def test_consumer_groups_their_plugins_and_a_consumer_s_group(served: Served) -> None:
+    client = served.client()
+    sign_in(client)
+    token = token_of(client.get("/ui/consumer_groups/new"))
+
+    def post(path: str, **form: str) -> httpx.Response:
+        return client.post(path, data={"csrf_token": token, **form})
+
+    assert 'href="/ui/consumer_groups/">Consumer groups</a>' in client.get("/ui/consumers/").text
+    created = post("/ui/consumer_groups/new", id="free", desc="the free tier", labels="tier=free")
+    assert created.status_code == 303
+    group = served.store.get_resource("consumer_groups", "free")
+    assert group is not None
+    assert group.document == {"id": "free", "desc": "the free tier", "labels": {"tier": "free"}}
+
+    # A group's plugins run after authentication: Basic Auth is not offered, nor reachable.
+    offered = client.get("/ui/consumer_groups/free/plugins/").text
+    assert "Consumer Restriction" in offered
+    assert "Basic Auth" not in offered
+    assert client.get("/ui/consumer_groups/free/plugins/basic-auth").status_code == 404
+    assert post("/ui/consumer_groups/free/plugins/basic-auth").status_code == 404
+    restricted = post("/ui/consumer_groups/free/plugins/consumer-restriction", blacklist="mallory")
+    assert restricted.status_code == 303
+    group = served.store.get_resource("consumer_groups", "free")
+    assert group is not None
+    assert group.document["plugins"] == {"consumer-restriction": {"blacklist": ["mallory"]}}
+
+    # A consumer chooses its group from the groups of the store.
+    form = client.get("/ui/consumers/new").text
+    assert re.search(
+        r'<select id="field-group_id" name="group_id">\s*<option value="">\(none\)</option>\s*<option value="free">free</option>',
+        form,
+    )
+    assert (
+        post("/ui/consumers/new", username="jack", group_id="free", login="jack", password=SECRET).status_code
+        == 303
+    )
+    jack = served.store.get_resource("consumers", "jack")
+    assert jack is not None
+    assert jack.document["group_id"] == "free"
+    assert '<option value="free" selected>free</option>' in client.get("/ui/consumers/jack").text
+    assert '<a href="/ui/consumer_groups/free">free</a>' in client.get("/ui/consumers/").text
+    listing = client.get("/ui/consumer_groups/").text
+    assert re.search(r"<td>the free tier</td>\s*<td>consumer-restriction</td>\s*<td>1</td>", listing)
+    assert '<a href="/ui/consumers/jack">jack</a>' in client.get("/ui/consumer_groups/free").text
+    missing = post("/ui/consumers/new", username="bob", group_id="gold")
+    assert missing.status_code == 400
+    assert re.search(
+        r'data-path="group_id">.*?<p class="error" id="error-group_id" role="alert">'
+        r"group_id: no consumer group with id &#39;gold&#39;</p>",
+        missing.text,
+        re.S,
+    )
+
+    # A group a consumer is in is not deleted, and the page says which consumer.
+    kept = post("/ui/consumer_groups/free/delete")
+    assert kept.status_code == 400
+    assert "can not delete this consumer group, consumer [jack] is still using it now" in kept.text
+    assert post("/ui/consumers/jack", group_id="", login="jack", password="").status_code == 303
+    jack = served.store.get_resource("consumers", "jack")
+    assert jack is not None
+    assert "group_id" not in jack.document
+    assert jack.document["plugins"]["basic-auth"]["password_hash"].startswith("$argon2id$")  # kept
+    assert post("/ui/consumer_groups/free/delete").status_code == 303
+    assert served.store.list_resources("consumer_groups") == []
+
+
 def test_a_head_request_reads_and_never_writes(served: Served) -> None:
     served.store.put_resource("routes", "json", {"uri": "/json", "name": "json"})
     client = served.client()

@@ -8,6 +8,7 @@ thread and other processes see them as in a running site.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
@@ -30,7 +31,7 @@ from django.urls import path
 
 from consumer_auth.contrib.django.checks import check_database, check_settings
 from consumer_auth.contrib.django.conf import conf
-from consumer_auth.contrib.django.models import BasicAuthCredential, Consumer
+from consumer_auth.contrib.django.models import BasicAuthCredential, Consumer, ConsumerGroup
 from consumer_auth.contrib.django.store import DjangoStore
 from consumer_auth.errors import StoreError
 from consumer_auth.sansio.passwords import apr1_hash
@@ -220,6 +221,67 @@ def test_admin_changes_reach_this_process_at_commit(superuser: AdminClient) -> N
     # delete the consumer through the admin's confirmation page
     superuser.post(f"/admin/consumer_auth/consumer/{alex.pk}/delete/", {"post": "yes"})
     assert not Consumer.objects.exists()
+
+
+def test_consumer_groups_in_admin_reach_the_gateway(superuser: AdminClient) -> None:
+    alex = add_alex(superuser)
+    eventually(lambda: gateway_answer(ALEX), OK_ALEX)
+    plugins = {"consumer-restriction": {"blacklist": ["alex"], "rejected_msg": "free tier"}}
+    added = superuser.post(
+        "/admin/consumer_auth/consumergroup/add/",
+        {"ident": "free", "desc": "the free tier", "labels": "{}", "plugins": json.dumps(plugins)},
+    )
+    assert b"was added successfully" in added.content, added.content.decode()[:3000]
+    free = ConsumerGroup.objects.get(ident="free")
+    assert free.plugins == plugins
+    credential = alex.credentials.get()
+    inline = {
+        "id": str(credential.pk),
+        "consumer": str(alex.pk),
+        "ident": "alex-1",
+        "username": "alex",
+        "password": "",
+    }
+    form = consumer_form("alex", [inline], initial=1, custom_id="c-42", labels='{"team": "billing"}')
+    changed = superuser.post(
+        f"/admin/consumer_auth/consumer/{alex.pk}/change/", {**form, "group": str(free.pk)}
+    )
+    assert b"was changed successfully" in changed.content, changed.content.decode()[:3000]
+    eventually(lambda: gateway_answer(ALEX), (403, b'{"message":"free tier"}\n'))  # the group's plugin
+    assert DjangoStore().load().consumer_groups[0].id == "free"
+
+    # the consumer list shows and filters by group; the group list counts its consumers
+    listing = superuser.get("/admin/consumer_auth/consumer/", group__id__exact=str(free.pk)).content.decode()
+    assert "alex" in listing
+    assert "1 consumer" in listing
+    groups = superuser.get("/admin/consumer_auth/consumergroup/").content.decode()
+    assert "consumer-restriction" in groups
+    assert '<td class="field-members">1</td>' in groups
+
+    # the plugins are checked as a configuration file's are
+    for bad, message in [
+        ('{"basic-auth": {"username": "g", "password": "x"}}', "a consumer group holds no credentials"),
+        ('{"consumer-restriction": {}}', "consumer-restriction.whitelist: one of"),
+        ('{"key-auth": {}}', "key-auth: unknown plugin"),
+    ]:
+        refused = superuser.post(
+            f"/admin/consumer_auth/consumergroup/{free.pk}/change/",
+            {"ident": "free", "desc": "", "labels": "{}", "plugins": bad},
+        )
+        assert message in refused.content.decode(), (bad, refused.content.decode()[:4000])
+    free.refresh_from_db()
+    assert free.plugins == plugins
+
+    # a group its consumers are in is not deleted (Django's protected-objects page names them)
+    protected = superuser.post(f"/admin/consumer_auth/consumergroup/{free.pk}/delete/", {"post": "yes"})
+    text = protected.content.decode()
+    assert "would require deleting the following protected related objects" in text
+    assert re.search(r"Consumer: <a [^>]*>alex</a>", text), text[:4000]
+    assert ConsumerGroup.objects.filter(ident="free").exists()
+    superuser.post(f"/admin/consumer_auth/consumer/{alex.pk}/change/", {**form, "group": ""})
+    eventually(lambda: gateway_answer(ALEX), OK_ALEX)
+    superuser.post(f"/admin/consumer_auth/consumergroup/{free.pk}/delete/", {"post": "yes"})
+    assert not ConsumerGroup.objects.exists()
 
 
 def test_a_consumer_change_keeps_the_password_when_left_empty(superuser: AdminClient) -> None:
@@ -607,6 +669,40 @@ def test_import_export_round_trip(sqlite_db: str, tmp_path: Path) -> None:  # no
     assert [repr(c) for c in after.consumers] == [repr(c) for c in before.consumers]
     yaml_out, _ = run_command("consumer_auth_export")
     assert yaml_out.startswith("consumers:\n- username: alex\n")
+
+
+def test_import_export_with_consumer_groups(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F811
+    source = tmp_path / "consumers.yaml"
+    source.write_text(
+        "consumer_groups:\n"
+        "  - {id: free, desc: the free tier, plugins: {consumer-restriction: {blacklist: [mallory]}}}\n"
+        "consumers:\n"
+        "  - {username: alex, group_id: free, plugins: {basic-auth: {username: alex, password: '123456'}}}\n"
+        "  - {username: jack, plugins: {basic-auth: {username: jack, password: '654321'}}}\n"
+    )
+    out, err = run_command("consumer_auth_import", str(source))
+    assert out == "imported 2 consumers (2 created, 0 updated)\nand 1 consumer groups (created or replaced)\n"
+    assert err == ""
+    assert Consumer.objects.get(name="alex").group == ConsumerGroup.objects.get(ident="free")
+    document = json.loads(run_command("consumer_auth_export", "--format", "json")[0])
+    assert document["consumer_groups"] == [
+        {
+            "id": "free",
+            "desc": "the free tier",
+            "plugins": {"consumer-restriction": {"blacklist": ["mallory"]}},
+        }
+    ]
+    assert [c.get("group_id") for c in document["consumers"]] == ["free", None]
+    snapshot = DjangoStore().load()
+    assert [(c.username, c.group_id) for c in snapshot.consumers] == [("alex", "free"), ("jack", None)]
+
+    dangling = tmp_path / "dangling.yaml"
+    dangling.write_text("consumers: [{username: bob, group_id: gold}]\n")
+    with pytest.raises(
+        CommandError, match=r"dangling.yaml: consumers\[0\]\.group_id: no consumer group with id 'gold'"
+    ):
+        run_command("consumer_auth_import", str(dangling))
+    assert not Consumer.objects.filter(name="bob").exists()
 
 
 def test_import_htpasswd_and_refusals(sqlite_db: str, tmp_path: Path) -> None:  # noqa: F811

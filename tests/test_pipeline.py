@@ -20,10 +20,9 @@ from consumer_auth import (
     RequestFacts,
     Route,
     Service,
-    json_reject,
 )
 from consumer_auth.sansio.pipeline import effective_plugins
-from support import basic
+from support import Deny, basic
 
 ALEX = basic("alex", "123456")
 
@@ -65,18 +64,6 @@ class Middle(Recorder):
 class High(Recorder):
     name: ClassVar[str] = "high"
     priority: ClassVar[int] = 9000
-
-
-@dataclass(frozen=True)
-class Deny(Plugin):
-    """Rejects in the access phase with its own message (to see which level's copy ran)."""
-
-    name: ClassVar[str] = "deny"
-    priority: ClassVar[int] = 500
-    message: str = "denied"
-
-    def access(self, request: PluginRequest) -> Reject | None:
-        return json_reject(403, "message", self.message)
 
 
 def test_phases_run_in_order_and_plugins_by_priority_within_a_phase() -> None:

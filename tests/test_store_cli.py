@@ -176,6 +176,62 @@ def test_add_list_passwd_remove(store_url: str) -> None:
             "consumer 'alex' has several credentials (alex, two): choose one with --credential-id",
             id="passwd-ambiguous",
         ),
+        pytest.param(
+            [],
+            ["consumers", "add", "bob", "--group", "gold"],
+            SECRET,
+            "--group 'gold': no consumer group with that id (add it with 'consumer-groups add')",
+            id="add-to-a-missing-group",
+        ),
+        pytest.param(
+            [["consumer-groups", "add", "free"]],
+            ["consumers", "add", "alex", "--login", "alex-2", "--group", "free"],
+            SECRET,
+            "consumer 'alex' exists: --desc, --label and --group only apply to a new consumer (use 'consumers edit')",
+            id="add-existing-to-a-group",
+        ),
+        pytest.param(
+            [],
+            ["consumers", "edit", "nobody", "--no-group"],
+            None,
+            "no consumer named 'nobody'",
+            id="edit-unknown",
+        ),
+        pytest.param(
+            [],
+            ["consumers", "edit", "alex"],
+            None,
+            "nothing to change: give --group ID, --no-group or --desc TEXT",
+            id="edit-nothing",
+        ),
+        pytest.param(
+            [],
+            ["consumers", "edit", "alex", "--group", "a/b"],
+            None,
+            "--group: expected 1 to 64 letters, digits, '_', '-' or '.', got 'a/b'",
+            id="edit-bad-group",
+        ),
+        pytest.param(
+            [["consumer-groups", "add", "free"], ["consumers", "edit", "alex", "--group", "free"]],
+            ["consumer-groups", "remove", "free"],
+            None,
+            "can not delete this consumer group, consumer [alex] is still using it now",
+            id="remove-a-group-in-use",
+        ),
+        pytest.param(
+            [],
+            ["consumer-groups", "remove", "free"],
+            None,
+            "no consumer group with id 'free'",
+            id="remove-unknown-group",
+        ),
+        pytest.param(
+            [],
+            ["consumer-groups", "add", "a b"],
+            None,
+            "id: expected 1 to 64 letters, digits, '_', '-' or '.', got 'a b'",
+            id="bad-group-id",
+        ),
     ],
 )
 def test_refusals_exit_1_with_the_reason(
@@ -191,6 +247,76 @@ def test_refusals_exit_1_with_the_reason(
     assert result.stderr == f"consumer-auth: error: {message}\n"
     assert before.revision() == revision  # nothing changed
     before.close()
+
+
+def test_consumer_groups_from_the_shell(store_url: str, tmp_path: Path) -> None:
+    plugins = tmp_path / "free.yaml"
+    plugins.write_text("consumer-restriction:\n  whitelist: [nobody]\n  rejected_msg: free tier\n")
+    added = cli(
+        "consumer-groups",
+        "add",
+        "free",
+        "--desc",
+        "the free tier",
+        "--plugins",
+        str(plugins),
+        "--store",
+        store_url,
+    )
+    assert (added.returncode, added.stdout) == (0, "consumer group 'free' added (consumer-restriction)\n"), (
+        added.stderr
+    )
+    jack = cli("consumers", "add", "jack", "--group", "free", "--store", store_url, password=SECRET)
+    assert jack.stdout == "consumer 'jack' added: login 'jack', credential id 'jack', group 'free'\n", (
+        jack.stderr
+    )
+    assert cli("consumers", "add", "alex", "--store", store_url, password=SECRET).returncode == 0
+    assert cli("consumers", "list", "--store", store_url).stdout.splitlines() == [
+        "CONSUMER  CREDENTIAL ID  LOGIN  CUSTOM ID  GROUP",
+        "jack      jack           jack              free",
+        "alex      alex           alex              -",
+    ]
+    assert cli("consumer-groups", "list", "--store", store_url).stdout.splitlines() == [
+        "GROUP  CONSUMERS  PLUGINS               DESC",
+        "free   1          consumer-restriction  the free tier",
+    ]
+    assert json.loads(cli("consumer-groups", "list", "--json", "--store", store_url).stdout) == [
+        {
+            "id": "free",
+            "desc": "the free tier",
+            "plugins": {"consumer-restriction": {"whitelist": ["nobody"], "rejected_msg": "free tier"}},
+        }
+    ]
+
+    gateway = Gateway(routes=[Route("/json", plugins=[BasicAuthPlugin()])])
+    watcher = gateway.attach(store_url)
+    try:
+        assert not allowed(gateway, "jack", SECRET)  # the group's restriction
+        assert allowed(gateway, "alex", SECRET)
+        moved = cli("consumers", "edit", "alex", "--group", "free", "--store", store_url)
+        assert moved.stdout == "consumer 'alex' changed: group 'free'\n"
+        out = cli("consumers", "edit", "jack", "--no-group", "--desc", "left", "--store", store_url)
+        assert out.stdout == "consumer 'jack' changed: in no group\n"
+        watcher.check()
+        assert not allowed(gateway, "alex", SECRET)
+        assert allowed(gateway, "jack", SECRET)  # the stored hash was kept
+        replaced = cli(
+            "consumer-groups", "add", "free", "--plugins", "-", "--store", store_url, password="{}"
+        )
+        assert replaced.stdout == "consumer group 'free' replaced (no plugins)\n"
+        watcher.check()
+        assert allowed(gateway, "alex", SECRET)
+    finally:
+        gateway.close()
+    assert cli("consumers", "edit", "alex", "--no-group", "--store", store_url).returncode == 0
+    assert (
+        cli("consumer-groups", "remove", "free", "--store", store_url).stdout
+        == "consumer group 'free' removed\n"
+    )
+    assert (
+        cli("consumers", "list", "--store", store_url).stdout.splitlines()[0]
+        == "CONSUMER  CREDENTIAL ID  LOGIN  CUSTOM ID"
+    )
 
 
 def test_a_config_file_is_not_a_writable_store(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from .errors import (
 )
 from .failures import FailureStore, MemoryFailureStore, RedisFailureStore
 from .gateway import Gateway
-from .sansio.consumers import BasicAuthCredential, Consumer
+from .sansio.consumers import BasicAuthCredential, Consumer, ConsumerGroup
 from .sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from .sansio.passwords import hash_password
 from .sansio.plugin import Plugin, PluginRequest, Suspend, register_plugin
@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "Consumer",
     "ConsumerAuthError",
+    "ConsumerGroup",
     "ConsumerRestrictionPlugin",
     "Decision",
     "FailureStore",

@@ -10,13 +10,17 @@ path                                                         methods
 ``/apisix/admin/consumers/{username}``                       ``GET``, ``PUT``, ``DELETE``
 ``/apisix/admin/consumers/{username}/credentials``           ``GET`` (list)
 ``/apisix/admin/consumers/{username}/credentials/{id}``      ``GET``, ``PUT``, ``DELETE``
+``/apisix/admin/consumer_groups``                            ``GET`` (list), ``PUT`` (``id`` in body)
+``/apisix/admin/consumer_groups/{id}``                       ``GET``, ``PUT``, ``DELETE``
 ``/apisix/admin/services``, ``/apisix/admin/routes``          ``GET`` (list), ``POST`` (new id)
 ``/apisix/admin/services/{id}``, ``/apisix/admin/routes/{id}``  ``GET``, ``PUT``, ``DELETE``
 ===========================================================  =====================================
 
 Answers have APISIX's shapes: ``{"key", "value", "createdIndex", "modifiedIndex"}`` for one resource,
 ``{"total", "list"}`` for many, ``{"deleted": "1", "key"}`` after a delete, 400 ``{"error_msg":
-"invalid configuration: <place>: <reason>"}`` for invalid input, 401 ``{"error_msg": "failed to check
+"invalid configuration: <place>: <reason>"}`` for invalid input (deleting a consumer group a consumer is
+in: APISIX's 400 ``{"error_msg": "can not delete this consumer group, consumer [alex] is still using it
+now"}``), 401 ``{"error_msg": "failed to check
 token"}`` without the right key, 404 ``{"message": "Key not found"}``.
 
 Security note: passwords are hashed (argon2id) before they are stored, and no password or hash is ever
@@ -246,7 +250,7 @@ class AdminAPI:
                 return await self._collection(method, "credentials", receive, parent=consumer)
             if len(rest) == 3 and rest[2]:
                 return await self._item(method, "credentials", f"{consumer}/{rest[2]}", receive)
-        elif kind in ("consumers", "services", "routes"):
+        elif kind in ("consumers", "consumer_groups", "services", "routes"):
             if not rest:
                 return await self._collection(method, kind, receive)
             if len(rest) == 1 and rest[0]:
@@ -261,18 +265,23 @@ class AdminAPI:
                 raise _not_found()
             found = await self.list_resources(kind, parent)
             return 200, {"total": len(found), "list": [_shown(resource) for resource in found]}
-        if kind == "consumers" and method == "PUT":
+        if kind in ("consumers", "consumer_groups") and method == "PUT":
             body = await self._body(receive)
-            name = body.get("username")
+            field = "username" if kind == "consumers" else "id"
+            name = body.get(field)
             if not isinstance(name, str) or not name:
-                raise ConfigError("username", "required")
+                raise ConfigError(field, "required")
             return await self._put(kind, name, body)
         if kind in ("routes", "services") and method == "POST":
             body = await self._body(receive)
             if "id" in body:
                 raise ConfigError("id", "not allowed with POST (PUT to /apisix/admin/{kind}/{id} instead)")
             return await self._put(kind, str(time.time_ns()), body)
-        allowed = "GET, PUT" if kind == "consumers" else ("GET" if parent is not None else "GET, POST")
+        allowed = (
+            "GET, PUT"
+            if kind in ("consumers", "consumer_groups")
+            else ("GET" if parent is not None else "GET, POST")
+        )
         raise _Answer(405, {"error_msg": "method not allowed"}, [(b"allow", allowed.encode())])
 
     async def _item(
@@ -286,7 +295,13 @@ class AdminAPI:
         if method == "PUT":
             return await self._put(kind, key, await self._body(receive))
         if method == "DELETE":
-            if not await self.delete_resource(kind, key):
+            try:
+                deleted = await self.delete_resource(kind, key)
+            except ConfigError as error:
+                if error.path:
+                    raise
+                raise _Answer(400, {"error_msg": error.reason}) from None  # in APISIX's words
+            if not deleted:
                 raise _not_found()
             shown = _shown(Resource(kind, key, {}, 0, 0))["key"]
             return 200, {"deleted": "1", "key": shown}

@@ -30,7 +30,7 @@ from .sansio._validate import (
     reject_unknown,
 )
 from .sansio.admission import VerificationLimits
-from .sansio.consumers import BasicAuthCredential, Consumer
+from .sansio.consumers import BasicAuthCredential, Consumer, ConsumerGroup, groups_by_id
 from .sansio.plugins import Plugin, Profile, plugins_from_config
 from .sansio.routing import PathMatching, Route, Service
 
@@ -47,12 +47,14 @@ _TOP = (
     "brute_force_store",
     "verification",
     "server",
+    "consumer_groups",
     "consumers",
     "services",
     "routes",
 )
 _CACHE = ("max_entries", "ttl")
-_CONSUMER = ("username", "desc", "labels", "plugins", "credentials")
+_CONSUMER = ("username", "desc", "labels", "plugins", "credentials", "group_id")
+_GROUP = ("id", "desc", "labels", "plugins")
 _CREDENTIAL = ("id", "desc", "plugins")
 _CONSUMER_BASIC_AUTH = ("username", "password", "password_hash")
 _SERVICE = (
@@ -103,6 +105,8 @@ class GatewayConfig:
     """How many slow verifications may be pending (the ``verification:`` section)."""
     path_matching: PathMatching = PathMatching()
     """The ``path_matching:`` section (``case_insensitive``)."""
+    consumer_groups: tuple[ConsumerGroup, ...] = ()
+    """The ``consumer_groups:`` section (consumers name theirs with ``group_id``)."""
 
 
 def gateway_options(config: GatewayConfig) -> dict[str, Any]:
@@ -186,6 +190,32 @@ def _consumer(value: object, path: str) -> Consumer:
             labels=config.get("labels"),
             desc=config.get("desc"),
             plugins=others,
+            group_id=config.get("group_id"),
+        ),
+    )
+
+
+def _group(value: object, path: str) -> ConsumerGroup:
+    config = expect_mapping(value, path)
+    reject_unknown(config, _GROUP, path)
+    plugins: tuple[Plugin, ...] = ()
+    if config.get("plugins") is not None:
+        where = f"{path}.plugins"
+        raw = expect_mapping(config["plugins"], where)
+        if "basic-auth" in raw:
+            raise ConfigError(
+                f"{where}.basic-auth", "a consumer group holds no credentials: put them on its consumers"
+            )
+        plugins = _at(where, lambda: plugins_from_config(raw))
+    if "id" not in config:
+        raise ConfigError(f"{path}.id", "required")
+    return _at(
+        path,
+        lambda: ConsumerGroup(
+            config["id"],
+            desc=config.get("desc"),
+            labels=config.get("labels"),
+            plugins=plugins,
         ),
     )
 
@@ -246,7 +276,11 @@ def parse_config(document: object) -> GatewayConfig:
         if raw_server is not None
         else ServerLimits()
     )
+    groups = tuple(
+        _group(item, f"consumer_groups[{i}]") for i, item in enumerate(_items(top, "consumer_groups"))
+    )
     consumers = tuple(_consumer(item, f"consumers[{i}]") for i, item in enumerate(_items(top, "consumers")))
+    groups_by_id(consumers, groups)  # a duplicate group id or a dangling group_id, reported at load
     services = tuple(_service(item, f"services[{i}]") for i, item in enumerate(_items(top, "services")))
     routes = tuple(_route(item, f"routes[{i}]") for i, item in enumerate(_items(top, "routes")))
     raw_verification = top.get("verification")
@@ -272,6 +306,7 @@ def parse_config(document: object) -> GatewayConfig:
         server,
         verification_limits=verification,
         path_matching=matching,
+        consumer_groups=groups,
     )
 
 

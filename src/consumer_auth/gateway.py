@@ -42,6 +42,8 @@ class Gateway(core.Gateway):
         consumers: The API clients and their credentials.
         routes: The routes to guard (``Route`` objects).
         services: The services routes may belong to.
+        consumer_groups: The :class:`~consumer_auth.ConsumerGroup` objects consumers name with
+            ``group_id``; a group's plugins apply to its consumers (consumer > group > route > service).
         profile: ``"classic"`` (the default: APISIX 2.x / API7 Cloud guide messages, which reveal whether a
             username exists) or ``"apisix-3"`` (one message for every credential failure, revealing nothing).
         unmatched: ``"reject"`` (the default) answers 404 ``Route Not Found`` to requests no route matches;
@@ -103,10 +105,15 @@ class Gateway(core.Gateway):
         """
         options = gateway_options(config)
         if store is None:
-            return cls(consumers=config.consumers, **options)
+            return cls(consumers=config.consumers, consumer_groups=config.consumer_groups, **options)
         if config.consumers:
             raise ConfigError(
                 "consumers", "the consumers come from the store: remove them from the configuration"
+            )
+        if config.consumer_groups:
+            raise ConfigError(
+                "consumer_groups",
+                "the consumer groups come from the store: remove them from the configuration",
             )
         return cls._following(store, options, routes=False, poll_interval=poll_interval)
 
@@ -184,7 +191,10 @@ class Gateway(core.Gateway):
         try:
             snapshot = opened.load()
             settings = snapshot.config
-            built: dict[str, Any] = {"consumers": snapshot.consumers}
+            built: dict[str, Any] = {
+                "consumers": snapshot.consumers,
+                "consumer_groups": snapshot.consumer_groups,
+            }
             if routes:
                 built.update(routes=snapshot.routes, services=snapshot.services)
             if settings is not None:

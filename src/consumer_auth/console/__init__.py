@@ -4,7 +4,8 @@ This module is long because every page is a method of one :class:`Console` (its 
 templates); the forms' fields and conversions live in ``_forms.py``, the sessions in ``_sessions.py``.
 
 Server-rendered pages (Jinja2, no JavaScript) to sign in with the admin key and to list, create,
-edit and delete services, routes and consumers with their credentials; on a route or a service,
+edit and delete services, routes, consumers with their credentials, and consumer groups; on a route, a
+service or a consumer group,
 "Add plugin" → Authentication → Basic Auth (StripCredentials = ``hide_credentials``, realm,
 anonymous consumer) or Security → Consumer Restriction. Every change goes through the
 :class:`~consumer_auth.admin.AdminAPI`'s own operations to its store, validated exactly as an Admin API
@@ -41,6 +42,7 @@ from consumer_auth.sansio.routing import compile_route
 
 from ._forms import (
     CONSUMER,
+    CONSUMER_GROUP,
     CREDENTIAL,
     METHODS,
     PLUGIN_FORMS,
@@ -93,6 +95,8 @@ class Section:
     form: Form
     key_field: str
     plugins: bool = False
+    authentication: bool = True
+    """Whether its plugins may authenticate (``basic-auth``): not on a consumer group."""
 
 
 SECTIONS = {
@@ -101,8 +105,15 @@ SECTIONS = {
         Section("services", "Services", "service", SERVICE, "id", plugins=True),
         Section("routes", "Routes", "route", ROUTE, "id", plugins=True),
         Section("consumers", "Consumers", "consumer", CONSUMER, "username"),
-        # Consumer groups (SPEC §10) get their section here, with a form in _forms, once the store
-        # holds a "consumer_groups" kind: the pages, the navigation and the routes below follow this table.
+        Section(
+            "consumer_groups",
+            "Consumer groups",
+            "consumer group",
+            CONSUMER_GROUP,
+            "id",
+            plugins=True,
+            authentication=False,
+        ),
     )
 }
 """The console's sections, in navigation order."""
@@ -395,10 +406,16 @@ class Console:
         return found
 
     async def _choices(self) -> dict[str, list[str]]:
-        services, consumers = await asyncio.gather(
-            self.admin.list_resources("services"), self.admin.list_resources("consumers")
+        services, consumers, groups = await asyncio.gather(
+            self.admin.list_resources("services"),
+            self.admin.list_resources("consumers"),
+            self.admin.list_resources("consumer_groups"),
         )
-        return {"services": [r.key for r in services], "consumers": [r.key for r in consumers]}
+        return {
+            "services": [r.key for r in services],
+            "consumers": [r.key for r in consumers],
+            "consumer_groups": [r.key for r in groups],
+        }
 
     # -- sign-in -------------------------------------------------------------------------------------
 
@@ -460,6 +477,12 @@ class Console:
     async def _listing(self, request: _Request, kind: str) -> _Done:
         found = await self.admin.list_resources(kind)
         logins: dict[str, list[str]] = {}
+        members: dict[str, int] = {}
+        if kind == "consumer_groups":
+            for consumer in await self.admin.list_resources("consumers"):
+                group = consumer.document.get("group_id")
+                if isinstance(group, str):
+                    members[group] = members.get(group, 0) + 1
         if kind == "consumers":
             for resource in found:
                 own = _login_of(resource.document)
@@ -469,7 +492,9 @@ class Console:
                 login = _login_of(credential.document)
                 if login:
                     logins.setdefault(owner, []).append(login)
-        return self._page(200, "list.html", request, section=SECTIONS[kind], resources=found, logins=logins)
+        return self._page(
+            200, "list.html", request, section=SECTIONS[kind], resources=found, logins=logins, members=members
+        )
 
     async def _create(self, request: _Request, kind: str) -> _Done:
         section = SECTIONS[kind]
@@ -577,6 +602,12 @@ class Console:
         context["configured"] = sorted(plugins) if isinstance(plugins, Mapping) else []
         if section.kind == "consumers":
             context["credentials"] = await self.admin.list_resources("credentials", resource.key)
+        if section.kind == "consumer_groups":
+            context["members"] = [
+                consumer.key
+                for consumer in await self.admin.list_resources("consumers")
+                if consumer.document.get("group_id") == resource.key
+            ]
         if section.kind == "routes":
             context["try_it"] = await self._try_it(resource)
         return context
@@ -640,7 +671,8 @@ class Console:
         configured = sorted(plugins) if isinstance(plugins, Mapping) else []
         categories: dict[str, list[Any]] = {}
         for plugin in PLUGIN_FORMS.values():
-            categories.setdefault(plugin.category, []).append(plugin)
+            if SECTIONS[kind].authentication or not plugin.authenticates:
+                categories.setdefault(plugin.category, []).append(plugin)
         return self._page(
             200,
             "add_plugin.html",
@@ -651,14 +683,19 @@ class Console:
             configured=configured,
         )
 
-    def _plugin_form(self, plugin: str) -> Any:
+    def _plugin_form(self, plugin: str, section: Section) -> Any:
         found = PLUGIN_FORMS.get(plugin)
         if found is None:
             raise _Missing(f"The console has no form for {plugin!r}.")
+        if found.authenticates and not section.authentication:
+            raise _Missing(
+                f"A {section.singular}'s plugins run after authentication: {found.title} cannot be one."
+            )
         return found
 
     async def _plugin(self, request: _Request, kind: str, key: str, plugin: str) -> _Done:
-        section, chosen = SECTIONS[kind], self._plugin_form(plugin)
+        section = SECTIONS[kind]
+        chosen = self._plugin_form(plugin, section)
         resource = await self._resource(kind, key)
         choices = await self._choices()
         values: Mapping[str, Any] = chosen.form.shown(resource.document)
@@ -697,7 +734,8 @@ class Console:
         )
 
     async def _plugin_delete(self, request: _Request, kind: str, key: str, plugin: str) -> _Done:
-        section, chosen = SECTIONS[kind], self._plugin_form(plugin)
+        section = SECTIONS[kind]
+        chosen = self._plugin_form(plugin, section)
         resource = await self._resource(kind, key)
         what = f"{chosen.title} of the {section.singular} {key!r}"
         action, back = url(kind, key, "plugins", plugin, "delete"), url(kind, key)

@@ -22,6 +22,7 @@ from consumer_auth.errors import ConfigError
 __all__ = [
     "BASIC_AUTH",
     "CONSUMER",
+    "CONSUMER_GROUP",
     "CONSUMER_RESTRICTION",
     "CREDENTIAL",
     "METHODS",
@@ -330,6 +331,14 @@ CONSUMER = Form(
             help="key=value, one per line (custom_id=... is sent upstream)",
         ),
         Field(
+            "group_id",
+            "Consumer group",
+            "group_id",
+            "select",
+            choices="consumer_groups",
+            help="its plugins apply to this consumer (a plugin of the consumer's own of the same name wins)",
+        ),
+        Field(
             "login",
             "Basic Auth username",
             "plugins.basic-auth.username",
@@ -344,6 +353,14 @@ CONSUMER = Form(
             help="hashed with argon2id on save and never shown again; empty keeps the current one",
             also=("plugins.basic-auth.password_hash",),
         ),
+    )
+)
+
+CONSUMER_GROUP = Form(
+    (
+        Field("id", "ID", "id", help=_ID_HELP + "; consumers name it as their group"),
+        Field("desc", "Description", "desc"),
+        Field("labels", "Labels", "labels", "labels", help="key=value, one per line"),
     )
 )
 
@@ -437,6 +454,8 @@ class PluginForm:
     category: str
     summary: str
     form: Form
+    authenticates: bool = False
+    """Whether it finds the consumer: then it cannot sit on a consumer group (whose plugins run after)."""
 
 
 PLUGIN_FORMS = {
@@ -448,12 +467,13 @@ PLUGIN_FORMS = {
             "Authentication",
             "Require a consumer's username and password (HTTP Basic, RFC 7617)",
             BASIC_AUTH,
+            authenticates=True,
         ),
         PluginForm(
             "consumer-restriction",
             "Consumer Restriction",
             "Security",
-            "Allow or reject consumers by name, after authentication",
+            "Allow or reject consumers by name (or by consumer group), after authentication",
             CONSUMER_RESTRICTION,
         ),
     )

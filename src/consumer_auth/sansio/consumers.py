@@ -13,7 +13,16 @@ from consumer_auth.errors import ConfigError
 from ._validate import describe, expect_mapping, expect_str, fail
 from .passwords import PasswordVerifier, PlaintextPassword, verifier_from_hash
 
-__all__ = ["AnonymousConsumer", "BasicAuthCredential", "Consumer", "ConsumerIndex", "ConsumerPlugin"]
+__all__ = [
+    "AnonymousConsumer",
+    "BasicAuthCredential",
+    "Consumer",
+    "ConsumerGroup",
+    "ConsumerIndex",
+    "ConsumerPlugin",
+    "check_group_id",
+    "groups_by_id",
+]
 
 
 class ConsumerPlugin(Protocol):
@@ -28,6 +37,19 @@ class ConsumerPlugin(Protocol):
 
 
 _CONSUMER_NAME = re.compile(r"[A-Za-z0-9_\-]+")
+_GROUP_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def check_group_id(value: object, path: str = "id") -> str:
+    """A consumer group id, as APISIX takes it: 1 to 64 letters, digits, ``_``, ``-`` and ``.``.
+
+    Raises:
+        ConfigError: at ``path``.
+    """
+    ident = expect_str(value, path)
+    if not _GROUP_ID.fullmatch(ident):
+        fail(path, f"expected 1 to 64 letters, digits, '_', '-' or '.', got {describe(ident)}")
+    return ident
 
 
 def check_login(value: object, path: str = "username") -> str:
@@ -99,8 +121,10 @@ class Consumer:
         labels: Free labels; ``custom_id`` is forwarded as ``X-Consumer-Custom-ID``.
         desc: A description, for people.
         plugins: Plugins for this consumer's requests (not ``basic-auth``: its credentials are that). One
-            of the same name as a route's replaces it for this consumer (SPEC §9). Only their ``access``
-            and ``response`` phases run: the consumer is known only after authentication.
+            of the same name as a route's (or its group's) replaces it for this consumer (SPEC §9). Only
+            their ``access`` and ``response`` phases run: the consumer is known only after authentication.
+        group_id: The id of the :class:`ConsumerGroup` this consumer belongs to, if any; the gateway
+            must be given that group (a dangling id is a ``ConfigError`` at ``consumers[i].group_id``).
 
     Example:
         >>> alex = Consumer("alex", password="123456")
@@ -113,7 +137,7 @@ class Consumer:
     false.
     """
 
-    __slots__ = ("credentials", "desc", "labels", "plugins", "username")
+    __slots__ = ("credentials", "desc", "group_id", "labels", "plugins", "username")
 
     is_authenticated = True
 
@@ -128,6 +152,7 @@ class Consumer:
         labels: Mapping[str, str] | None = None,
         desc: str | None = None,
         plugins: Iterable[ConsumerPlugin] = (),
+        group_id: str | None = None,
     ) -> None:
         expect_str(username, "username")
         if not _CONSUMER_NAME.fullmatch(username):
@@ -145,12 +170,10 @@ class Consumer:
         elif login is not None:
             fail("login", "a login needs a 'password' or 'password_hash'")
         self.credentials: tuple[BasicAuthCredential, ...] = tuple(owned)
-        clean: dict[str, str] = {}
-        for key, value in expect_mapping(labels or {}, "labels").items():
-            clean[key] = expect_str(value, f"labels.{key}", nonempty=False)
-        self.labels: Mapping[str, str] = MappingProxyType(clean)
+        self.labels: Mapping[str, str] = _labels(labels)
         self.desc = None if desc is None else expect_str(desc, "desc", nonempty=False)
         self.plugins: tuple[ConsumerPlugin, ...] = _consumer_plugins(plugins)
+        self.group_id = None if group_id is None else check_group_id(group_id, "group_id")
 
     @property
     def custom_id(self) -> str | None:
@@ -168,10 +191,65 @@ class Consumer:
         return self.username
 
     def __repr__(self) -> str:
-        return f"Consumer({self.username!r}, credentials={len(self.credentials)})"
+        group = f", group_id={self.group_id!r}" if self.group_id is not None else ""
+        return f"Consumer({self.username!r}, credentials={len(self.credentials)}{group})"
 
 
-def _consumer_plugins(value: Iterable[ConsumerPlugin]) -> tuple[ConsumerPlugin, ...]:
+class ConsumerGroup:
+    """Plugins and labels shared by several consumers (APISIX's consumer group).
+
+    A consumer joins a group with ``group_id``. The group's plugins apply to every request of its
+    consumers, with SPEC §9's precedence: a plugin of the same name on the consumer replaces the
+    group's, and the group's replaces the route's and the service's, wholesale. As on a consumer, a
+    group's plugins run after authentication (their ``access`` and ``response`` phases), so an
+    authenticating plugin such as ``basic-auth`` is refused.
+
+    Args:
+        id: How consumers name the group: 1 to 64 letters, digits, ``_``, ``-`` and ``.``.
+        desc: A description, for people.
+        labels: Free labels (strings).
+        plugins: The plugins of the group's consumers.
+
+    Raises:
+        ConfigError: naming the field.
+
+    Example:
+        >>> from consumer_auth import ConsumerRestrictionPlugin
+        >>> free = ConsumerGroup("free", plugins=[ConsumerRestrictionPlugin(blacklist=["mallory"])])
+        >>> alex = Consumer("alex", password="123456", group_id="free")
+        >>> alex.group_id
+        'free'
+    """
+
+    __slots__ = ("desc", "id", "labels", "plugins")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - APISIX's name for it
+        *,
+        desc: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        plugins: Iterable[ConsumerPlugin] = (),
+    ) -> None:
+        self.id = check_group_id(id)
+        self.desc = None if desc is None else expect_str(desc, "desc", nonempty=False)
+        self.labels: Mapping[str, str] = _labels(labels)
+        self.plugins: tuple[ConsumerPlugin, ...] = _consumer_plugins(plugins, "a consumer group's")
+
+    def __repr__(self) -> str:
+        return f"ConsumerGroup({self.id!r}, plugins={[p.name for p in self.plugins]!r})"
+
+
+def _labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
+    clean: dict[str, str] = {}
+    for key, value in expect_mapping(labels or {}, "labels").items():
+        clean[key] = expect_str(value, f"labels.{key}", nonempty=False)
+    return MappingProxyType(clean)
+
+
+def _consumer_plugins(
+    value: Iterable[ConsumerPlugin], whose: str = "a consumer's"
+) -> tuple[ConsumerPlugin, ...]:
     plugins = tuple(value)
     seen: set[str] = set()
     for index, plugin in enumerate(plugins):
@@ -184,7 +262,7 @@ def _consumer_plugins(value: Iterable[ConsumerPlugin]) -> tuple[ConsumerPlugin, 
         if name == "basic-auth" or "authenticate" in phases():
             fail(
                 f"plugins[{index}]",
-                f"plugin {name!r} authenticates: a consumer's plugins run after authentication",
+                f"plugin {name!r} authenticates: {whose} plugins run after authentication",
             )
         seen.add(name)
     return plugins
@@ -229,18 +307,47 @@ def _decoy_for(verifiers: list[PasswordVerifier]) -> PasswordVerifier | None:
     return next(v for v in pool if type(v) is common).decoy()
 
 
-class ConsumerIndex:
-    """Consumers by name and credentials by username; built once, then read-only.
+def groups_by_id(consumers: Iterable[Consumer], groups: Iterable[ConsumerGroup]) -> dict[str, ConsumerGroup]:
+    """The groups by id, checked: unique ids, and every consumer's ``group_id`` naming one of them.
 
     Raises:
-        ConfigError: for a duplicate consumer name or credential username, at ``consumers[i]``.
+        ConfigError: a duplicate id at ``consumer_groups[i].id``; a dangling ``group_id`` at
+            ``consumers[i].group_id``.
+    """
+    found: dict[str, ConsumerGroup] = {}
+    for index, group in enumerate(groups):
+        if not isinstance(group, ConsumerGroup):
+            raise ConfigError(f"consumer_groups[{index}]", f"expected a ConsumerGroup, got {describe(group)}")
+        if group.id in found:
+            raise ConfigError(f"consumer_groups[{index}].id", f"duplicate consumer group {group.id!r}")
+        found[group.id] = group
+    for index, consumer in enumerate(consumers):
+        ident = getattr(consumer, "group_id", None)
+        if ident is not None and ident not in found:
+            raise ConfigError(f"consumers[{index}].group_id", f"no consumer group with id {ident!r}")
+    return found
+
+
+class ConsumerIndex:
+    """Consumers by name, credentials by username and consumer groups by id; built once, then read-only.
+
+    Args:
+        consumers: The consumers.
+        groups: The consumer groups the consumers' ``group_id`` may name.
+
+    Raises:
+        ConfigError: for a duplicate consumer name or credential username, at ``consumers[i]``; a
+            duplicate group id at ``consumer_groups[i].id``; a ``group_id`` naming no group at
+            ``consumers[i].group_id``.
     """
 
-    __slots__ = ("_anonymous", "_by_login", "_by_name", "_decoy", "rehashed")
+    __slots__ = ("_anonymous", "_by_login", "_by_name", "_decoy", "_groups", "rehashed")
 
-    def __init__(self, consumers: Iterable[Consumer]) -> None:
+    def __init__(self, consumers: Iterable[Consumer], groups: Iterable[ConsumerGroup] = ()) -> None:
         self._by_name: dict[str, Consumer] = {}
         self._by_login: dict[str, tuple[Consumer, BasicAuthCredential]] = {}
+        consumers = list(consumers)
+        self._groups = groups_by_id(consumers, groups)
         owner_index: dict[str, int] = {}
         verifiers: list[PasswordVerifier] = []
         for index, consumer in enumerate(consumers):
@@ -263,6 +370,24 @@ class ConsumerIndex:
         self._anonymous: dict[str, AnonymousConsumer] = {}
         self.rehashed: set[str] = set()
         """Credential usernames whose rehash was already reported for this set (see ``Gateway.on_rehash``)."""
+
+    @property
+    def groups(self) -> tuple[ConsumerGroup, ...]:
+        """The consumer groups, in the order given."""
+        return tuple(self._groups.values())
+
+    def group(self, ident: str) -> ConsumerGroup | None:
+        """The consumer group with this id, if any."""
+        return self._groups.get(ident)
+
+    def group_plugins(self, consumer: Consumer) -> tuple[ConsumerPlugin, ...]:
+        """The plugins of ``consumer``'s group (empty when it has none, or when its group is not one of
+        these: a consumer of another gateway)."""
+        ident = consumer.group_id
+        if ident is None:
+            return ()
+        group = self._groups.get(ident)
+        return group.plugins if group is not None else ()
 
     @property
     def has_credentials(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 from consumer_auth.errors import ConfigError
 from consumer_auth.sansio._trust import TrustedProxies
-from consumer_auth.sansio.consumers import Consumer, ConsumerIndex
+from consumer_auth.sansio.consumers import Consumer, ConsumerGroup, ConsumerIndex
 from consumer_auth.sansio.decision import Allow, Decision, Pending, Reject, RequestFacts, json_reject
 from consumer_auth.sansio.failures import FailureStore, MemoryFailureStore
 from consumer_auth.sansio.passwords import VerificationCache
@@ -110,10 +110,17 @@ def check_consumers(routes: RouteIndex, consumers: ConsumerIndex) -> None:
                 raise error.within(f"{where}.plugins.{name}") from None
 
 
-def _consumer_index(consumers: Iterable[Consumer]) -> ConsumerIndex:
-    """Index the consumers; their plugins must be :class:`Plugin` objects (``Consumer`` checks only
-    their shape)."""
-    index = ConsumerIndex(consumers)
+def _consumer_index(consumers: Iterable[Consumer], groups: Iterable[ConsumerGroup] = ()) -> ConsumerIndex:
+    """Index the consumers and their groups; their plugins must be :class:`Plugin` objects
+    (``Consumer`` and ``ConsumerGroup`` check only their shape)."""
+    index = ConsumerIndex(consumers, groups)
+    for position, group in enumerate(index.groups):
+        for place, plugin in enumerate(group.plugins):
+            if not isinstance(plugin, Plugin):
+                raise ConfigError(
+                    f"consumer_groups[{position}].plugins[{place}]",
+                    f"expected a plugin object, got {plugin!r}",
+                )
     for position, consumer in enumerate(index):
         for place, plugin in enumerate(consumer.plugins):
             if not isinstance(plugin, Plugin):
@@ -140,6 +147,7 @@ class Gateway:
         consumers: Iterable[Consumer] = (),
         routes: Iterable[Route] = (),
         services: Iterable[Service] = (),
+        consumer_groups: Iterable[ConsumerGroup] = (),
         profile: Profile | str = Profile.CLASSIC,
         unmatched: str = "reject",
         cache_size: int = 10_000,
@@ -186,7 +194,9 @@ class Gateway:
         self._lock = threading.Lock()
         self._services = tuple(services)
         self._routes = tuple(routes)
-        state = _State(_consumer_index(consumers), *self._compile(self._routes, self._services))
+        state = _State(
+            _consumer_index(consumers, consumer_groups), *self._compile(self._routes, self._services)
+        )
         check_consumers(state.routes, state.consumers)
         self._state = state
 
@@ -228,22 +238,31 @@ class Gateway:
         consumers: Iterable[Consumer] | None = None,
         routes: Iterable[Route] | None = None,
         services: Iterable[Service] | None = None,
+        consumer_groups: Iterable[ConsumerGroup] | None = None,
     ) -> None:
-        """Swap in new consumers and/or routes and services, all in one atomic step.
+        """Swap in new consumers, consumer groups, routes and services (any of them), in one atomic step.
 
         Requests in flight finish with what they started with; the next request sees the new set.
         Whatever is not given stays as it is (giving ``routes`` without ``services`` keeps the
-        services, and the other way round). A route's ``anonymous_consumer`` that no longer exists
-        then answers 401 ``Invalid user authorization``.
+        services, and the other way round; ``consumers`` without ``consumer_groups`` keeps the
+        groups). A route's ``anonymous_consumer`` that no longer exists then answers 401
+        ``Invalid user authorization``.
 
         Raises:
-            ConfigError: what was given is invalid (everything in force stays as it was).
+            ConfigError: what was given is invalid (everything in force stays as it was), such as a
+                consumer's ``group_id`` naming no group.
         """
-        index = _consumer_index(consumers) if consumers is not None else None
         new_routes = tuple(routes) if routes is not None else None
         new_services = tuple(services) if services is not None else None
+        new_groups = tuple(consumer_groups) if consumer_groups is not None else None
         with self._lock:
             state = self._state
+            index = None
+            if consumers is not None or new_groups is not None:
+                index = _consumer_index(
+                    state.consumers if consumers is None else consumers,
+                    state.consumers.groups if new_groups is None else new_groups,
+                )
             compiled, readings = state.routes, state.readings
             if new_routes is not None or new_services is not None:
                 new_routes = self._routes if new_routes is None else new_routes
@@ -275,6 +294,11 @@ class Gateway:
     def consumers(self) -> tuple[Consumer, ...]:
         """The consumers in force now."""
         return tuple(self._state.consumers)
+
+    @property
+    def consumer_groups(self) -> tuple[ConsumerGroup, ...]:
+        """The consumer groups in force now."""
+        return self._state.consumers.groups
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -371,7 +395,8 @@ class Gateway:
             if found is not None:
                 if isinstance(found, Reject):
                     return found
-                if not found[0].plugins:
+                consumer = found[0]
+                if not consumer.plugins and not state.consumers.group_plugins(consumer):
                     return cached_allow(route, pipeline, found)
         request = PluginRequest(facts, state.consumers, self.environment, route.label, route.service_id, log)
         decided = run_pipeline(route, pipeline, request)

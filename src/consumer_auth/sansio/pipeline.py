@@ -25,7 +25,7 @@ from .log import log_decision
 from .plugin import Environment, Plugin, PluginRequest, Suspend
 
 if TYPE_CHECKING:
-    from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer
+    from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerPlugin
 
 __all__ = ["Pipeline", "cached_allow", "effective_plugins", "run_pipeline"]
 
@@ -67,7 +67,7 @@ class Pipeline:
     def __init__(self, plugins: Mapping[str, Plugin], environment: Environment) -> None:
         self._environment = environment
         self._compiled = {name: plugin.compile(environment) for name, plugin in plugins.items()}
-        self._by_consumer: dict[int, tuple[Consumer, Pipeline]] = {}
+        self._by_consumer: dict[int, tuple[Consumer, Iterable[ConsumerPlugin], Pipeline]] = {}
         self._allows: dict[
             tuple[int, Consumer | None, BasicAuthCredential | None, bool], tuple[MatchedRoute, Allow]
         ] = {}
@@ -86,22 +86,25 @@ class Pipeline:
         only = phases[0] if len(phases) == 1 else None
         self.shortcut = only[0].shortcut() if only is not None and only[1] == ("authenticate",) else None
 
-    def for_consumer(self, consumer: Consumer, group: tuple[Plugin, ...] = ()) -> Pipeline:
+    def for_consumer(self, consumer: Consumer, group: Iterable[ConsumerPlugin] = ()) -> Pipeline:
         """This pipeline with the plugins of a consumer's group, then of the consumer, merged in (SPEC §9:
-        consumer > group > route > service), built once per consumer.
+        consumer > group > route > service), built once per consumer and group.
 
         Only the ``access`` and ``response`` phases of the result run: the consumer is known only after
-        authentication. ``group`` is the hook for consumer groups: the plugins of the consumer's group,
-        given the same way for every request of that consumer.
+        authentication. ``group`` is the plugins of the consumer's group
+        (:meth:`ConsumerIndex.group_plugins <consumer_auth.sansio.consumers.ConsumerIndex.group_plugins>`),
+        the same tuple for every request of that consumer while the group is in force: a replaced
+        group (or consumer) builds a new pipeline.
         """
         if not consumer.plugins and not group:
             return self
         key = id(consumer)
         found = self._by_consumer.get(key)
-        if found is not None and found[0] is consumer:
-            return found[1]
-        own = [p for p in consumer.plugins if isinstance(p, Plugin)]  # all of them: checked at load
-        levels = effective_plugins(group, own)
+        if found is not None and found[0] is consumer and found[1] is group:
+            return found[2]
+        from_group = [p for p in group if isinstance(p, Plugin)]  # all of them: checked at load
+        own = [p for p in consumer.plugins if isinstance(p, Plugin)]
+        levels = effective_plugins(from_group, own)
         merged = {**self._compiled, **{name: p.compile(self._environment) for name, p in levels.items()}}
         pipeline = Pipeline.__new__(Pipeline)
         pipeline._environment = self._environment
@@ -111,7 +114,7 @@ class Pipeline:
         pipeline._arrange(merged)
         if len(self._by_consumer) >= _CONSUMER_CACHE_LIMIT:
             self._by_consumer.clear()  # bounded: replaced consumers do not accumulate
-        self._by_consumer[key] = (consumer, pipeline)
+        self._by_consumer[key] = (consumer, group, pipeline)
         return pipeline
 
 
@@ -138,8 +141,8 @@ def _after(
     route: MatchedRoute, pipeline: Pipeline, request: PluginRequest, start: int, authenticated: bool
 ) -> Decision | Pending:
     consumer = request.consumer
-    if consumer is not None and consumer.plugins:
-        pipeline = pipeline.for_consumer(consumer)
+    if consumer is not None and (consumer.plugins or consumer.group_id is not None):
+        pipeline = pipeline.for_consumer(consumer, request.consumers.group_plugins(consumer))
     steps = pipeline.access
     for index in range(start, len(steps)):
         out = steps[index](request)

@@ -1,8 +1,9 @@
 """Stored documents ⇄ validated objects: one resource at a time on write, everything on read.
 
 Documents have the shape of the configuration schema (SPEC §6), one resource each, as in APISIX's
-Admin API: a consumer (``username``, ``desc``, ``labels``, ``plugins``), a credential (``id``, ``desc``,
-``plugins.basic-auth``), a service, a route. Clear passwords are replaced by argon2id hashes before a
+Admin API: a consumer (``username``, ``desc``, ``labels``, ``plugins``, ``group_id``), a credential (``id``,
+``desc``, ``plugins.basic-auth``), a consumer group (``id``, ``desc``, ``labels``, ``plugins``), a service, a
+route. Clear passwords are replaced by argon2id hashes before a
 document is stored, and neither ever leaves through :func:`redact`.
 """
 
@@ -27,6 +28,8 @@ __all__ = [
     "assemble",
     "broken_consumers",
     "by_kind",
+    "group_of",
+    "in_use",
     "prepare",
     "redact",
     "split_credential_key",
@@ -35,7 +38,7 @@ __all__ = [
 
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _SECRETS = ("password", "password_hash")
-_PLACE = re.compile(r"(consumers|routes|services)\[(\d+)\](?:\.credentials\[(\d+)\])?")
+_PLACE = re.compile(r"(consumer_groups|consumers|routes|services)\[(\d+)\](?:\.credentials\[(\d+)\])?")
 
 Rows = Sequence[tuple[str, str]]
 
@@ -67,6 +70,14 @@ def _parse_one(document: Mapping[str, Any], prefix: str) -> GatewayConfig:
         return parse_config(document)
     except ConfigError as error:
         raise _relative(error, prefix) from None
+
+
+def _consumer_config(document: Mapping[str, Any]) -> GatewayConfig:
+    """One consumer's document as a configuration: its ``group_id`` (checked here, against its form) is
+    given a stand-in group, since whether the group exists is a question for the whole store."""
+    ident = document.get("group_id")
+    groups = [{"id": ident}] if isinstance(ident, str) and _ID.fullmatch(ident) else []
+    return parse_config({"consumer_groups": groups, "consumers": [document]})
 
 
 def _same(document: dict[str, Any], field: str, expected: str) -> None:
@@ -147,7 +158,10 @@ def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
         _same(body, "username", key)
         if "credentials" in body:
             fail("credentials", "add credentials with /apisix/admin/consumers/{username}/credentials/{id}")
-        _parse_one({"consumers": [body]}, "consumers[0]")
+        try:
+            _consumer_config(body)
+        except ConfigError as error:
+            raise _relative(error, "consumers[0]") from None
     elif kind == "credentials":
         consumer, ident = split_credential_key(key)
         check_id(ident, "id")
@@ -155,7 +169,7 @@ def prepare(kind: str, key: str, document: object) -> dict[str, Any]:
         _parse_one(
             {"consumers": [{"username": consumer, "credentials": [body]}]}, "consumers[0].credentials[0]"
         )
-    elif kind in ("routes", "services"):
+    elif kind in ("routes", "services", "consumer_groups"):
         check_id(key, "id")
         _same(body, "id", key)
         _parse_one({kind: [body]}, f"{kind}[0]")
@@ -251,33 +265,46 @@ def assemble(rows: Mapping[str, Rows], cache: ConsumerCache | None = None) -> Ga
                 _decode("credentials", f"{name}/{ident}", body) for ident, body in credentials
             ]
             try:
-                consumer = parse_config({"consumers": [document]}).consumers[0]
+                consumer = _consumer_config(document).consumers[0]
             except ConfigError as error:
                 raise _renamed(error, [name], idents, {}) from None
         built[fingerprint] = consumer
         result.append(consumer)
     services = rows.get("services", ())
     routes = rows.get("routes", ())
-    keys = {"services": [key for key, _ in services], "routes": [key for key, _ in routes]}
+    groups = rows.get("consumer_groups", ())
+    keys = {
+        "services": [key for key, _ in services],
+        "routes": [key for key, _ in routes],
+        "consumer_groups": [key for key, _ in groups],
+    }
     try:
         config = parse_config(
             {
+                "consumer_groups": [_decode("consumer_groups", key, text) for key, text in groups],
                 "services": [_decode("services", key, text) for key, text in services],
                 "routes": [_decode("routes", key, text) for key, text in routes],
             }
         )
-        index = ConsumerIndex(result)
+        index = ConsumerIndex(result, config.consumer_groups)
         check_consumers(compile_routes(config.routes, config.services, Profile.CLASSIC), index)
     except ConfigError as error:
         raise _renamed(error, names, idents, keys) from None
     if cache is not None:
         cache.built = built
-    return GatewayConfig(tuple(result), config.services, config.routes, Profile.CLASSIC, "reject")
+    return GatewayConfig(
+        tuple(result),
+        config.services,
+        config.routes,
+        Profile.CLASSIC,
+        "reject",
+        consumer_groups=config.consumer_groups,
+    )
 
 
 def broken_consumers(rows: Mapping[str, Rows]) -> dict[str, tuple[str, ...]]:
     """The consumers that are invalid on their own (a hash an older version let through), with the
-    stored texts of them and their credentials."""
+    stored texts of them and their credentials (their groups are taken as they are)."""
     credentials: dict[str, list[tuple[str, str]]] = {}
     for key, text in rows.get("credentials", ()):
         credentials.setdefault(split_credential_key(key)[0], []).append((key, text))
@@ -285,7 +312,13 @@ def broken_consumers(rows: Mapping[str, Rows]) -> dict[str, tuple[str, ...]]:
     for name, text in rows.get("consumers", ()):
         owned = credentials.get(name, [])
         try:
-            assemble({"consumers": [(name, text)], "credentials": owned})
+            assemble(
+                {
+                    "consumers": [(name, text)],
+                    "credentials": owned,
+                    "consumer_groups": rows.get("consumer_groups", ()),
+                }
+            )
         except ConfigError:
             broken[name] = (text, *(body for _, body in owned))
     return broken
@@ -308,6 +341,7 @@ def without_consumers(rows: Mapping[str, Rows], consumers: Mapping[str, tuple[st
             for key, text in rows.get("credentials", ())
             if split_credential_key(key)[0] not in drop
         ],
+        "consumer_groups": list(rows.get("consumer_groups", ())),
         "services": list(rows.get("services", ())),
         "routes": list(rows.get("routes", ())),
     }
@@ -322,11 +356,27 @@ def redact(document: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def group_of(text: str) -> str | None:
+    """The ``group_id`` of a stored consumer document, if it has one (``None`` for unreadable text)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    ident = document.get("group_id") if isinstance(document, dict) else None
+    return ident if isinstance(ident, str) else None
+
+
+def in_use(consumer: str) -> str:
+    """Why a consumer group cannot be deleted, in APISIX's words."""
+    return f"can not delete this consumer group, consumer [{consumer}] is still using it now"
+
+
 def by_kind(rows: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[str, str]]]:
     """Group ``(kind, key, text)`` rows by kind, keeping their order (unknown kinds are left out)."""
     grouped: dict[str, list[tuple[str, str]]] = {
         "consumers": [],
         "credentials": [],
+        "consumer_groups": [],
         "services": [],
         "routes": [],
     }

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from consumer_auth.config import GatewayConfig
-from consumer_auth.sansio.consumers import Consumer
+from consumer_auth.sansio.consumers import Consumer, ConsumerGroup
 from consumer_auth.sansio.routing import Route, Service
 
 __all__ = ["KINDS", "Resource", "Snapshot", "Store", "WritableStore"]
 
-KINDS = ("consumers", "credentials", "services", "routes")
+KINDS = ("consumers", "credentials", "services", "routes", "consumer_groups")
 """The kinds of resources a writable store holds (a credential's key is ``consumer/id``)."""
 
 
@@ -31,6 +31,7 @@ class Snapshot:
     routes: tuple[Route, ...] = ()
     services: tuple[Service, ...] = ()
     config: GatewayConfig | None = None
+    consumer_groups: tuple[ConsumerGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

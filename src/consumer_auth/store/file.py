@@ -97,10 +97,17 @@ class FileStore:
         config = parse_config(document)
         if self.consumers:
             # every rule of a static configuration holds for a watched one
-            Gateway(consumers=config.consumers, **gateway_options(config))
+            Gateway(
+                consumers=config.consumers, consumer_groups=config.consumer_groups, **gateway_options(config)
+            )
         elif config.consumers:
             raise ConfigError(
                 "consumers", "the consumers come from the store: remove them from the configuration"
+            )
+        elif config.consumer_groups:
+            raise ConfigError(
+                "consumer_groups",
+                "the consumer groups come from the store: remove them from the configuration",
             )
         else:
             compile_routes(
@@ -112,6 +119,7 @@ class FileStore:
             routes=config.routes,
             services=config.services,
             config=config,
+            consumer_groups=config.consumer_groups,
         )
 
     def wait_for_change(self, timeout: float, wake: threading.Event) -> None:

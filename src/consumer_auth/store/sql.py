@@ -4,7 +4,7 @@ This module is long because the store's writes, reads, revision counter and Post
 one schema and one transaction discipline.
 
 Two tables hold everything: ``consumer_auth_resources`` (one JSON document per consumer, credential,
-service and route) and ``consumer_auth_revision`` (one counter, advanced by every write in the same
+consumer group, service and route) and ``consumer_auth_revision`` (one counter, advanced by every write in the same
 transaction). Gateways compare the counter to notice changes; on PostgreSQL every write also sends a
 ``NOTIFY`` on commit, which gateways ``LISTEN`` to, so a change reaches them at once and the periodic
 revision check is only a safety net (for a notification lost while a connection was down).
@@ -47,6 +47,8 @@ from ._documents import (
     assemble,
     broken_consumers,
     by_kind,
+    group_of,
+    in_use,
     prepare,
     split_credential_key,
     without_consumers,
@@ -313,7 +315,9 @@ class SQLStore:
                 revision = self._current(connection)
                 grouped = self._rows(connection)
         config = assemble(grouped, self._cache)
-        return Snapshot(revision, config.consumers, config.routes, config.services)
+        return Snapshot(
+            revision, config.consumers, config.routes, config.services, consumer_groups=config.consumer_groups
+        )
 
     def wait_for_change(self, timeout: float, wake: threading.Event) -> None:
         """PostgreSQL: wait for a ``NOTIFY`` (returning at once after (re)connecting the listener, so
@@ -463,12 +467,23 @@ class SQLStore:
         """Delete a resource (a consumer with all its credentials); ``False`` when there was none.
 
         Raises:
-            ConfigError: the content without it would be invalid (a service that routes still use).
+            ConfigError: the content without it would be invalid (a service that routes still use); a
+                consumer group that a consumer is in: ``can not delete this consumer group, consumer
+                [alex] is still using it now`` (APISIX's words), at no path.
         """
         self._check_kind(kind)
         table = self._resources
 
         def change(connection: Connection, _revision: int) -> tuple[bool, bool]:
+            if kind == "consumer_groups":
+                members = connection.execute(
+                    select(table.c.key, table.c.document)
+                    .where(table.c.kind == "consumers")
+                    .order_by(table.c.created, table.c.key)
+                )
+                member = next((name for name, text in members if group_of(text) == key), None)
+                if member is not None:
+                    raise ConfigError("", in_use(member))
             deleted = connection.execute(delete(table).where(table.c.kind == kind, table.c.key == key))
             if not deleted.rowcount:
                 return False, False

@@ -181,12 +181,15 @@ class StoreWatcher:
         with self._lock:
             self.gateway.replace(
                 consumers=snapshot.consumers if self.consumers else None,
+                consumer_groups=snapshot.consumer_groups if self.consumers else None,
                 routes=snapshot.routes if self.routes else None,
                 services=snapshot.services if self.routes else None,
             )
             self.revision = snapshot.revision
             self._bad = None
         counts = [counted(len(snapshot.consumers), "consumer")] if self.consumers else []
+        if self.consumers and snapshot.consumer_groups:
+            counts.append(counted(len(snapshot.consumer_groups), "consumer group"))
         if self.routes:
             counts.append(counted(len(snapshot.routes), "route"))
         logger.info("%s: %s in force (%s)", self.store.name, shown(snapshot.revision), ", ".join(counts))

@@ -1,4 +1,5 @@
-"""Consumers in and out of the models, in the configuration schema (``consumer_auth_import``/``_export``)."""
+"""Consumers (and their consumer groups) in and out of the models, in the configuration schema
+(``consumer_auth_import``/``_export``)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from consumer_auth.config import load_file, parse_config
 from consumer_auth.errors import ConfigError
 from consumer_auth.htpasswd import consumers_document, read_htpasswd
 
-from .models import BasicAuthCredential, Consumer
+from .models import BasicAuthCredential, Consumer, ConsumerGroup
 
-__all__ = ["CONFIG_SUFFIXES", "export_document", "import_document", "read_consumers"]
+__all__ = ["CONFIG_SUFFIXES", "export_document", "import_document", "read_consumers", "read_groups"]
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 """Files read as configuration; any other file is read as htpasswd."""
@@ -26,7 +27,8 @@ def read_consumers(
     """The ``consumers`` of a configuration file, or of an htpasswd file, validated.
 
     Returns:
-        The consumer documents, and the other top-level keys of a configuration file (not imported).
+        The consumer documents, and the other top-level keys of a configuration file (not imported;
+        read its ``consumer_groups`` with :func:`read_groups`).
 
     Raises:
         ConfigError: naming the file and the place (``users.yaml: consumers[1].plugins...``).
@@ -45,8 +47,21 @@ def read_consumers(
     except ConfigError as error:
         raise ConfigError(f"{file}: {error.path}" if error.path else str(file), error.reason) from None
     consumers = [dict(item) for item in document.get("consumers") or ()]
-    others = sorted(key for key, value in document.items() if key != "consumers" and value)
+    others = sorted(
+        key for key, value in document.items() if key not in ("consumers", "consumer_groups") and value
+    )
     return consumers, others
+
+
+def read_groups(path: str | Path) -> list[dict[str, Any]]:
+    """The ``consumer_groups`` of a configuration file (``[]`` for an htpasswd file), already validated
+    by :func:`read_consumers`."""
+    file = Path(path)
+    if file.suffix.lower() not in CONFIG_SUFFIXES:
+        return []
+    document = load_file(file)
+    groups = document.get("consumer_groups") if isinstance(document, Mapping) else None
+    return [dict(item) for item in groups or ()]
 
 
 def _credentials(document: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
@@ -59,8 +74,12 @@ def _credentials(document: Mapping[str, Any]) -> list[tuple[str, Mapping[str, An
     return found
 
 
-def import_document(consumers: list[dict[str, Any]], *, using: str = "default") -> tuple[int, int]:
-    """Create or update consumers by name, replacing their credentials, in one transaction.
+def import_document(
+    consumers: list[dict[str, Any]], *, using: str = "default", groups: list[dict[str, Any]] | None = None
+) -> tuple[int, int]:
+    """Create or update consumers by name, replacing their credentials, in one transaction; and first
+    the consumer ``groups`` by id (replaced whole), which the consumers' ``group_id`` may also name
+    when they are already in the database.
 
     Clear passwords are stored as argon2id hashes; stored hashes are kept as they are.
 
@@ -68,19 +87,38 @@ def import_document(consumers: list[dict[str, Any]], *, using: str = "default") 
         How many consumers were created and how many updated.
 
     Raises:
-        ConfigError: a credential username is already another consumer's (nothing is changed).
+        ConfigError: a credential username is already another consumer's, or a ``group_id`` names no
+            group (nothing is changed).
     """
     created = updated = 0
     try:
         with transaction.atomic(using=using):
-            for document in consumers:
+            for group in groups or ():
+                ConsumerGroup.objects.using(using).update_or_create(
+                    ident=group["id"],
+                    defaults={
+                        "desc": group.get("desc") or "",
+                        "labels": dict(group.get("labels") or {}),
+                        "plugins": dict(group.get("plugins") or {}),
+                    },
+                )
+            for index, document in enumerate(consumers):
                 labels = dict(document.get("labels") or {})
+                group_id = document.get("group_id")
+                in_group = None
+                if group_id is not None:
+                    in_group = ConsumerGroup.objects.using(using).filter(ident=group_id).first()
+                    if in_group is None:
+                        raise ConfigError(
+                            f"consumers[{index}].group_id", f"no consumer group with id {group_id!r}"
+                        )
                 consumer, new = Consumer.objects.using(using).update_or_create(
                     name=document["username"],
                     defaults={
                         "custom_id": labels.pop("custom_id", ""),
                         "labels": labels,
                         "desc": document.get("desc") or "",
+                        "group": in_group,
                     },
                 )
                 created, updated = (created + 1, updated) if new else (created, updated + 1)
@@ -102,9 +140,12 @@ def import_document(consumers: list[dict[str, Any]], *, using: str = "default") 
 
 
 def export_document(*, using: str = "default") -> dict[str, Any]:
-    """Every consumer with its credentials, in the configuration schema (hashes included)."""
+    """Every consumer with its credentials, in the configuration schema (hashes included), and the
+    consumer groups when there are any."""
+    groups = [group.document() for group in ConsumerGroup.objects.using(using).order_by("ident")]
     consumers: list[dict[str, Any]] = []
-    for consumer in Consumer.objects.using(using).order_by("name").prefetch_related("credentials"):
+    query = Consumer.objects.using(using).order_by("name").select_related("group")
+    for consumer in query.prefetch_related("credentials"):
         document = consumer.document()
         credentials = []
         for credential in sorted(consumer.credentials.all(), key=lambda c: c.pk):
@@ -112,4 +153,4 @@ def export_document(*, using: str = "default") -> dict[str, Any]:
         if credentials:
             document["credentials"] = credentials
         consumers.append(document)
-    return {"consumers": consumers}
+    return {"consumer_groups": groups, "consumers": consumers} if groups else {"consumers": consumers}

@@ -1,6 +1,8 @@
-"""Django admin pages for consumers and their basic-auth credentials.
+"""Django admin pages for consumers, their basic-auth credentials and consumer groups.
 
-Consumers: list, search (name, custom id, login), filters, credentials inline. Credentials: list,
+Consumers: list, search (name, custom id, login), filters (by group too), credentials inline, a group.
+Consumer groups: list (with how many consumers are in each), search, plugins as JSON; a group that
+consumers are in is not deleted (Django's protected-objects page names them). Credentials: list,
 search, filters (hash format: find the htpasswd imports worth a new password), a "Set password" page
 and action. Passwords are typed in and stored as argon2id hashes; no page ever shows a hash, only its
 format. Django's model permissions apply as usual (``view``/``add``/``change``/``delete`` of each model;
@@ -23,9 +25,9 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .forms import CredentialForm, SetPasswordForm
-from .models import BasicAuthCredential, Consumer
+from .models import BasicAuthCredential, Consumer, ConsumerGroup
 
-__all__ = ["BasicAuthCredentialAdmin", "ConsumerAdmin", "CredentialInline"]
+__all__ = ["BasicAuthCredentialAdmin", "ConsumerAdmin", "ConsumerGroupAdmin", "CredentialInline"]
 
 
 class CredentialInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -96,10 +98,11 @@ class PasswordFormatFilter(admin.SimpleListFilter):
 class ConsumerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Consumers with their credentials inline."""
 
-    list_display = ("name", "custom_id", "logins", "modified")
-    list_filter = (HasCredentialsFilter, "modified")
+    list_display = ("name", "custom_id", "group", "logins", "modified")
+    list_filter = (HasCredentialsFilter, "group", "modified")
+    list_select_related = ("group",)
     search_fields = ("name", "custom_id", "desc", "credentials__username")
-    fields = ("name", "custom_id", "labels", "desc")
+    fields = ("name", "custom_id", "labels", "desc", "group")
     inlines = (CredentialInline,)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Consumer]:
@@ -108,6 +111,26 @@ class ConsumerAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.display(description=_("credentials"), ordering="login_count")
     def logins(self, consumer: Consumer) -> int:
         return int(getattr(consumer, "login_count", 0))
+
+
+@admin.register(ConsumerGroup)
+class ConsumerGroupAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Consumer groups, with their plugins as the configuration schema's JSON."""
+
+    list_display = ("ident", "desc", "plugin_names", "members", "modified")
+    search_fields = ("ident", "desc")
+    fields = ("ident", "desc", "labels", "plugins")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConsumerGroup]:
+        return super().get_queryset(request).annotate(member_count=Count("consumers"))
+
+    @admin.display(description=_("plugins"))
+    def plugin_names(self, group: ConsumerGroup) -> str:
+        return ", ".join(group.plugins) if isinstance(group.plugins, dict) else ""
+
+    @admin.display(description=_("consumers"), ordering="member_count")
+    def members(self, group: ConsumerGroup) -> int:
+        return int(getattr(group, "member_count", 0))
 
 
 @admin.register(BasicAuthCredential)

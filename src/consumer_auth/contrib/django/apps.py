@@ -18,11 +18,11 @@ class ConsumerAuthConfig(AppConfig):
 
     def ready(self) -> None:
         from .checks import check_database, check_settings
-        from .models import BasicAuthCredential, Consumer
+        from .models import BasicAuthCredential, Consumer, ConsumerGroup
         from .store import on_model_change
 
         checks.register(check_settings)
         checks.register(check_database, checks.Tags.database)
-        for model in (Consumer, BasicAuthCredential):
+        for model in (Consumer, BasicAuthCredential, ConsumerGroup):
             for signal in (post_save, post_delete):
                 signal.connect(on_model_change, sender=model, dispatch_uid=f"consumer_auth.{model.__name__}")

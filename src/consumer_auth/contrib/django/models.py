@@ -1,9 +1,11 @@
 """The consumers of a Django project, managed in Django admin and followed by the gateway.
 
-Two models, in the configuration schema's terms (SPEC §1):
+Three models, in the configuration schema's terms (SPEC §1, §10):
 
 - :class:`Consumer` — a named API client: ``name``, ``custom_id`` (forwarded as ``X-Consumer-Custom-ID``),
-  free ``labels`` and a description;
+  free ``labels``, a description and at most one ``group``;
+- :class:`ConsumerGroup` — plugins shared by its consumers: ``ident`` (the ``group_id`` consumers name),
+  a description, ``labels`` and ``plugins`` (the configuration schema's mapping, as JSON);
 - :class:`BasicAuthCredential` — a login of one consumer: an optional ``ident`` (forwarded as
   ``X-Credential-Identifier``), the ``username`` the client sends (unique across all consumers) and the
   password's *hash* only (argon2id when set here; htpasswd's forms when imported).
@@ -33,9 +35,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BasicAuthCredential",
     "Consumer",
+    "ConsumerGroup",
     "Revision",
     "consumer_document",
     "credential_document",
+    "group_document",
     "hash_format",
 ]
 
@@ -59,7 +63,9 @@ def hash_format(stored: str) -> str:
     return next((name for prefix, name in _FORMATS if stored.startswith(prefix)), "unknown")
 
 
-def consumer_document(name: str, custom_id: str, labels: object, desc: str) -> dict[str, Any]:
+def consumer_document(
+    name: str, custom_id: str, labels: object, desc: str, group_id: str | None = None
+) -> dict[str, Any]:
     """A consumer's fields as a configuration document (without its credentials)."""
     shown = dict(labels) if isinstance(labels, dict) else labels
     if custom_id and isinstance(shown, dict):
@@ -69,6 +75,20 @@ def consumer_document(name: str, custom_id: str, labels: object, desc: str) -> d
         document["labels"] = shown
     if desc:
         document["desc"] = desc
+    if group_id:
+        document["group_id"] = group_id
+    return document
+
+
+def group_document(ident: str, desc: str, labels: object, plugins: object) -> dict[str, Any]:
+    """A consumer group's fields as a configuration document."""
+    document: dict[str, Any] = {"id": ident}
+    if desc:
+        document["desc"] = desc
+    if labels:
+        document["labels"] = labels
+    if plugins:
+        document["plugins"] = plugins
     return document
 
 
@@ -89,6 +109,69 @@ def _config_error(error: ConfigError, fields: dict[str, str]) -> ValidationError
     if field is None:
         return ValidationError(str(error))
     return ValidationError({field: error.reason if error.path == head else str(error)})
+
+
+class ConsumerGroup(models.Model):
+    """Plugins shared by several consumers, as ``consumer_groups[]`` in a configuration file.
+
+    A group that consumers are in cannot be deleted (``PROTECT``): move them out first.
+    """
+
+    ident: models.CharField[str, str] = models.CharField(
+        _("id"),
+        max_length=64,
+        unique=True,
+        validators=[_ident],
+        help_text=_("How consumers name it (their group_id): 1-64 letters, digits, '_', '-' or '.'."),
+    )
+    desc: models.TextField[str, str] = models.TextField(_("description"), blank=True)
+    labels = models.JSONField(
+        _("labels"),
+        default=dict,
+        blank=True,
+        help_text=_('Free labels, a JSON object of strings: {"tier": "free"}.'),
+    )
+    plugins = models.JSONField(
+        _("plugins"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            "A JSON object of plugin names and their settings, as in a configuration file: "
+            '{"consumer-restriction": {"blacklist": ["mallory"]}}. They apply to the group\'s consumers '
+            "(a consumer's own plugin of the same name wins; the group's wins over a route's and a "
+            "service's)."
+        ),
+    )
+    created: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
+        _("created"), auto_now_add=True
+    )
+    modified: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
+        _("modified"), auto_now=True
+    )
+
+    if TYPE_CHECKING:
+        consumers: RelatedManager[Consumer]
+
+    class Meta:
+        ordering = ("ident",)
+        verbose_name = _("consumer group")
+        verbose_name_plural = _("consumer groups")
+
+    def __str__(self) -> str:
+        return self.ident
+
+    def document(self) -> dict[str, Any]:
+        """The group as a configuration document."""
+        return group_document(self.ident, self.desc, self.labels, self.plugins)
+
+    def clean(self) -> None:
+        """Validate as the configuration loader does (the plugins' schemas included), on the fields."""
+        try:
+            prepare("consumer_groups", self.ident, self.document())
+        except ConfigError as error:
+            raise _config_error(
+                error, {"id": "ident", "labels": "labels", "desc": "desc", "plugins": "plugins"}
+            ) from None
 
 
 class Consumer(models.Model):
@@ -114,6 +197,15 @@ class Consumer(models.Model):
         help_text=_('Free labels, a JSON object of strings: {"team": "billing"}.'),
     )
     desc: models.TextField[str, str] = models.TextField(_("description"), blank=True)
+    group: models.ForeignKey[ConsumerGroup | None, ConsumerGroup | None] = models.ForeignKey(
+        ConsumerGroup,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="consumers",
+        verbose_name=_("consumer group"),
+        help_text=_("Optional; the group's plugins apply to this consumer."),
+    )
     created: models.DateTimeField[datetime.datetime, datetime.datetime] = models.DateTimeField(
         _("created"), auto_now_add=True
     )
@@ -134,7 +226,8 @@ class Consumer(models.Model):
 
     def document(self) -> dict[str, Any]:
         """The consumer as a configuration document (without its credentials)."""
-        return consumer_document(self.name, self.custom_id, self.labels, self.desc)
+        group = self.group.ident if self.group is not None else None
+        return consumer_document(self.name, self.custom_id, self.labels, self.desc, group)
 
     def clean(self) -> None:
         """Validate as the configuration loader does, the errors on the fields they concern."""

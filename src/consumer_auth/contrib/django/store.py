@@ -45,7 +45,15 @@ from consumer_auth.store import Snapshot, StoreWatcher
 from consumer_auth.store._documents import ConsumerCache, assemble, by_kind
 from consumer_auth.store.watcher import logger
 
-from .models import BasicAuthCredential, Consumer, Revision, consumer_document, credential_document
+from .models import (
+    BasicAuthCredential,
+    Consumer,
+    ConsumerGroup,
+    Revision,
+    consumer_document,
+    credential_document,
+    group_document,
+)
 
 __all__ = ["DEFAULT_POLL_INTERVAL", "DjangoStore", "changed", "follow_rehashes", "store_from_setting"]
 
@@ -173,7 +181,7 @@ class DjangoStore:
             with suppress(Exception):
                 connection.close()
             return True  # cannot tell: the database is not answering
-        return Consumer._meta.db_table in names and Revision._meta.db_table in names
+        return all(model._meta.db_table in names for model in (Consumer, ConsumerGroup, Revision))
 
     # -- Store ---------------------------------------------------------------------------------------
 
@@ -198,11 +206,18 @@ class DjangoStore:
                 row = Revision.objects.using(alias).filter(pk=1).values_list("epoch", "value").first()
                 revision = _revision_of(row)
                 # Plain values, not model instances: a reload reads every row (see docs/django.md).
-                consumers = Consumer.objects.using(alias).order_by("pk")
+                groups = ConsumerGroup.objects.using(alias).order_by("pk")
                 rows = [
-                    ("consumers", name, _text(consumer_document(name, custom_id, labels, desc)))
-                    for name, custom_id, labels, desc in consumers.values_list(
-                        "name", "custom_id", "labels", "desc"
+                    ("consumer_groups", ident, _text(group_document(ident, desc, labels, plugins)))
+                    for ident, desc, labels, plugins in groups.values_list(
+                        "ident", "desc", "labels", "plugins"
+                    )
+                ]
+                consumers = Consumer.objects.using(alias).order_by("pk")
+                rows += [
+                    ("consumers", name, _text(consumer_document(name, custom_id, labels, desc, group)))
+                    for name, custom_id, labels, desc, group in consumers.values_list(
+                        "name", "custom_id", "labels", "desc", "group__ident"
                     )
                 ]
                 credentials = BasicAuthCredential.objects.using(alias).order_by("pk")
@@ -220,7 +235,7 @@ class DjangoStore:
 
         revision, grouped = self._query(read)
         config = assemble(grouped, self._cache)
-        return Snapshot(revision, config.consumers)
+        return Snapshot(revision, config.consumers, consumer_groups=config.consumer_groups)
 
     def save_rehash(self, consumer: object, credential: CoreCredential, new_hash: str) -> None:
         """The gateway's ``on_rehash`` hook: store ``new_hash`` for ``credential``, in the background.
@@ -303,7 +318,7 @@ def _notify_all() -> None:
 
 
 def on_model_change(sender: type[Any], *, using: str = "default", **kwargs: Any) -> None:
-    """The ``post_save``/``post_delete`` receiver of the two models (connected by the app)."""
+    """The ``post_save``/``post_delete`` receiver of the models (connected by the app)."""
     changed(using)
 
 

@@ -1,4 +1,4 @@
-"""The ``consumer-restriction`` plugin: allow or deny consumers by name, after authentication."""
+"""The ``consumer-restriction`` plugin: allow or deny consumers by name or by group, after authentication."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ class ConsumerRestrictionPlugin(Plugin):
     """Restrict a route or service to some consumers (``whitelist``) or exclude some (``blacklist``).
 
     Runs after authentication. A request without a consumer (no auth plugin on the route) gets 401
-    ``Missing authentication or identity verification.``.
+    ``Missing authentication or identity verification.``. With ``type="consumer_group_id"`` the lists
+    hold consumer group ids instead of names; a consumer in no group then gets APISIX's 401
+    ``The request is rejected, please check the consumer_group_id for this request``.
 
     As in APISIX, the blacklist is checked first, then the whitelist; a consumer on the whitelist skips
     ``allowed_by_methods``, and a consumer without an entry there is not limited by it.
@@ -42,8 +44,10 @@ class ConsumerRestrictionPlugin(Plugin):
             ``allowed_by_methods`` is required.
         allowed_by_methods: ``[{"user": name, "methods": [...]}]``: the methods each named consumer may use.
         rejected_code: Status of a rejection (default 403).
-        rejected_msg: Message of a rejection (default ``The consumer_name is forbidden.``).
-        type: What is matched; only ``consumer_name`` (the default) is supported.
+        rejected_msg: Message of a rejection (default ``The <type> is forbidden.``:
+            ``The consumer_name is forbidden.``, or ``The consumer_group_id is forbidden.``).
+        type: What is matched: ``consumer_name`` (the default) or ``consumer_group_id`` (the consumer's
+            :class:`~consumer_auth.ConsumerGroup`; in ``allowed_by_methods``, ``user`` is then a group id).
 
     Example:
         >>> ConsumerRestrictionPlugin(whitelist=["alex"]).whitelist
@@ -57,7 +61,7 @@ class ConsumerRestrictionPlugin(Plugin):
     blacklist: tuple[str, ...] | None = None
     allowed_by_methods: tuple[tuple[str, tuple[str, ...]], ...] | None = None
     rejected_code: int = 403
-    rejected_msg: str = "The consumer_name is forbidden."
+    rejected_msg: str | None = None  # set to ``The <type> is forbidden.`` when not given
     type: str = "consumer_name"
 
     def __post_init__(self) -> None:
@@ -70,8 +74,10 @@ class ConsumerRestrictionPlugin(Plugin):
         if self.allowed_by_methods is not None:
             object.__setattr__(self, "allowed_by_methods", _methods_by_user(self.allowed_by_methods))
         expect_int(self.rejected_code, "rejected_code", minimum=200, maximum=599)
+        expect_choice(self.type, "type", ("consumer_name", "consumer_group_id"))
+        if self.rejected_msg is None:
+            object.__setattr__(self, "rejected_msg", f"The {self.type} is forbidden.")
         expect_str(self.rejected_msg, "rejected_msg")
-        expect_choice(self.type, "type", ("consumer_name",))
 
     @classmethod
     def from_config(cls, value: object) -> ConsumerRestrictionPlugin:
@@ -89,6 +95,8 @@ class ConsumerRestrictionPlugin(Plugin):
             ),
             "",
         )
+        if "rejected_msg" in config:
+            expect_str(config["rejected_msg"], "rejected_msg")  # null is no message, as before
         return cls(**config)
 
     def compile(self, environment: Environment | None = None) -> RestrictionCheck:
@@ -115,7 +123,7 @@ def _methods_by_user(value: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
 class RestrictionCheck(Plugin):
     """A compiled ``consumer-restriction`` plugin (its ``access`` phase)."""
 
-    __slots__ = ("_allowed", "_denied", "_methods", "_no_consumer", "_rejected")
+    __slots__ = ("_allowed", "_by_group", "_denied", "_methods", "_no_consumer", "_no_group", "_rejected")
 
     name: ClassVar[str] = ConsumerRestrictionPlugin.name
     priority: ClassVar[int] = ConsumerRestrictionPlugin.priority
@@ -127,10 +135,17 @@ class RestrictionCheck(Plugin):
         for user, methods in plugin.allowed_by_methods or ():
             self._methods.setdefault(user, frozenset(methods))  # the first entry for a user counts
         self._rejected = json_reject(
-            plugin.rejected_code, "message", plugin.rejected_msg, reason="consumer_forbidden"
+            plugin.rejected_code, "message", plugin.rejected_msg or "", reason="consumer_forbidden"
         )
         self._no_consumer = json_reject(
             401, "message", "Missing authentication or identity verification.", reason="no_consumer"
+        )
+        self._by_group = plugin.type == "consumer_group_id"
+        self._no_group = json_reject(
+            401,
+            "message",
+            "The request is rejected, please check the consumer_group_id for this request",
+            reason="no_consumer_group",
         )
 
     def access(self, request: PluginRequest) -> Reject | None:
@@ -141,7 +156,13 @@ class RestrictionCheck(Plugin):
         """The rejection for this consumer and method, or ``None`` to let it through."""
         if consumer is None:
             return self._no_consumer
-        name = consumer.username
+        if self._by_group:
+            group = consumer.group_id
+            if group is None:
+                return self._no_group
+            name = group
+        else:
+            name = consumer.username
         if name in self._denied:
             return self._rejected
         if self._allowed is not None:

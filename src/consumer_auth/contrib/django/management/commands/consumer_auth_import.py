@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from consumer_auth.contrib.django._transfer import import_document, read_consumers
+from consumer_auth.contrib.django._transfer import import_document, read_consumers, read_groups
 from consumer_auth.errors import ConfigError
 
 
@@ -43,10 +43,13 @@ class Command(BaseCommand):
             )
             if others:
                 self.stderr.write(f"not imported (set them in CONSUMER_AUTH): {', '.join(others)}")
+            groups = [] if options["htpasswd"] else read_groups(options["file"])
             if options["dry_run"]:
                 self.stdout.write(f"{len(consumers)} consumers are valid; nothing was changed (--dry-run)")
                 return
-            created, updated = import_document(consumers, using=options["database"])
+            created, updated = import_document(consumers, using=options["database"], groups=groups)
         except ConfigError as error:
             raise CommandError(str(error)) from None
         self.stdout.write(f"imported {len(consumers)} consumers ({created} created, {updated} updated)")
+        if groups:
+            self.stdout.write(f"and {len(groups)} consumer groups (created or replaced)")
