@@ -68,6 +68,7 @@ _ASGI = {"version": "3.0", "spec_version": "2.4"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _NO_BODY = frozenset({204, 304})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _STATUS_LINES = {
     status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode()) for status in HTTPStatus
 }
@@ -130,6 +131,8 @@ class ServerState:
         self.shutting_down = False
         self._date_second = -1
         self._date: list[tuple[bytes, bytes]] = []
+        self._date_value = b""
+        self._date_line = b""
 
     @property
     def default_headers(self) -> list[tuple[bytes, bytes]]:
@@ -139,6 +142,15 @@ class ServerState:
             self._date_second = now
             self._date = [(b"date", formatdate(now, usegmt=True).encode("ascii"))]
         return self._date
+
+    @property
+    def date_line(self) -> bytes:
+        """The ``date`` header line of an HTTP/1.1 response head."""
+        date = self.default_headers[0][1]
+        if date is not self._date_value:
+            self._date_value = date
+            self._date_line = b"date: " + date + b"\r\n"
+        return self._date_line
 
     def busy(self) -> bool:
         """Whether connections or requests in progress have reached ``max_connections``."""
@@ -302,19 +314,21 @@ class _Cycle:
         status = int(message["status"])
         self.status = status
         self.response_started = True
-        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        count = 1
+        lines = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, self.conn.state.date_line]
+        count = 2
         length: int | None = None
         chunked = False
-        for name, value in (*self.conn.state.default_headers, *message.get("headers", ())):
-            lowered = bytes(name).lower()
-            if lowered == b"content-length" and length is None:
-                length = int(value)
-            elif lowered == b"transfer-encoding" and bytes(value).lower() == b"chunked":
-                chunked = True
-            elif lowered == b"connection" and bytes(value).lower() == b"close":
-                self.keep_alive = False
-            lines.append(b"%s: %s\r\n" % (lowered, bytes(value)))
+        for name, value in message.get("headers", ()):
+            name = name.lower()
+            if name in _FRAMING:
+                if name == b"content-length":
+                    if length is None:
+                        length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = chunked or value.lower() == b"chunked"
+                elif value.lower() == b"close":
+                    self.keep_alive = False
+            lines += (name, b": ", value, b"\r\n")
             count += 1
         if self.scope["method"] == "HEAD" or status in _NO_BODY:
             self.expected, self.chunked = 0, False
