@@ -86,6 +86,16 @@ def serve_command(config: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def report(samples: dict[str, list[float]], baseline: str) -> None:
+    """Each variant's rounds and median, and its ratio to the first variant: the median of the ratios
+    round by round (the rounds were measured side by side, so a change in the machine's load moves both)."""
+    first = next(iter(samples.values()))
+    for name, values in samples.items():
+        rounds = " · ".join(f"{value:,.0f}" for value in values)
+        ratios = [value / base for value, base in zip(values, first, strict=True)]
+        print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(ratios):.2f}× {baseline})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="main", help="git ref of the 'before' serve (default main)")
@@ -116,10 +126,7 @@ def main() -> None:
             print(
                 f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
             )
-            own = median(samples["own front (httptools, uvloop)"])
-            for name, values in samples.items():
-                rounds = " · ".join(f"{value:,.0f}" for value in values)
-                print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / own:.2f}× own)")
+            report(samples, "own")
             for process in processes:
                 process.terminate()
                 process.wait(10)
@@ -176,12 +183,7 @@ def main() -> None:
             print(
                 f"\nconsumer-auth serve, clear-text credential, nginx upstream: wrk -t1 -c32 -d{args.seconds}s"
             )
-            first = median(next(iter(samples.values())))
-            for name, values in samples.items():
-                rounds = " · ".join(f"{value:,.0f}" for value in values)
-                print(
-                    f"  {name}: {rounds} (median {median(values):,.0f}; {median(values) / first:.2f}× before)"
-                )
+            report(samples, "before")
         finally:
             for process in processes:
                 process.terminate()
