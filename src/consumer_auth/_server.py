@@ -753,6 +753,9 @@ class HttpProtocol(asyncio.Protocol):
             # A handshake pipelined behind a request in progress: refused rather than queued.
             self._refuse(400, "a websocket handshake pipelined behind another request")
             return
+        if self.state.busy():
+            self._refuse(503, "more connections and requests in progress than max_connections")
+            return
         self._in_body = False
         self._cancel(self._body_timer)
         self._body_timer = None
