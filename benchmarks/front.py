@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from _common import interleaved, machine, median
 from proxy import AUTHORIZATION, NGINX, PASSWORD, UPSTREAM_BODY, ensure_tools, free_port, wait_for
@@ -34,8 +35,34 @@ ROOT = Path(__file__).resolve().parent.parent
 OK_APP = Path(__file__).resolve().parent / "_ok_app.py"
 
 
-def wrk(port: int, seconds: int, authorization: str | None = None) -> float:
-    """Requests per second over ``seconds`` with one thread and 32 connections; all must be 200."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by a process and every process under it (Linux ``/proc``)."""
+    total = 0.0
+    pending = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def measure(port: int, pid: int, seconds: int, authorization: str | None = None) -> tuple[float, float]:
+    """Requests per second, and the server's CPU microseconds per request (its own processes' time,
+    which other work on the machine does not inflate the way it slows throughput)."""
+    before = cpu_seconds(pid)
+    rate, count = wrk(port, seconds, authorization)
+    return rate, (cpu_seconds(pid) - before) / count * 1e6
+
+
+def wrk(port: int, seconds: int, authorization: str | None = None) -> tuple[float, int]:
+    """Requests per second and requests over ``seconds`` with one thread and 32 connections; all must be
+    200."""
     command = ["wrk", "-t1", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
     if authorization is not None:
         command[1:1] = ["-H", f"Authorization: {authorization}"]
@@ -43,9 +70,10 @@ def wrk(port: int, seconds: int, authorization: str | None = None) -> float:
     if "Non-2xx or 3xx responses" in done.stdout or "Socket errors" in done.stdout:
         raise RuntimeError(f"wrk saw failed requests on port {port}:\n{done.stdout}")
     found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    if found is None:
+    count = re.search(r"(\d+) requests in", done.stdout)
+    if found is None or count is None:
         raise RuntimeError(f"unexpected wrk output:\n{done.stdout}")
-    return float(found.group(1))
+    return float(found.group(1)), int(count.group(1))
 
 
 def start(
@@ -86,14 +114,18 @@ def serve_command(config: Path, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def report(samples: dict[str, list[float]], baseline: str) -> None:
-    """Each variant's rounds and median, and its ratio to the first variant: the median of the ratios
+def report(samples: dict[str, list[Any]], baseline: str) -> None:
+    """Each variant's rounds and medians, and its ratios to the first variant: the median of the ratios
     round by round (the rounds were measured side by side, so a change in the machine's load moves both)."""
     first = next(iter(samples.values()))
     for name, values in samples.items():
-        rounds = " · ".join(f"{value:,.0f}" for value in values)
-        ratios = [value / base for value, base in zip(values, first, strict=True)]
-        print(f"  {name}: {rounds} (median {median(values):,.0f}; {median(ratios):.2f}× {baseline})")
+        rates = [rate for rate, _ in values]
+        costs = [cost for _, cost in values]
+        rounds = " · ".join(f"{rate:,.0f}" for rate in rates)
+        speed = median([rate / base[0] for rate, base in zip(rates, first, strict=True)])
+        cost = median([cost / base[1] for cost, base in zip(costs, first, strict=True)])
+        print(f"  {name}: {rounds} req/s (median {median(rates):,.0f}; {speed:.2f}× {baseline})")
+        print(f"      CPU per request: {median(costs):.1f} µs ({cost:.2f}× {baseline})")
 
 
 def main() -> None:
@@ -117,11 +149,12 @@ def main() -> None:
             for name, command in commands.items():
                 port = ports[name.split()[0]]
                 processes.append(start(command, port, name, {"PYTHONPATH": str(OK_APP.parent)}))
-                targets[name] = port
-            for port in targets.values():
+                targets[name] = (port, processes[-1].pid)
+            for port, _ in targets.values():
                 wrk(port, 1)  # warm up
             samples = interleaved(
-                {name: (lambda p=port: wrk(p, args.seconds)) for name, port in targets.items()}, args.rounds
+                {name: (lambda t=target: measure(*t, args.seconds)) for name, target in targets.items()},  # type: ignore[misc]
+                args.rounds,
             )
             print(
                 f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
@@ -166,18 +199,21 @@ def main() -> None:
             ):
                 port = free_port()
                 processes.append(start(serve_command(config, port), port, name, {"PYTHONPATH": str(tree)}))
-                serves[name] = port
+                serves[name] = (port, processes[-1].pid)
             # The same proxy app on other servers (without serve's limits): what another front would give.
             others = {name: free_port() for name in ("uvicorn", "granian")}
             for name, command in bare_fronts(others, "_proxy_app:app").items():
                 port = others[name.split()[0]]
                 env = {"PYTHONPATH": str(OK_APP.parent), "CONSUMER_AUTH_BENCH_CONFIG": str(config)}
                 processes.append(start(command, port, name, env))
-                serves[f"the proxy app on {name}"] = port
-            for port in serves.values():
+                serves[f"the proxy app on {name}"] = (port, processes[-1].pid)
+            for port, _ in serves.values():
                 wrk(port, 1, AUTHORIZATION)
             samples = interleaved(
-                {name: (lambda p=port: wrk(p, args.seconds, AUTHORIZATION)) for name, port in serves.items()},
+                {
+                    name: (lambda t=target: measure(*t, args.seconds, AUTHORIZATION))  # type: ignore[misc]
+                    for name, target in serves.items()
+                },
                 args.rounds,
             )
             print(
