@@ -116,6 +116,22 @@ def test_serve_under_20_concurrent_clients(tmp_path: Path, upstream: UpstreamSer
     assert process.terminate() == 0
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_serve_and_demo_run_without_uvicorn_or_aiohttp(
+    tmp_path: Path, upstream: UpstreamServer, command: str
+) -> None:
+    """The ``server`` extra has neither: serve runs on the project's own front, the demo's stand-in too."""
+    blocked = "import sys; sys.modules.update(uvicorn=None, aiohttp=None); "
+    run = "from consumer_auth.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["--config", str(guide_config(tmp_path, upstream.url))] if command == "serve" else []
+    process = Process([sys.executable, "-c", blocked + run, command, *args, "--port", "0"])
+    port = process.uvicorn_port()
+    reply = ask(port, ("alex", "123456"))
+    assert reply.status == 200
+    assert (reply.body == SLIDES) if command == "serve" else (len(reply.body) == 429)
+    assert process.terminate() == 0
+
+
 def test_serve_with_two_workers(tmp_path: Path, upstream: UpstreamServer) -> None:
     process, port = serve("--config", str(guide_config(tmp_path, upstream.url)), workers=2)
     assert_guide(port)
