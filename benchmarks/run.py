@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/run.py [--quick] [--only NAME[,NAME...]] [--output PATH]``
 
-Names: ``inprocess``, ``routes``, ``flood``, ``proxy``, ``store``. ``--quick`` shortens every measurement (for trying the
+Names: ``inprocess``, ``metrics``, ``routes``, ``flood``, ``proxy``, ``store``. ``--quick`` shortens every measurement (for trying the
 scripts, not for numbers worth keeping).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import flood
 import inprocess
+import metrics
 import proxy
 import routes
 import security
@@ -25,6 +26,7 @@ from _common import Result, machine, tool_version
 
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     "inprocess": inprocess.run,
+    "metrics": metrics.run,
     "routes": routes.run,
     "flood": flood.run,
     "proxy": proxy.run,

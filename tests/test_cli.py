@@ -392,6 +392,27 @@ def test_check_accepts_the_guide(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out == "OK: 1 consumer, 1 service, 1 route (profile classic)\n"
 
 
+def test_check_counts_consumer_groups_and_names_a_dangling_group_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "groups.yaml"
+    config.write_text(
+        "consumer_groups: [{id: free}]\n"
+        "consumers: [{username: alex, group_id: free, plugins: {basic-auth: {username: alex, password: pw}}}]\n"
+        "routes: [{uri: /json, upstream: 'http://127.0.0.1:9001', plugins: {basic-auth: {}}}]\n"
+    )
+    assert cli.main(["check", "--config", str(config)]) == 0
+    assert (
+        capsys.readouterr().out
+        == "OK: 1 consumer (1 consumer group), 0 services, 1 route (profile classic)\n"
+    )
+    config.write_text(config.read_text().replace("group_id: free", "group_id: gold"))
+    assert cli.main(["check", "--config", str(config)]) == 1
+    assert capsys.readouterr().err == (
+        "consumer-auth: error: consumers[0].group_id: no consumer group with id 'gold'\n"
+    )
+
+
 def test_check_notes_routes_without_upstream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--config", str(guide_config(tmp_path, None))]) == 0
     assert capsys.readouterr().out.splitlines()[1] == (

@@ -618,6 +618,7 @@ def unmigrated_database(tmp_path: Path) -> Iterator[str]:
         yield "empty"
     finally:
         connections["empty"].close()
+        del connections["empty"]  # the next test's "empty" is another file: no connection of this one
         del connections.settings["empty"]
 
 
@@ -626,6 +627,27 @@ def test_missing_tables_say_run_migrate(tmp_path: Path) -> None:
         store = DjangoStore(database=alias)
         with pytest.raises(StoreError, match="run manage.py migrate"):
             store.revision()
+        store.close()
+
+
+def test_a_database_from_before_groups_says_migrate_then_keeps_its_consumers(tmp_path: Path) -> None:
+    """Migration 0002 adds the groups to a database whose consumers were made before them."""
+    with unmigrated_database(tmp_path) as alias:
+        call_command("migrate", "consumer_auth", "0001", database=alias, verbosity=0)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(
+                'INSERT INTO consumer_auth_consumer (name, custom_id, labels, "desc", created, modified) '
+                "VALUES ('alex', '', '{}', '', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        store = DjangoStore(database=alias)
+        with pytest.raises(StoreError, match="run manage.py migrate"):
+            store.load()  # the consumers are there, the groups' table is not
+        call_command("migrate", "consumer_auth", database=alias, verbosity=0)
+        snapshot = store.load()
+        assert [(c.username, c.group_id) for c in snapshot.consumers] == [("alex", None)]
+        free = ConsumerGroup.objects.using(alias).create(ident="free")
+        Consumer.objects.using(alias).filter(name="alex").update(group=free)
+        assert [c.group_id for c in store.load().consumers] == ["free"]
         store.close()
 
 
@@ -778,6 +800,11 @@ def ids(**overrides: Any) -> list[str]:
             {**store_setting(2), "consumers": [{"username": "alex"}]},
             ["consumer_auth.E010"],
             id="consumers-too",
+        ),
+        pytest.param(
+            {**store_setting(2), "consumer_groups": [{"id": "free"}]},
+            ["consumer_auth.E010"],
+            id="consumer-groups-too",
         ),
         pytest.param(
             {**store_setting(2), "routes": [{"uri": "json"}]}, ["consumer_auth.E003"], id="bad-route"

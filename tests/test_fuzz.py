@@ -56,13 +56,14 @@ def _body(key: str, message: str) -> bytes:
 
 
 def _restrictions(document: dict[str, Any]) -> Iterable[tuple[int, str]]:
-    for owner in (*document.get("routes", ()), *document.get("services", ())):
+    owners = ("routes", "services", "consumers", "consumer_groups")  # every level plugins come from
+    for owner in (item for key in owners for item in document.get(key, ())):
         plugin = (owner.get("plugins") or {}).get("consumer-restriction")
         if plugin is not None:
-            yield (
-                plugin.get("rejected_code", 403),
-                plugin.get("rejected_msg", "The consumer_name is forbidden."),
-            )
+            kind = plugin.get("type", "consumer_name")
+            yield (plugin.get("rejected_code", 403), plugin.get("rejected_msg", f"The {kind} is forbidden."))
+            if kind == "consumer_group_id":  # a consumer in no group
+                yield (401, f"The request is rejected, please check the {kind} for this request")
 
 
 def allowed_rejections(name: str) -> frozenset[tuple[int, bytes]]:

@@ -156,3 +156,28 @@ def test_long_modules_say_why() -> None:
         if len(lines) > LONG and "long because" not in head:
             unexplained.append((module, len(lines)))
     assert unexplained == []
+
+
+METRICS = ROOT + ".metrics"  # the one adapter that talks to prometheus_client
+
+
+def _external_imports(module: str) -> set[str]:
+    """The top-level names of the packages outside consumer_auth that a module imports (anywhere in it)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return found
+
+
+def test_only_the_metrics_adapter_imports_prometheus_client() -> None:
+    importers = sorted(module for module in MODULES if "prometheus_client" in _external_imports(module))
+    assert importers == [METRICS]
+
+
+def test_the_core_never_imports_the_metrics() -> None:
+    assert [
+        module for module, targets in sorted(graph().items()) if is_core(module) and METRICS in targets
+    ] == []

@@ -4,7 +4,8 @@ add|list|remove`` and ``consumer-auth admin``: a store from the shell.
 Passwords are read from the terminal (asked twice) or as one line of standard input, never from the
 command line (where ``ps`` would show them); they are stored as argon2id hashes and never printed.
 
-This module is long because each command's parser sits next to the function that runs it.
+This module is long because every store sub-command's parser sits next to the function that runs it, as
+in ``cli.py``.
 """
 
 from __future__ import annotations

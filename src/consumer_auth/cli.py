@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from consumer_auth import _store_cli, htpasswd
+from consumer_auth import _serve_metrics, _store_cli, htpasswd
 from consumer_auth._args import BadValue, command, port_number
 from consumer_auth._limits import ServerLimits
 from consumer_auth._logging import logging_config
@@ -143,6 +143,8 @@ def worker_app() -> tuple[ASGIProxy, ServerLimits]:
     options = json.loads(os.environ[_WORKER_ENV])
     tls = (options.get("ssl_certfile"), options.get("ssl_keyfile"))
     proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"), tls)
+    if options.get("metrics"):
+        _serve_metrics.instrument(proxy)
     _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervisor)
     return proxy, limits
 
@@ -205,6 +207,12 @@ def serve(args: argparse.Namespace) -> int:
         for watcher in watchers:
             watcher.stop()
         return _fail(sock)
+    listener = _serve_metrics.start(args.metrics, args.workers, proxy)
+    if isinstance(listener, str):
+        for watcher in watchers:
+            watcher.stop()
+        sock.close()
+        return _fail(listener)
     _log_setup(args)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
@@ -228,6 +236,7 @@ def serve(args: argparse.Namespace) -> int:
             "access_log": args.access_log,
             "auth_log": args.auth_log,
             "graceful_timeout": args.graceful_timeout,
+            "metrics": args.metrics is not None,
         }
     )
     scheme = "https" if limits.tls else "http"
@@ -255,8 +264,11 @@ def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         gateway = Gateway.from_file(args.config)
     except ConfigError as error:
         return _fail(str(error))
+    groups = gateway.consumer_groups
+    in_groups = f" ({counted(len(groups), 'consumer group')})" if groups else ""  # as before without
     print(
-        f"OK: {counted(len(gateway.consumers), 'consumer')}, {counted(len(gateway.services), 'service')}, "
+        f"OK: {counted(len(gateway.consumers), 'consumer')}{in_groups}, "
+        f"{counted(len(gateway.services), 'service')}, "
         f"{counted(len(gateway.routes), 'route')} (profile {gateway.profile.value})",
         file=out,
     )
@@ -392,6 +404,7 @@ def _parser() -> argparse.ArgumentParser:
 consumer-auth serve --config gateway.yaml
 consumer-auth serve --config routes.yaml --store sqlite:////var/lib/consumer-auth/consumers.db --workers 4
 consumer-auth serve --store gateway.yaml --upstream http://127.0.0.1:8000 --port 8080
+consumer-auth serve --config gateway.yaml --workers 4 --metrics 127.0.0.1:9091
 kill -HUP PID    # read gateway.yaml again
 """,
     )
@@ -424,6 +437,12 @@ kill -HUP PID    # read gateway.yaml again
         help="serve HTTPS (HTTP/1.1 and HTTP/2) with this PEM certificate chain (with --ssl-keyfile)",
     )
     serve_command.add_argument("--ssl-keyfile", metavar="FILE", help="the PEM private key of --ssl-certfile")
+    serve_command.add_argument(
+        "--metrics",
+        type=_serve_metrics.address,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, every worker counted (docs/metrics.md)",
+    )
     server_options(serve_command, "127.0.0.1", 9080)
     serve_command.set_defaults(run=serve)
 

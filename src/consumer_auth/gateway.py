@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
     from .asgi import ASGIApp, ASGIGatewayMiddleware
+    from .metrics import Metrics
     from .proxy.asgi import ASGIProxy
     from .proxy.wsgi import WSGIProxy
     from .sansio.plugin import Profile
@@ -273,23 +274,43 @@ class Gateway(core.Gateway):
 
     # -- adapters ---------------------------------------------------------------------------------
 
-    def wsgi(self, app: WSGIApplication) -> GatewayMiddleware:
+    def wsgi(self, app: WSGIApplication, *, metrics: Metrics | bool = False) -> GatewayMiddleware:
         """Wrap a WSGI app: requests reach it only when this gateway allows them.
 
         The app finds the consumer in ``environ["consumer_auth.consumer"]`` and the identity headers
         (``HTTP_X_CONSUMER_USERNAME``, ...); a stripped service prefix moves to ``SCRIPT_NAME``.
+
+        Args:
+            app: The app to protect.
+            metrics: Count requests in Prometheus metrics (``docs/metrics.md``): a
+                :class:`~consumer_auth.metrics.Metrics`, or ``True`` for the process-wide one on
+                ``prometheus_client``'s global registry. Needs ``pip install 'consumer-auth[metrics]'``.
         """
+        chose = _metrics_for(metrics)
+        if chose is not None:
+            from .metrics import MeteredGatewayMiddleware
+
+            return MeteredGatewayMiddleware(app, self, chose)
         from .wsgi import GatewayMiddleware
 
         return GatewayMiddleware(app, self)
 
-    def asgi(self, app: ASGIApp) -> ASGIGatewayMiddleware:
+    def asgi(self, app: ASGIApp, *, metrics: Metrics | bool = False) -> ASGIGatewayMiddleware:
         """Wrap an ASGI app (HTTP and websocket; lifespan passes through).
 
         The app finds the consumer in ``scope["consumer_auth.consumer"]`` and in ``scope["user"]``
         (Starlette's ``request.user``), with ``scope["auth"]`` holding its scopes; a stripped service
         prefix moves to ``root_path``. Slow hashes are verified off the event loop.
+
+        Args:
+            app: The app to protect.
+            metrics: As for :meth:`wsgi`.
         """
+        chose = _metrics_for(metrics)
+        if chose is not None:
+            from .metrics import MeteredASGIGatewayMiddleware
+
+            return MeteredASGIGatewayMiddleware(app, self, chose)
         from .asgi import ASGIGatewayMiddleware
 
         return ASGIGatewayMiddleware(app, self)
@@ -299,6 +320,7 @@ class Gateway(core.Gateway):
         *,
         upstream: Upstream | str | Mapping[str, Any] | None = None,
         max_body_bytes: int | None = None,
+        metrics: Metrics | bool = False,
     ) -> ASGIProxy:
         """An ASGI app forwarding allowed requests to their upstream (SPEC §5; ``docs/proxy.md``).
 
@@ -310,6 +332,7 @@ class Gateway(core.Gateway):
                 as ``"http://127.0.0.1:9001"`` or an APISIX-style mapping.
             max_body_bytes: Largest request body for routes and services that set none (default: no
                 limit); larger is 413 (``docs/security.md``).
+            metrics: As for :meth:`wsgi`; the proxy also measures the upstream and counts node health.
 
         Raises:
             ConfigError: a route has no upstream and no default is given (at ``routes[i].upstream``), or
@@ -323,13 +346,16 @@ class Gateway(core.Gateway):
                 "the ASGI proxy needs httptools: pip install 'consumer-auth[proxy]'", name=error.name
             ) from error
 
-        return ASGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
+        return ASGIProxy(
+            self, upstream=upstream, max_body_bytes=max_body_bytes, metrics=_metrics_for(metrics)
+        )
 
     def wsgi_proxy(
         self,
         *,
         upstream: Upstream | str | Mapping[str, Any] | None = None,
         max_body_bytes: int | None = None,
+        metrics: Metrics | bool = False,
     ) -> WSGIProxy:
         """A WSGI app forwarding allowed requests to their upstream, with pooled connections.
 
@@ -339,10 +365,23 @@ class Gateway(core.Gateway):
         Args:
             upstream: Default upstream, as for :meth:`asgi_proxy`.
             max_body_bytes: As for :meth:`asgi_proxy`.
+            metrics: As for :meth:`asgi_proxy`.
 
         Raises:
             ConfigError: as for :meth:`asgi_proxy`.
         """
         from .proxy.wsgi import WSGIProxy
 
-        return WSGIProxy(self, upstream=upstream, max_body_bytes=max_body_bytes)
+        return WSGIProxy(
+            self, upstream=upstream, max_body_bytes=max_body_bytes, metrics=_metrics_for(metrics)
+        )
+
+
+def _metrics_for(metrics: Metrics | bool) -> Metrics | None:
+    """The :class:`~consumer_auth.metrics.Metrics` a ``metrics=`` argument names (importing
+    ``prometheus_client`` only when it names one)."""
+    if metrics is False:
+        return None
+    from .metrics import chosen
+
+    return chosen(metrics)

@@ -8,10 +8,11 @@ import time
 from typing import TYPE_CHECKING
 
 from consumer_auth.errors import ConfigError
-from consumer_auth.sansio.decision import Allow, Decision, RequestFacts
+from consumer_auth.sansio.decision import Allow, Decision, MatchedRoute, RequestFacts
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 if TYPE_CHECKING:
+    from consumer_auth.metrics import Metrics
     from consumer_auth.sansio.gateway import Gateway
 
 __all__ = [
@@ -114,23 +115,38 @@ def log_fault(what: str, decision: Allow, node: UpstreamNode | None, error: Base
 
 
 class Exchange:
-    """What the access log says about one request; filled in as the request goes."""
+    """What the access log (and the metrics, when on) say about one request; filled in as it goes.
+
+    With ``metrics``, the forwarder also sets ``decided`` (when the decision was made, including any
+    password verification), ``route`` (the route that decided, or that a rejected path matches) and
+    ``upstream_seconds`` (from the first connection attempt to the upstream's response head); without,
+    none is measured.
+    """
 
     __slots__ = (
+        "decided",
         "decision",
         "facts",
         "gateway",
         "method",
+        "metrics",
         "node",
         "path",
         "peer",
+        "route",
         "sent",
         "started",
         "status",
+        "upstream_seconds",
     )
 
     def __init__(
-        self, peer: str | None, method: str, path: str | bytes, gateway: Gateway | None = None
+        self,
+        peer: str | None,
+        method: str,
+        path: str | bytes,
+        gateway: Gateway | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.started = time.perf_counter()
         self.peer = peer
@@ -142,6 +158,10 @@ class Exchange:
         self.facts: RequestFacts | None = None
         self.decision: Decision | None = None
         self.node: UpstreamNode | None = None
+        self.metrics = metrics
+        self.decided = 0.0
+        self.route: MatchedRoute | None = None
+        self.upstream_seconds: float | None = None
 
     def _route(self) -> str | None:
         """The id of the route the request was decided on (``None`` when unmatched or unnamed).
@@ -158,7 +178,10 @@ class Exchange:
         return route.id if route is not None else None
 
     def log(self) -> None:
-        """Write the access-log line (when INFO is enabled for ``consumer_auth.access``)."""
+        """Write the access-log line (when INFO is enabled for ``consumer_auth.access``) and count the
+        request in the metrics (when on). Called once, when the exchange is over."""
+        if self.metrics is not None:
+            self.metrics.exchange(self)
         if not ACCESS_LOGGER.isEnabledFor(logging.INFO):
             return
         decision = self.decision

@@ -5,7 +5,8 @@ checks) and on each probe (active checks); the probe itself is sent by the forwa
 the ASGI proxy, a thread in the WSGI one). As in APISIX's healthcheck library, a node has one state,
 healthy or unhealthy, and counters of the outcomes in a row: a success resets the failure counters, a
 failure of one kind resets the success counter, and reaching a threshold flips the state (then every
-counter starts again). Each change of state is logged once, at WARNING (unhealthy) or INFO (healthy).
+counter starts again). Each change of state is logged once, at WARNING (unhealthy) or INFO (healthy),
+and told to ``on_change`` (the metrics' node health gauge), as is each node's first appearance.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from consumer_auth.sansio.upstream import ActiveCheck, PassiveCheck, Upstream, UpstreamNode
 
@@ -65,15 +66,17 @@ class Health:
     """The health of the nodes of every upstream that has ``checks`` (thread-safe).
 
     Nodes start healthy. Upstreams without ``checks`` are never tracked: :meth:`unhealthy` answers the
-    empty set for them without taking a lock.
+    empty set for them without taking a lock. ``on_change(node, healthy)`` is called when a node is
+    first tracked (healthy) and at each change of its state.
     """
 
-    __slots__ = ("_down", "_lock", "_nodes")
+    __slots__ = ("_down", "_lock", "_nodes", "on_change")
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[UpstreamNode, bool], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._nodes: dict[tuple[Upstream, UpstreamNode], _Node] = {}
         self._down: dict[Upstream, frozenset[UpstreamNode]] = {}
+        self.on_change = on_change
 
     def unhealthy(self, upstream: Upstream) -> frozenset[UpstreamNode]:
         """The nodes of ``upstream`` that get no traffic now."""
@@ -147,6 +150,8 @@ class Health:
         state = self._nodes.get((upstream, node))
         if state is None:
             state = self._nodes[upstream, node] = _Node()
+            if self.on_change is not None:
+                self.on_change(node, True)
         return state
 
     def _report(
@@ -175,6 +180,8 @@ class Health:
                 down.add(node)
             self._down[upstream] = frozenset(down)
             every = len(down) == len(upstream.nodes)
+            if self.on_change is not None:
+                self.on_change(node, state.healthy)
         plural = _PLURAL[outcome] if threshold > 1 else outcome.value
         if state.healthy:
             logger.info(

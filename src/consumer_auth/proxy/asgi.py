@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ from ._plan import (
 if TYPE_CHECKING:
     from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 
+    from consumer_auth.metrics import Metrics
     from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["ASGIProxy"]
@@ -204,6 +206,8 @@ class ASGIProxy:
             of their own (default: no limit). A larger ``Content-Length`` is answered 413 before
             anything is forwarded; a body of unknown length that grows past it drops the upstream
             connection and is answered 413.
+        metrics: Count requests, decisions, latencies and node health in these
+            :class:`~consumer_auth.metrics.Metrics` (default: none, and nothing is measured).
 
     Raises:
         ConfigError: a route has no upstream and no default is given (``routes[i].upstream``), or
@@ -221,6 +225,7 @@ class ASGIProxy:
         upstream: Upstream | str | object | None = None,
         pool: VerificationPool | None = None,
         max_body_bytes: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.gateway = gateway
         self.pool = pool
@@ -232,6 +237,18 @@ class ASGIProxy:
         self.health = Health()
         """The health of the nodes of upstreams with ``checks`` (probed while the proxy serves)."""
         self._monitors: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+        self._metrics: Metrics | None = None
+        self.metrics = metrics
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Where requests and node health are counted (settable; ``None``: nowhere, at no cost)."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+        self.health.on_change = metrics.node_health if metrics is not None else None
 
     # -- the pool ----------------------------------------------------------------------------------
 
@@ -334,6 +351,7 @@ class ASGIProxy:
             str(scope.get("method", "GET")),
             scope.get("raw_path") or scope["path"],
             self.gateway,
+            self._metrics,
         )
         try:
             await self._handle(scope, receive, send, exchange)
@@ -372,6 +390,9 @@ class ASGIProxy:
         if isinstance(decision, Pending):
             decision = await resolve(decision, self.pool)
         exchange.decision = decision
+        if exchange.metrics is not None:
+            exchange.decided = time.perf_counter()
+            exchange.route = decision.route if isinstance(decision, Allow) else self.gateway.match(facts)
         if isinstance(decision, Reject):
             await self._reject(scope, receive, send, decision, exchange)
             return
@@ -402,11 +423,17 @@ class ASGIProxy:
             exchange.status = 499  # the client left before anything was forwarded (nginx's convention)
             return
         pool = self._pool()
+        timed = exchange.metrics is not None
+        started = time.perf_counter() if timed else 0.0
         try:
             connection = await self._exchange(pool, upstream, request, body, decision, exchange)
         except _Failed as failed:
+            if timed:
+                exchange.upstream_seconds = time.perf_counter() - started
             await self._reject(scope, receive, send, failed.answer, exchange)
             return
+        if timed:
+            exchange.upstream_seconds = time.perf_counter() - started
         await self._relay(pool, connection, receive, send, decision, exchange, upstream.timeout.read)
 
     async def _websocket(

@@ -48,6 +48,7 @@ from ._pool import ConnectionPool, NodePool
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
+    from consumer_auth.metrics import Metrics
     from consumer_auth.sansio.gateway import Gateway
 
 __all__ = ["WSGIProxy"]
@@ -244,6 +245,8 @@ class WSGIProxy:
     Args:
         gateway: Decides every request.
         upstream: Default upstream (URL or mapping) for routes without one and for ``unmatched: pass``.
+        metrics: Count requests, decisions, latencies and node health in these
+            :class:`~consumer_auth.metrics.Metrics` (default: none, and nothing is measured).
 
     Raises:
         ConfigError: as :class:`~consumer_auth.proxy.asgi.ASGIProxy`.
@@ -255,6 +258,7 @@ class WSGIProxy:
         *,
         upstream: Upstream | str | object | None = None,
         max_body_bytes: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.gateway = gateway
         self.max_body_bytes = max_body_bytes
@@ -264,10 +268,22 @@ class WSGIProxy:
         self._pool = ConnectionPool()
         self.health = Health()
         """The health of the nodes of upstreams with ``checks`` (probed by a daemon thread)."""
+        self._metrics: Metrics | None = None
+        self.metrics = metrics
         self._monitor: threading.Thread | None = None
         self._monitor_lock = threading.Lock()
         self._closed = threading.Event()
         self._watch_health()
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Where requests and node health are counted (settable; ``None``: nowhere, at no cost)."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+        self.health.on_change = metrics.node_health if metrics is not None else None
 
     def close(self) -> None:
         """Close the idle upstream connections and stop the health probes."""
@@ -312,6 +328,7 @@ class WSGIProxy:
             environ.get("REQUEST_METHOD", "GET"),
             raw.partition("?")[0].encode("latin-1", "replace").decode("ascii", "backslashreplace"),
             self.gateway,
+            self._metrics,
         )
         try:
             result = self._handle(environ, start_response, exchange)
@@ -339,6 +356,9 @@ class WSGIProxy:
         exchange.facts = facts
         decision = self.gateway.decide_now(facts)
         exchange.decision = decision
+        if exchange.metrics is not None:
+            exchange.decided = time.perf_counter()
+            exchange.route = decision.route if isinstance(decision, Allow) else self.gateway.match(facts)
         if isinstance(decision, Reject):
             return self._reject(start_response, decision, facts.method, exchange)
         upstream = upstream_for(decision, self.default_upstream)
@@ -354,7 +374,12 @@ class WSGIProxy:
         if limit is not None and request.content_length is not None and request.content_length > limit:
             return self._reject(start_response, TOO_LARGE, facts.method, exchange)
         body = _RequestBody(environ.get("wsgi.input"), limit)
-        outcome = self._open(upstream, request, body, decision, exchange)
+        if exchange.metrics is None:
+            outcome = self._open(upstream, request, body, decision, exchange)
+        else:
+            started = time.perf_counter()
+            outcome = self._open(upstream, request, body, decision, exchange)
+            exchange.upstream_seconds = time.perf_counter() - started
         if isinstance(outcome, Reject):
             return self._reject(start_response, outcome, facts.method, exchange)
         response, connection, pool = outcome

@@ -1,4 +1,8 @@
-"""Consumers, their basic-auth credentials, and the index the gateway looks them up in."""
+"""Consumers, their basic-auth credentials, their groups, and the index the gateway looks them up in.
+
+This module is long because a consumer, its credential, its group and the index that joins them are
+checked together (a dangling ``group_id`` or a login two consumers share is found where they meet).
+"""
 
 from __future__ import annotations
 

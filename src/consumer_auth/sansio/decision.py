@@ -85,6 +85,14 @@ class MatchedRoute(Protocol):
         """Its place in the configuration (``-1`` for a per-view guard)."""
 
     @property
+    def label(self) -> str:
+        """How logs and metrics name it: its id, else ``routes[i]`` (``guard`` for a per-view guard)."""
+
+    @property
+    def service_id(self) -> str | None:
+        """The id of its service, if it has one."""
+
+    @property
     def upstream(self) -> Upstream | None:
         """Where it forwards to (proxy mode), if anywhere."""
 

@@ -13,7 +13,7 @@ import logging
 
 from consumer_auth.sansio.decision import Decision, MatchedRoute, Reject
 
-__all__ = ["LOGGER", "log_decision", "route_label"]
+__all__ = ["LOGGER", "decision_reason", "log_decision", "route_label"]
 
 LOGGER = logging.getLogger("consumer_auth.auth")
 """One INFO record per decision (see the module docstring for its attributes)."""
@@ -26,6 +26,21 @@ def route_label(route: MatchedRoute | None) -> str | None:
     if route.id:
         return route.id
     return f"routes[{route.order}]" if route.order >= 0 else "guard"
+
+
+def decision_reason(decision: Decision) -> str:
+    """The stable reason code of a decision: a rejection's own, else how the request was allowed
+    (``authenticated``, ``anonymous``, ``no_auth`` on a route without authentication, ``unmatched``
+    for a request passed on under ``unmatched: pass``)."""
+    if isinstance(decision, Reject):
+        return decision.reason
+    if decision.route is None:
+        return "unmatched"
+    if decision.consumer is None:
+        return "no_auth"
+    if decision.credential is None:
+        return "anonymous"
+    return "authenticated"
 
 
 def log_decision(
@@ -48,16 +63,7 @@ def log_decision(
     else:
         verdict, status = "allow", None
         consumer = decision.consumer.username if decision.consumer is not None else None
-        if allowed is not None:
-            reason = allowed
-        elif decision.route is None:
-            reason = "unmatched"
-        elif decision.consumer is None:
-            reason = "no_auth"
-        elif decision.credential is None:
-            reason = "anonymous"
-        else:
-            reason = "authenticated"
+        reason = allowed if allowed is not None else decision_reason(decision)
     name = route_label(route)
     LOGGER.info(
         "%s %s route=%s consumer=%s client=%s",

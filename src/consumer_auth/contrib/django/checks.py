@@ -131,13 +131,14 @@ def _check_store_setting(value: Mapping[str, Any]) -> list[CheckMessage]:
         return [Error(str(error), id="consumer_auth.E010")]
     if store is not None:
         store.close()
-    if config.get("consumers"):
-        return [
-            Error(
-                f"{SETTING}.consumers: the consumers come from the store: remove them from the setting.",
-                id="consumer_auth.E010",
-            )
-        ]
+    for key, what in (("consumers", "consumers"), ("consumer_groups", "consumer groups")):
+        if config.get(key):
+            return [
+                Error(
+                    f"{SETTING}.{key}: the {what} come from the store: remove them from the setting.",
+                    id="consumer_auth.E010",
+                )
+            ]
     try:
         parsed = parse_config(config)
     except ConfigError as error:
