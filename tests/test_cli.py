@@ -116,10 +116,65 @@ def test_serve_under_20_concurrent_clients(tmp_path: Path, upstream: UpstreamSer
     assert process.terminate() == 0
 
 
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_serve_and_demo_run_without_uvicorn_or_aiohttp(
+    tmp_path: Path, upstream: UpstreamServer, command: str
+) -> None:
+    """The ``server`` extra has neither: serve runs on the project's own front, the demo's stand-in too."""
+    blocked = "import sys; sys.modules.update(uvicorn=None, aiohttp=None); "
+    run = "from consumer_auth.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["--config", str(guide_config(tmp_path, upstream.url))] if command == "serve" else []
+    process = Process([sys.executable, "-c", blocked + run, command, *args, "--port", "0"])
+    port = process.uvicorn_port()
+    reply = ask(port, ("alex", "123456"))
+    assert reply.status == 200
+    assert (reply.body == SLIDES) if command == "serve" else (len(reply.body) == 429)
+    assert process.terminate() == 0
+
+
 def test_serve_with_two_workers(tmp_path: Path, upstream: UpstreamServer) -> None:
     process, port = serve("--config", str(guide_config(tmp_path, upstream.url)), workers=2)
     assert_guide(port)
     assert process.terminate() == 0
+
+
+def _workers(process: Process) -> list[int]:
+    """The worker processes ``serve --workers N`` started (the parent's children)."""
+    children = Path(f"/proc/{process.proc.pid}/task/{process.proc.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+def test_a_worker_that_dies_is_replaced(tmp_path: Path, upstream: UpstreamServer) -> None:
+    process, port = serve("--config", str(guide_config(tmp_path, upstream.url)), workers=2)
+    first, second = _workers(process)
+    os.kill(first, signal.SIGKILL)
+    process.wait_for(rf"worker process \[{first}\] ended with status -9: starting another", process.stderr)
+    process.wait_for("Application startup complete", process.stderr, count=3)
+    assert second in _workers(process)
+    assert first not in _workers(process)
+    assert len(_workers(process)) == 2
+    for _ in range(4):  # both workers answer (the kernel spreads new connections between them)
+        assert_guide(port)
+    assert process.terminate() == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+def test_sigterm_closes_idle_kept_alive_connections_at_once(
+    tmp_path: Path, upstream: UpstreamServer, workers: int
+) -> None:
+    """An idle kept-alive connection does not hold the shutdown until its keep-alive timeout or the
+    graceful timeout (an hour each here: the test would time out waiting for the exit)."""
+    path = str(guide_config(tmp_path, upstream.url, server={"keep_alive_timeout": 3600}))
+    process, port = serve("--config", path, "--graceful-timeout", "3600", workers=workers)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/v1/json", headers={"Host": "example.com"})
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (401, b'{"message":"Missing authorization in request"}\n')
+    assert response.getheader("connection") is None  # kept alive
+    assert process.terminate() == 0
+    assert connection.sock is not None
+    assert connection.sock.recv(1) == b""  # closed by the server, with nothing more to say
+    connection.close()
 
 
 def test_sigterm_lets_requests_in_flight_finish(tmp_path: Path) -> None:
@@ -547,10 +602,10 @@ def test_serve_reports_a_busy_port_on_one_line(tmp_path: Path, upstream: Upstrea
 def test_serve_without_the_server_extra_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "httptools", None)  # as if it were not installed
     path = guide_config(tmp_path, "http://127.0.0.1:9001")
     assert cli.main(["serve", "--config", str(path)]) == 1
     assert capsys.readouterr().err == (
-        "consumer-auth: error: this command needs uvicorn: pip install 'consumer-auth[server]'\n"
+        "consumer-auth: error: this command needs httptools: pip install 'consumer-auth[server]'\n"
     )
     assert cli.main(["demo"]) == 1

@@ -44,11 +44,11 @@ def httpbin_stand_in() -> Iterator[str]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    runner, url = asyncio.run_coroutine_threadsafe(_demo.stand_in_upstream(), loop).result(30)
+    stand_in, url = asyncio.run_coroutine_threadsafe(_demo.stand_in_upstream(), loop).result(30)
     try:
         yield url
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(stand_in.aclose(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()

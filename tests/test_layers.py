@@ -126,11 +126,7 @@ def test_the_core_imports_nothing_outside_it() -> None:
     assert wrong == []
 
 
-KNOWN_CIRCLES: list[list[str]] = [
-    # The HTTP/2 front reuses the HTTP/1.1 front's protocol and limits, which picks HTTP/2 by ALPN (a
-    # function-level import): both of the runtime, none of the core. To untangle (a shared module).
-    ["consumer_auth._h2", "consumer_auth._server"],
-]
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def test_no_module_imports_in_a_circle() -> None:

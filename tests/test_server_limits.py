@@ -263,6 +263,26 @@ def test_ambiguous_framing_is_refused_and_nothing_is_smuggled(
         assert (status, body) == expected
 
 
+def test_expect_100_continue_is_answered_before_the_body_is_sent(server: Server) -> None:
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Length: 5\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as connection:
+        connection.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:  # the client waits for this before sending its body
+            chunk = connection.recv(1)
+            assert chunk, interim
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(b"hello")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert seen(answer)["body"] == "hello"
+
+
 def test_a_well_framed_chunked_body_passes(server: Server) -> None:
     request = (
         b"POST / HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"

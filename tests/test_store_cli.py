@@ -387,6 +387,27 @@ def test_the_admin_listener_has_the_limits_of_serve_and_believes_no_forwarded_fo
         process.kill()
 
 
+def test_the_admin_access_log_believes_a_trusted_proxy_only(store_url: str) -> None:
+    process = Process(
+        [COMMAND, "admin", "--store", store_url, "--port", "0", "--trusted-proxy", "127.0.0.1"],
+        env={"CONSUMER_AUTH_ADMIN_KEY": "k"},
+    )
+    try:
+        port = process.uvicorn_port()
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/apisix/admin/routes",
+            headers={"X-Forwarded-For": "198.51.100.4, 203.0.113.9"},
+            timeout=30,
+        )
+        assert answer.status_code == 401
+        line = process.wait_for("GET /apisix/admin/routes", process.stderr).string
+        assert "203.0.113.9" in line  # the hop the trusted proxy (this test, on loopback) appended
+        assert "198.51.100.4" not in line  # what the client itself claimed
+    finally:
+        process.terminate()
+        process.kill()
+
+
 def test_the_admin_command_needs_a_key(store_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "CONSUMER_AUTH_ADMIN_KEY"}
     result = cli("admin", "--store", store_url, env=env)

@@ -4,6 +4,8 @@ proxy on uvicorn: a real websocket client, a real websocket upstream on loopback
 from __future__ import annotations
 
 import asyncio
+import signal
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from http import HTTPStatus
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -130,6 +133,53 @@ def test_serve_forwards_a_websocket_with_alex_credentials_and_refuses_it_without
     process.wait_for(r'"GET /v1/ws/echo" 401 ', process.stdout)
     assert process.terminate() == 0
     assert "123456" not in "\n".join(process.stdout + process.stderr)
+
+
+def test_sigterm_closes_an_open_websocket_as_going_away(upstream: EchoUpstream, tmp_path: Path) -> None:
+    """An open websocket does not hold the shutdown for the graceful timeout (an hour: the test would time
+    out waiting for the exit); its client is told 1001, going away."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config(f"http://127.0.0.1:{upstream.port}")))
+    process = Process(
+        [CONSUMER_AUTH, "serve", "--config", str(path), "--port", "0", "--graceful-timeout", "3600"]
+    )
+    port = process.uvicorn_port()
+    with connect(f"ws://127.0.0.1:{port}/v1/ws/echo", additional_headers=ALEX, open_timeout=30) as websocket:
+        websocket.send("before")
+        assert websocket.recv(timeout=30) == "before"
+        process.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            websocket.recv(timeout=30)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1001
+    assert process.terminate() == 0
+
+
+def test_serve_forwards_a_websocket_over_tls(upstream: EchoUpstream, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(keyfile))
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config(f"http://127.0.0.1:{upstream.port}")))
+    process = Process(
+        [CONSUMER_AUTH, "serve", "--config", str(path), "--port", "0", "--ssl-certfile", str(certfile),
+         "--ssl-keyfile", str(keyfile)]
+    )  # fmt: skip
+    port = process.uvicorn_port()
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    url = f"wss://127.0.0.1:{port}/v1/ws/echo"
+    with connect(url, additional_headers=ALEX, ssl=context, open_timeout=30) as websocket:
+        websocket.send("over tls")
+        assert websocket.recv(timeout=30) == "over tls"
+    _, received = upstream.requests[-1]
+    assert received["x-forwarded-proto"] == "https"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, ssl=context, open_timeout=30)
+    assert (refused.value.response.status_code, refused.value.response.body) == (401, MISSING)
+    assert process.terminate() == 0
 
 
 def test_the_upstream_gets_the_forwarded_handshake(upstream: EchoUpstream, proxy: int) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
-from aiohttp import web
+from ._limits import ServerLimits
 
 __all__ = [
     "CURLS",
     "SLIDESHOW",
+    "StandIn",
     "curl_commands",
     "guide_config",
     "guide_requests",
@@ -132,22 +134,59 @@ def usage(gateway: str, upstream: str) -> str:
     return "\n".join(lines)
 
 
-async def _json(request: web.Request) -> web.Response:
-    return web.Response(
-        body=SLIDESHOW,
-        content_type="application/json",
-        headers={"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Credentials": "true"},
-    )
+_JSON_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(SLIDESHOW)).encode()),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-credentials", b"true"),
+]
+_NOT_FOUND = b"404: Not Found"
 
 
-async def stand_in_upstream() -> tuple[web.AppRunner, str]:
-    """Start the stand-in httpbin on 127.0.0.1 (an ephemeral port); its runner and URL."""
-    app = web.Application()
-    app.router.add_get("/json", _json)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+async def _httpbin(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    """The stand-in's ASGI app: ``GET /json`` is the slideshow, anything else 404."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/json" and scope["method"] in ("GET", "HEAD"):
+        status, headers, body = 200, _JSON_HEADERS, SLIDESHOW
+    else:
+        status, body = 404, _NOT_FOUND
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"14")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class StandIn:
+    """The stand-in httpbin, served by the project's own server front on the running loop."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        from ._runner import Server
+
+        self.server = Server(_httpbin, ServerLimits(), announce=False, quiet=True)
+        self.sock = sock
+        self.task: asyncio.Task[bool] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.ensure_future(self.server.serve([self.sock], signals=False))
+        while not self.server.started and not self.task.done():
+            await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        """Stop serving (requests in flight finish first)."""
+        self.server.stop()
+        if self.task is not None:
+            await self.task
+
+
+async def stand_in_upstream() -> tuple[StandIn, str]:
+    """Start the stand-in httpbin on 127.0.0.1 (an ephemeral port); the running server and its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
-    return runner, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stand_in = StandIn(sock)
+    await stand_in.start()
+    return stand_in, f"http://127.0.0.1:{sock.getsockname()[1]}"

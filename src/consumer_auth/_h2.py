@@ -3,9 +3,9 @@ the HTTP/1.1 front.
 
 This module is long because an HTTP/2 connection's frames, streams and limits are one state machine.
 
-uvicorn has no HTTP/2 of its own on httptools, so :class:`AlpnProtocol` is the protocol ``serve`` gives
-uvicorn when it terminates TLS: once the handshake has chosen ``h2`` the connection is served by
-:class:`H2Protocol`, otherwise by the guarded HTTP/1.1 protocol (:mod:`consumer_auth._server`). The
+When ``serve`` terminates TLS, :class:`AlpnProtocol` takes each connection: once the handshake has chosen
+``h2`` the connection is served by :class:`H2Protocol`, otherwise by the HTTP/1.1 front
+(:mod:`consumer_auth._server`). The
 framing, HPACK and flow-control rules are the ``h2`` library's (python-hyper's, the one hypercorn and
 httpx use); this module maps streams to ASGI and applies :class:`~consumer_auth._limits.ServerLimits`:
 
@@ -21,16 +21,15 @@ httpx use); this module maps streams to ASGI and applies :class:`~consumer_auth.
   (its flow-control window closed, or the socket's buffer full);
 - a client that resets more than :data:`MAX_RESETS` streams on one connection is sent ``GOAWAY``
   (``ENHANCE_YOUR_CALM``): the "rapid reset" flood costs it its connection;
-- ``max_connections`` counts connections and streams in progress together, as uvicorn's
-  ``limit_concurrency`` does for HTTP/1.1: past it a new stream is 503.
+- ``max_connections`` counts connections and streams in progress together, as the HTTP/1.1 front
+  counts connections and requests: past it a new stream is 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import unquote
 
 import h2.config
@@ -40,8 +39,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from ._limits import ServerLimits
-from ._server import LOGGER, GuardedProtocol, refusal_body
+from ._server import LOGGER, HttpProtocol, ServerState, log_app_error, peer_and_local, refusal_body
 
 __all__ = ["MAX_RESETS", "MAX_STREAMS", "AlpnProtocol", "H2Protocol"]
 
@@ -93,20 +91,12 @@ class _Stream:
 
 
 class H2Protocol(asyncio.Protocol):
-    """An HTTP/2 server connection that runs uvicorn's loaded ASGI app once per stream."""
+    """An HTTP/2 server connection that runs the server's ASGI app once per stream."""
 
-    def __init__(
-        self,
-        config: Any,
-        server_state: Any,
-        app_state: dict[str, Any],
-        limits: ServerLimits,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self.config = config
-        self.app = config.loaded_app
-        self.server_state = server_state
-        self.app_state = app_state
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self.state = state
+        self.app = state.app
+        limits = state.limits
         self.limits = limits
         self.loop = loop
         self.transport: asyncio.Transport | None = None
@@ -138,19 +128,14 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server_state.connections.add(self)
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            self.client = (str(peer[0]), int(peer[1]))
-        if isinstance(local, tuple) and len(local) >= 2:
-            self.server = (str(local[0]), int(local[1]))
+        self.state.connections.add(self)
+        self.client, self.server = peer_and_local(transport)
         self.conn.initiate_connection()
         self._flush()
         self._arm_idle(self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server_state.connections.discard(self)
+        self.state.connections.discard(self)
         self.closing = True
         for timer in (self.idle_timer, self.send_timer, self.lingering):
             if timer is not None:
@@ -212,7 +197,7 @@ class H2Protocol(asyncio.Protocol):
             self.send_timer = None
 
     def shutdown(self) -> None:
-        """uvicorn's graceful shutdown: no new streams; the connection closes when the last one ends."""
+        """Graceful shutdown: no new streams; the connection closes when the last one ends."""
         if self.closing:
             return
         self.conn.close_connection()
@@ -272,9 +257,7 @@ class H2Protocol(asyncio.Protocol):
         if not path.startswith(b"/"):
             self._refuse(stream, 400, "a request target that is not a path")
             return
-        limit = self.config.limit_concurrency
-        tasks = self.server_state.tasks
-        if limit is not None and (len(self.server_state.connections) >= limit or len(tasks) >= limit):
+        if self.state.busy():
             self._refuse(
                 stream, 503, "more connections and requests in progress than max_connections", log=False
             )
@@ -292,19 +275,17 @@ class H2Protocol(asyncio.Protocol):
             "client": self.client,
             "scheme": "https",
             "method": method,
-            "root_path": self.config.root_path,
-            "path": unquote(raw_path.decode("ascii", "surrogateescape"), errors="surrogateescape"),
+            "root_path": self.state.root_path,
+            "path": self.state.root_path
+            + unquote(raw_path.decode("ascii", "surrogateescape"), errors="surrogateescape"),
             "raw_path": raw_path,
             "query_string": query,
             "headers": headers,
-            "state": dict(self.app_state),
+            "state": self.state.app_state.copy(),
         }
         if not stream.ended:
             self._arm_body_timer(stream)
-        task = self.loop.create_task(self._run(stream, scope))
-        stream.task = task
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        stream.task = self.state.start(self._run(stream, scope))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id or 0)
@@ -418,7 +399,7 @@ class H2Protocol(asyncio.Protocol):
             await self.app(scope, receive, send)
         except BaseException as error:
             if not isinstance(error, asyncio.CancelledError):
-                logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=error)
+                log_app_error(error)
             if not stream.closed and not stream.response_done:
                 if not stream.headers_sent:
                     self._refuse_after_error(stream)
@@ -473,7 +454,7 @@ class H2Protocol(asyncio.Protocol):
                 if lowered not in _CONNECTION_SPECIFIC:
                     headers.append((lowered, bytes(value)))
             present = {name for name, _ in headers}
-            headers += [(n, v) for n, v in self.server_state.default_headers if n not in present]
+            headers += [(n, v) for n, v in self.state.default_headers if n not in present]
             self.conn.send_headers(stream.id, headers, end_stream=end and not data)
             stream.headers_sent = True
             if end and not data:
@@ -587,36 +568,24 @@ class H2Protocol(asyncio.Protocol):
 
 
 class AlpnProtocol(asyncio.Protocol):
-    """What ``serve`` gives uvicorn with TLS: HTTP/2 when ALPN chose ``h2``, else the guarded HTTP/1.1.
+    """The protocol of a TLS connection to ``serve``: HTTP/2 when ALPN chose ``h2``, else HTTP/1.1.
 
-    ``alpn_protocols`` is the list uvicorn offers in the TLS handshake (``serve``'s own context sets the
-    same list).
+    The server's TLS context offers ``h2`` then ``http/1.1``
+    (:func:`~consumer_auth._limits.server_tls_context`); asyncio calls :meth:`connection_made` once the
+    handshake is over, when the choice is known.
     """
 
-    alpn_protocols: ClassVar[list[str]] = ["h2", "http/1.1"]
-
-    def __init__(
-        self,
-        config: Any,
-        server_state: Any,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        if not config.loaded:
-            config.load()
-        self._arguments = (config, server_state, app_state)
-        self._loop = _loop or asyncio.get_event_loop()
+    def __init__(self, state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+        self._state = state
+        self._loop = loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_object = transport.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-        config, server_state, app_state = self._arguments
         protocol: asyncio.Protocol
         if chosen == "h2":
-            protocol = H2Protocol(config, server_state, app_state, GuardedProtocol.limits, self._loop)
+            protocol = H2Protocol(self._state, self._loop)
         else:
-            protocol = GuardedProtocol(
-                config=config, server_state=server_state, app_state=app_state, _loop=self._loop
-            )
+            protocol = HttpProtocol(self._state, self._loop, tls=True)
         transport.set_protocol(protocol)
-        protocol.connection_made(transport)  # type: ignore[arg-type]  # a stream transport
+        protocol.connection_made(transport)

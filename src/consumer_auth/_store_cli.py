@@ -298,7 +298,7 @@ def _consumers(args: argparse.Namespace, stdin: TextIO = sys.stdin, out: TextIO 
 def admin(args: argparse.Namespace) -> int:
     """Serve the Admin API, with the console at ``/ui/``, on its own listener until SIGTERM or SIGINT."""
     try:
-        import uvicorn
+        import httptools  # noqa: F401 - the server front
 
         if args.console:
             import jinja2  # noqa: F401 - the console's templates
@@ -316,26 +316,29 @@ def admin(args: argparse.Namespace) -> int:
         store.revision()  # reachable, tables in place
     except (_Refused, ConfigError, StoreError) as error:
         return _fail(str(error))
+    import logging.config
+
     from consumer_auth._limits import ServerLimits
     from consumer_auth._logging import logging_config
-    from consumer_auth._server import uvicorn_options
+    from consumer_auth._runner import TrustForwarded, bind, run
+    from consumer_auth.sansio._trust import TrustedProxies
 
-    trusted = args.trusted_proxy or []
+    try:
+        trusted = TrustedProxies(args.trusted_proxy or [])
+    except ConfigError as error:
+        store.close()
+        return _fail(f"--trusted-proxy: {error.reason}")
     api = AdminAPI(store, admin_key=key)
-    uvicorn.run(
-        Console(api, gateway_url=args.gateway_url) if args.console else api,
-        host=args.host,
-        port=args.port,
-        # serve's head limits, timeouts and per-client connection cap (docs/security.md)
-        **uvicorn_options(ServerLimits()),
-        log_config=logging_config(args.log_level, access_log=True),
-        log_level=args.log_level,
-        server_header=False,
-        lifespan="on",
-        # the access log shows the peer; X-Forwarded-For only from the proxies named
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-    )
+    app: Any = Console(api, gateway_url=args.gateway_url) if args.console else api
+    if trusted:  # the access log shows the peer; X-Forwarded-For only from the proxies named
+        app = TrustForwarded(app, trusted)
+    sock = bind(args.host, args.port)
+    if isinstance(sock, str):
+        store.close()
+        return _fail(sock)
+    logging.config.dictConfig(logging_config(args.log_level, access_log=True))
+    # serve's head limits, timeouts and per-client connection cap (docs/security.md)
+    run(app, [sock], ServerLimits(), access_log=True)
     store.close()
     return 0
 

@@ -2,8 +2,8 @@
 ``consumers`` and ``admin`` (``docs/cli.md``, ``docs/deployment.md``, ``docs/admin-api.md``).
 
 Exit status: 0 on success, 1 when the configuration (or the password given) is refused, 2 for a usage
-mistake. ``serve`` and ``demo`` need the ``server`` extra (uvicorn with uvloop and httptools; aiohttp for
-the demo's upstream).
+mistake. ``serve``, ``demo`` and ``admin`` need the ``server`` extra (httptools, h2, websockets, uvloop:
+the project's own server front, ``_server.py`` and ``_runner.py``).
 
 This module is long because each sub-command's parser sits next to the function that runs it; the store
 and admin commands are in ``_store_cli.py``, the argparse helpers in ``_args.py``.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
+import logging.config
 import os
 import signal
 import socket
@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from consumer_auth import _serve_metrics, _store_cli, htpasswd
 from consumer_auth._args import BadValue, command, port_number
@@ -40,8 +40,6 @@ from consumer_auth.store import FileStore, StoreWatcher
 from consumer_auth.store.watcher import logger as store_logger
 
 if TYPE_CHECKING:
-    import uvicorn
-
     from consumer_auth.proxy.asgi import ASGIProxy
 
 __all__ = ["main"]
@@ -50,7 +48,11 @@ _ON_SIGHUP_ONLY = threading.TIMEOUT_MAX
 """The poll interval of ``serve``'s ``--config`` file: read again when SIGHUP wakes its watcher, not by the clock."""
 
 _WORKER_ENV = "CONSUMER_AUTH_SERVE"
-"""How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream, store)."""
+"""How ``serve --workers N`` tells its worker processes what to serve (JSON: config path, upstream, store,
+log options and the descriptor of the shared socket)."""
+
+_WORKER = "import sys; from consumer_auth.cli import worker_main; sys.exit(worker_main())"
+"""The command line (after ``python -c``) of one ``serve --workers N`` worker process."""
 
 
 def _fail(message: str) -> int:
@@ -136,62 +138,63 @@ def _proxy(
         raise
 
 
-def worker_app() -> ASGIProxy:
-    """The app of one ``serve --workers N`` worker process (a uvicorn factory)."""
-    from consumer_auth._server import uvicorn_options
-
+def worker_app() -> tuple[ASGIProxy, ServerLimits]:
+    """The app of one ``serve --workers N`` worker process, and its limits."""
     options = json.loads(os.environ[_WORKER_ENV])
     tls = (options.get("ssl_certfile"), options.get("ssl_keyfile"))
     proxy, limits, watchers = _proxy(options["config"], options["upstream"], options.get("store"), tls)
-    uvicorn_options(limits)  # the worker's own protocol class gets the limits (see _server)
     if options.get("metrics"):
         _serve_metrics.instrument(proxy)
-    _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervise)
-    return proxy
+    _reload_on_sighup(watchers)  # the parent passes SIGHUP on to every worker (see _supervisor)
+    return proxy, limits
 
 
-def _uvicorn_options(args: argparse.Namespace, limits: ServerLimits) -> dict[str, Any]:
-    from consumer_auth._server import uvicorn_options
+def worker_main() -> int:
+    """One ``serve --workers N`` worker process: serve on the socket the parent shares until SIGTERM."""
+    from consumer_auth._runner import run
 
-    return {
-        "host": args.host,
-        "port": args.port,
-        "loop": "auto",  # uvloop when installed (the server extra installs it)
-        # httptools, with size limits, timeouts and strict framing (docs/security.md)
-        **uvicorn_options(limits),
-        "lifespan": "on",
-        "log_config": logging_config(args.log_level, args.access_log, getattr(args, "auth_log", False)),
-        "log_level": args.log_level,
-        "access_log": False,  # the proxy writes its own line, with the route and consumer
-        "proxy_headers": False,  # X-Forwarded-* from clients are not believed (docs/proxy.md)
-        "server_header": False,
-        "date_header": True,
-        "timeout_graceful_shutdown": args.graceful_timeout,
-    }
+    options = json.loads(os.environ[_WORKER_ENV])
+    logging.config.dictConfig(
+        logging_config(options["log_level"], options["access_log"], options["auth_log"])
+    )
+    sock = socket.socket(fileno=options["fd"])
+    try:
+        proxy, limits = worker_app()
+    except (ConfigError, StoreError) as error:
+        return _fail(str(error))
+    started = run(proxy, [sock], limits, graceful_timeout=options["graceful_timeout"], announce=False)
+    return 0 if started else 1
+
+
+def _log_setup(args: argparse.Namespace) -> None:
+    """Events to stderr, access lines to stdout (``--log-level``, ``--access-log``, ``--auth-log``)."""
+    logging.config.dictConfig(
+        logging_config(args.log_level, args.access_log, getattr(args, "auth_log", False))
+    )
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
-    """After a graceful shutdown on SIGTERM/SIGINT, exit with status 0 (uvicorn re-raises the signal)."""
+    """SIGTERM/SIGINT before the server runs (it handles them itself then): exit with status 0."""
     raise SystemExit(0)
 
 
 def _server_extra_missing() -> str | None:
     """Why ``serve``/``demo`` cannot run here, if they cannot."""
     try:
-        import aiohttp  # noqa: F401
+        import h2  # noqa: F401
         import httptools  # noqa: F401
-        import uvicorn  # noqa: F401
+        import websockets  # noqa: F401
     except ImportError as error:
         return f"this command needs {error.name}: pip install 'consumer-auth[server]'"
     return None
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the forwarding gateway on uvicorn until SIGTERM or SIGINT, then finish in-flight requests."""
+    """Run the forwarding gateway until SIGTERM or SIGINT, then finish in-flight requests."""
     missing = _server_extra_missing()
     if missing is not None:
         return _fail(missing)
-    import uvicorn
+    from consumer_auth._runner import address_text, bind, run
 
     config = str(Path(args.config).resolve()) if args.config is not None else None
     try:  # checked here, before any worker starts
@@ -199,28 +202,28 @@ def serve(args: argparse.Namespace) -> int:
         proxy, limits, watchers = _proxy(config, args.upstream, args.store, tls)
     except (ConfigError, StoreError) as error:
         return _fail(str(error))
-    busy = _cannot_listen(args.host, args.port)
-    if busy is not None:
+    sock = bind(args.host, args.port)
+    if isinstance(sock, str):
         for watcher in watchers:
             watcher.stop()
-        return _fail(busy)
-    options = _uvicorn_options(args, limits)
+        return _fail(sock)
     listener = _serve_metrics.start(args.metrics, args.workers, proxy)
     if isinstance(listener, str):
         for watcher in watchers:
             watcher.stop()
+        sock.close()
         return _fail(listener)
+    _log_setup(args)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
     if args.workers == 1:
         _reload_on_sighup(watchers)
-        server = uvicorn.Server(uvicorn.Config(proxy, **options))
-        server.run()
-        if not server.started:  # uvicorn has logged why (the port was taken meanwhile, ...)
-            return 1
-        return 0
+        started = run(proxy, [sock], limits, graceful_timeout=args.graceful_timeout)
+        return 0 if started else 1  # not started: the log says why (the app's startup failed, ...)
     for watcher in watchers:  # each worker follows its configuration and store itself
         watcher.stop()
+    sock.listen(2048)  # connections queue from now on, while the workers start
+    sock.set_inheritable(True)
     os.environ[_WORKER_ENV] = json.dumps(
         {
             "config": config,
@@ -228,50 +231,30 @@ def serve(args: argparse.Namespace) -> int:
             "store": args.store,
             "ssl_certfile": args.ssl_certfile,
             "ssl_keyfile": args.ssl_keyfile,
+            "fd": sock.fileno(),
+            "log_level": args.log_level,
+            "access_log": args.access_log,
+            "auth_log": args.auth_log,
+            "graceful_timeout": args.graceful_timeout,
             "metrics": args.metrics is not None,
         }
     )
-    _supervise(uvicorn.Config("consumer_auth.cli:worker_app", factory=True, workers=args.workers, **options))
+    scheme = "https" if limits.tls else "http"
+    logging.getLogger("consumer_auth.server").info(
+        "consumer-auth running on %s (Press CTRL+C to quit)", address_text(sock, scheme)
+    )
+    _supervise(args.workers, sock, args.graceful_timeout)
     return 0
 
 
-def _bind(host: str, port: int) -> socket.socket | str:
-    """A socket bound to ``host:port`` as uvicorn binds one, or why it cannot be (the error line's text)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        return f"cannot listen on {host}:{port} ({error.strerror or error}); try --port"
-    return sock
+def _supervise(workers: int, sock: socket.socket, graceful_timeout: float) -> None:
+    """Run ``workers`` worker processes on ``sock`` until SIGTERM or SIGINT. SIGHUP is passed on to every
+    worker, whose watchers read the configuration again (replacing workers instead would stop serving
+    when a replacement starts on a bad file); a worker that dies is replaced."""
+    from consumer_auth._supervisor import Supervisor
 
-
-def _cannot_listen(host: str, port: int) -> str | None:
-    """Why the server could not listen on ``host:port`` (checked by binding it, then releasing it)."""
-    bound = _bind(host, port)
-    if isinstance(bound, str):
-        return bound
-    bound.close()
-    return None
-
-
-def _supervise(config: uvicorn.Config) -> None:
-    """Run ``config.workers`` worker processes, as ``uvicorn.run`` does, except on SIGHUP: the parent
-    passes it on to every worker, whose watchers read the configuration again. (uvicorn's own answer
-    replaces every worker, and a replacement started on a bad file fails to start.)"""
-    from uvicorn.supervisors import Multiprocess
-
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-
-    def forward(signum: int, frame: object) -> None:
-        for worker in supervisor.processes:
-            if worker.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.pid, signal.SIGHUP)
-
-    signal.signal(signal.SIGHUP, forward)  # after Multiprocess installed its own handlers
-    supervisor.run()
+    command = [sys.executable, "-c", _WORKER]
+    Supervisor(command, dict(os.environ), [sock.fileno()], workers, graceful_timeout + 5).run()
 
 
 def check(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -343,11 +326,10 @@ def demo(args: argparse.Namespace) -> int:
     missing = _server_extra_missing()
     if missing is not None:
         return _fail(missing)
-    import uvicorn
-
     from consumer_auth import _demo
+    from consumer_auth._runner import Server, bind, new_event_loop
 
-    sock = _bind(args.host, args.port)
+    sock = bind(args.host, args.port)
     if isinstance(sock, str):
         return _fail(sock)
     sock.listen(2048)  # connections queue from now on: the printed commands work as soon as they show
@@ -355,20 +337,20 @@ def demo(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
 
     async def run() -> None:
-        runner, upstream = await _demo.stand_in_upstream()
+        stand_in, upstream = await _demo.stand_in_upstream()
         try:
             proxy = Gateway.from_dict(_demo.guide_config(upstream)).asgi_proxy()
-            options = _uvicorn_options(args, ServerLimits())
-            del options["host"], options["port"]
-            server = uvicorn.Server(uvicorn.Config(proxy, **options))
+            server = Server(proxy, ServerLimits(), graceful_timeout=args.graceful_timeout)
             print(_demo.usage(f"http://{host}:{port}", upstream), flush=True)
-            await server.serve(sockets=[sock])
+            await server.serve([sock])
         finally:
-            await runner.cleanup()
+            await stand_in.aclose()
 
+    _log_setup(args)
     signal.signal(signal.SIGTERM, _exit_quietly)
     signal.signal(signal.SIGINT, _exit_quietly)
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(run())
     return 0
 
 
@@ -415,7 +397,7 @@ def _parser() -> argparse.ArgumentParser:
         commands,
         "serve",
         "run the forwarding gateway",
-        "Run the forwarding gateway on uvicorn: requests the routes allow go to their upstream. The --store "
+        "Run the forwarding gateway: requests the routes allow go to their upstream. The --store "
         "is followed as it changes; on SIGHUP the --config file is read again (a bad one is logged and the "
         "last good configuration stays). SIGTERM or Ctrl+C finish the requests in flight, then exit 0.",
         """
