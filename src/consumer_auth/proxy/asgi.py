@@ -537,7 +537,10 @@ class ASGIProxy:
                             health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                         break
                 try:
-                    await self._send(connection, upstream, node, request, body, timeout.send)
+                    if body.present:
+                        await self._send(connection, upstream, node, request, body, timeout.send)
+                    else:
+                        self._send_head(connection, upstream, node, request)
                     await connection.response_head(timeout.read)
                 except _TooLarge:
                     connection.abort()  # the upstream has part of a body: that request must not end
@@ -574,6 +577,17 @@ class ASGIProxy:
                 return connection
         raise _Failed(fault)
 
+    def _send_head(
+        self, connection: Connection, upstream: Upstream, node: UpstreamNode, request: UpstreamRequest
+    ) -> None:
+        """Write a request without a body (most requests: no coroutine of its own)."""
+        connection.begin(head_request=request.method == "HEAD")
+        if (
+            request.content_length
+        ):  # announced, never delivered: a head waiting for it would take the next request
+            raise BodyLengthError
+        connection.write(_head(request, request.host(upstream, node), request.framing(chunked=False)))
+
     async def _send(
         self,
         connection: Connection,
@@ -583,16 +597,11 @@ class ASGIProxy:
         body: _RequestBody,
         timeout: float,
     ) -> None:
-        """Write the request: head, then the body as it arrives (re-framed chunked when its length is
+        """Write a request with a body: head, then the body as it arrives (re-framed chunked when its length is
         unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
         host = request.host(upstream, node)
         connection.begin(head_request=request.method == "HEAD")
         length = request.content_length
-        if not body.present:
-            if length:  # announced, never delivered: a head waiting for it would take the next request
-                raise BodyLengthError
-            connection.write(_head(request, host, request.framing(chunked=False)))
-            return
         chunked = length is None
         expected = length or 0
         sent = 0
