@@ -103,7 +103,8 @@ def _upstream_request(scope: HTTPScope, facts: RequestFacts, decision: Allow) ->
         port = _last_server[1]
     else:
         port = port_number(server[1])
-        _last_server = (server, port)
+        if type(server) is tuple:  # immutable: the same object always holds the same port
+            _last_server = (server, port)
     client = scope.get("client")
     headers = scope["headers"]
     scheme = scope.get("scheme", "http")
