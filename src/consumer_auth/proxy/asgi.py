@@ -583,9 +583,8 @@ class ASGIProxy:
     ) -> None:
         """Write a request without a body (most requests: no coroutine of its own)."""
         connection.begin(head_request=request.method == "HEAD")
-        if (
-            request.content_length
-        ):  # announced, never delivered: a head waiting for it would take the next request
+        if request.content_length:
+            # Announced, never delivered: a head waiting for it would take the next request.
             raise BodyLengthError
         connection.write(_head(request, request.host(upstream, node), request.framing(chunked=False)))
 
@@ -598,8 +597,9 @@ class ASGIProxy:
         body: _RequestBody,
         timeout: float,
     ) -> None:
-        """Write a request with a body: head, then the body as it arrives (re-framed chunked when its length is
-        unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
+        """Write a request with a body: head, then the body as it arrives (re-framed chunked when its
+        length is unknown), waiting while the upstream is slower than the client (the ``send``
+        timeout)."""
         host = request.host(upstream, node)
         connection.begin(head_request=request.method == "HEAD")
         length = request.content_length
