@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -100,6 +101,28 @@ def test_upstream_slower_than_read_timeout_is_504(
     upstream = start_upstream(slow, "slow")
     port = serve(kind, upstream.url, echo.url, timeout={"read": 0.3})
     assert_fault(request(port, "GET", "/x", [ALEX]), 504, GATEWAY_TIMEOUT)
+    assert_alive(port)
+
+
+def test_read_timeout_holds_on_a_reused_upstream_connection(
+    kind: str, echo: UpstreamServer, release: threading.Event
+) -> None:
+    """The second exchange on a kept-alive upstream connection gets its own read timeout, also when
+    the first one's would have run out sooner (the ASGI client keeps one timer per connection)."""
+    answered: list[int] = []
+
+    def fast_then_hanging(handler: Handler) -> None:
+        answered.append(1)
+        if len(answered) > 1:
+            release.wait(30)
+        handler.answer(200, b"{}")
+
+    upstream = start_upstream(fast_then_hanging, "fast-then-hanging")
+    port = serve(kind, upstream.url, echo.url, timeout={"read": 0.3})
+    assert request(port, "GET", "/x", [ALEX]).status == 200
+    time.sleep(0.2)  # the second wait ends after the first one's deadline
+    assert_fault(request(port, "GET", "/x", [ALEX]), 504, GATEWAY_TIMEOUT)
+    assert len(answered) == 2
     assert_alive(port)
 
 

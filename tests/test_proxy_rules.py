@@ -101,6 +101,33 @@ def test_forwarded_headers_are_set_from_what_the_gateway_saw() -> None:
     assert b"host" not in sent  # chosen per node by pass_host
 
 
+def test_what_is_remembered_between_requests_follows_each_request() -> None:
+    """The forwarded host and the encoded identity headers are kept from one request to the next: a
+    request with another Host or another consumer gets its own, never the previous one's."""
+    alex = Allow(None, identity_headers=(("x-consumer-username", "alex"),))
+    kim = Allow(None, identity_headers=(("x-consumer-username", "kim"), ("X-Consumer-Custom-ID", "7")))
+    seen = [
+        _request([(b"host", host)], decision)
+        for host, decision in [
+            (b"a.example:1", alex),
+            (b"a.example:1", alex),
+            (b"B.example", kim),
+            (b":9", alex),
+            (b"a.example:1", kim),
+        ]
+    ]
+    assert [sent.get(b"x-forwarded-host") for sent in seen] == [
+        b"a.example",
+        b"a.example",
+        b"b.example",
+        None,
+        b"a.example",
+    ]
+    assert [sent[b"x-consumer-username"] for sent in seen] == [b"alex", b"alex", b"kim", b"alex", b"kim"]
+    assert seen[2][b"X-Consumer-Custom-ID"] == b"7"  # names as the decision spells them
+    assert b"X-Consumer-Custom-ID" not in seen[3]
+
+
 def test_identity_headers_replaced_and_credentials_hidden() -> None:
     decision = Allow(None, identity_headers=(("x-consumer-username", "alex"),), hide_credentials=True)
     sent = _request(

@@ -68,10 +68,13 @@ class Balancers:
     per set of unhealthy nodes of an upstream with health checks: traffic is spread over the healthy
     nodes by their weights."""
 
-    __slots__ = ("_by_upstream", "_lock", "_without")
+    __slots__ = ("_by_id", "_by_upstream", "_lock", "_without")
 
     def __init__(self) -> None:
         self._by_upstream: dict[Upstream, Balancer] = {}
+        # The same upstream object comes back on every request of a route: found by identity, it costs
+        # no hash (an Upstream's hash walks every field, its nodes and their fields included).
+        self._by_id: dict[int, tuple[Upstream, Balancer]] = {}
         self._without: dict[tuple[Upstream, frozenset[UpstreamNode]], Balancer] = {}
         self._lock = threading.Lock()
 
@@ -81,10 +84,14 @@ class Balancers:
         """The nodes to try for one request to ``upstream``, none of ``down`` (empty: every node is down)."""
         if down:
             return self._order_without(upstream, down)
-        balancer = self._by_upstream.get(upstream)
-        if balancer is None:
-            with self._lock:
-                balancer = self._by_upstream.setdefault(upstream, Balancer(upstream))
+        known = self._by_id.get(id(upstream))
+        if known is not None and known[0] is upstream:
+            return known[1].order()
+        with self._lock:
+            balancer = self._by_upstream.setdefault(upstream, Balancer(upstream))
+            if len(self._by_id) > 1024:  # upstream objects replaced at run time
+                self._by_id.clear()
+            self._by_id[id(upstream)] = (upstream, balancer)  # held: its id is not reused meanwhile
         return balancer.order()
 
     def _order_without(self, upstream: Upstream, down: frozenset[UpstreamNode]) -> tuple[UpstreamNode, ...]:

@@ -84,11 +84,14 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "_chunks",
+        "_deadline",
         "_interim",
         "_loop",
         "_parser",
         "_reading_paused",
         "_stale_parser",
+        "_timer",
+        "_timer_at",
         "_waiter",
         "busy",
         "buffered",
@@ -116,6 +119,9 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._stale_parser = False
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
         self._reading_paused = False
         self.closed = False
         self.busy = False
@@ -206,19 +212,44 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once (an exchange that cannot finish cleanly)."""
         self.busy = False
+        self._stop_timer()
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
 
-    async def _wait(self, timeout: float) -> None:
-        waiter: asyncio.Future[None] = self._loop.create_future()
+    def _wait(self, timeout: float) -> asyncio.Future[None]:
+        """A future that the next event on the connection completes, or the timeout fails (awaited
+        directly by the caller: one coroutine fewer between the task and the event loop)."""
+        loop = self._loop
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(timeout, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
+        deadline = loop.time() + timeout
+        self._deadline = deadline
+        # One timer serves the waits of many exchanges: it is armed when none is, or when it would fire
+        # after this wait's deadline, and when it fires early for the current wait it is set again for
+        # what is left (a wait costs no timer of its own; the front's timers work the same way).
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(deadline, self._deadline_reached)
+            self._timer_at = deadline
+        return waiter  # left in _waiter once done: waking a done future does nothing
+
+    def _deadline_reached(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no wait in progress: the next one arms the timer again
+        if self._deadline - self._loop.time() > 0.001:
+            self._timer = self._loop.call_at(self._deadline, self._deadline_reached)
+            self._timer_at = self._deadline
+            return
+        _expire(waiter)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -275,6 +306,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_timer()
         if self.busy and not self.done:
             if exc is None and self.head_done and self._until_eof():
                 self.done = True  # a body without length ends with the connection

@@ -296,6 +296,38 @@ def forward_target(path: str, raw_path: bytes | None, strip_prefix: str, query: 
     return target + b"?" + _ascii_target(query) if query else target
 
 
+# Per-request work whose result repeats from one request to the next (the same consumers, the same
+# Host): kept, bounded, so that it is done once. The one-entry cache is a tuple, replaced whole, so
+# threads (the WSGI proxy) never see half of one.
+_IDENTITY_CACHE: dict[tuple[tuple[str, str], ...], tuple[Header, ...]] = {}
+_CACHE_LIMIT = 1024
+_last_host: tuple[bytes, bytes | None] = (b"", None)
+
+
+def _encoded_identity(headers: tuple[tuple[str, str], ...]) -> tuple[Header, ...]:
+    """A decision's identity headers as they are sent upstream."""
+    found = _IDENTITY_CACHE.get(headers)
+    if found is None:
+        found = tuple((name.encode(), value.encode("latin-1")) for name, value in headers)
+        if len(_IDENTITY_CACHE) >= _CACHE_LIMIT:
+            _IDENTITY_CACHE.clear()
+        _IDENTITY_CACHE[headers] = found
+    return found
+
+
+def _forwarded_host(host: bytes) -> bytes | None:
+    """The ``X-Forwarded-Host`` value of a client's ``Host``: normalized (:func:`normalize_host`),
+    ``None`` when that leaves nothing."""
+    global _last_host  # noqa: PLW0603 - a one-entry cache
+    last = _last_host
+    if last[0] == host:
+        return last[1]
+    name = normalize_host(host.decode("latin-1"))
+    value = name.encode("latin-1") if name else None
+    _last_host = (host, value)
+    return value
+
+
 def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest) -> UpstreamRequest | Reject:
     """Build the upstream request from the client's request and the gateway's decision.
 
@@ -314,6 +346,30 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
       (:attr:`UpstreamRequest.content_length` or chunked);
     - the path loses the service prefix (see :func:`forward_target`).
     """
+    return build_upstream_request(
+        facts,
+        decision,
+        client.headers,
+        client.scheme,
+        client.peer,
+        client.server_port,
+        client.raw_path,
+        client.query,
+    )
+
+
+def build_upstream_request(
+    facts: RequestFacts,
+    decision: Allow,
+    headers: Iterable[Header],
+    scheme: str,
+    peer_address: str | None,
+    server_port: int | None,
+    raw_path: bytes | None,
+    query: bytes,
+) -> UpstreamRequest | Reject:
+    """:func:`upstream_request` with the :class:`ClientRequest`'s fields as arguments (the ASGI proxy
+    calls it so, building no record per request)."""
     drop = _REQUEST_DROP_CREDENTIALS if decision.hide_credentials else _REQUEST_DROP
     kept: list[Header] = []
     forwarded_for: list[bytes] = []
@@ -321,7 +377,7 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
     client_host: bytes | None = None
     content_length: int | None = None
     chunked = False
-    for name, value in client.headers:
+    for name, value in headers:
         if name in _READ:
             if name == b"host":
                 client_host = value
@@ -342,26 +398,26 @@ def upstream_request(facts: RequestFacts, decision: Allow, client: ClientRequest
         kept = [header for header in kept if header[0] not in listed]
     if chunked:  # Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); the body is re-framed
         content_length = None
-    kept += [(name.encode(), value.encode("latin-1")) for name, value in decision.identity_headers]
-    peer = client.peer.encode("latin-1") if client.peer is not None else None
+    kept += _encoded_identity(decision.identity_headers)
+    peer = peer_address.encode("latin-1") if peer_address is not None else None
     if peer is not None:
         forwarded_for.append(peer)
     if forwarded_for:
         kept.append((b"x-forwarded-for", b", ".join(forwarded_for)))
-    kept.append((b"x-forwarded-proto", _SCHEMES.get(client.scheme) or client.scheme.encode("latin-1")))
-    host_name = normalize_host(client_host.decode("latin-1")) if client_host is not None else None
-    if host_name:
-        kept.append((b"x-forwarded-host", host_name.encode("latin-1")))
-    port = client.server_port or _DEFAULT_PORTS.get(client.scheme)
+    kept.append((b"x-forwarded-proto", _SCHEMES.get(scheme) or scheme.encode("latin-1")))
+    forwarded_host = _forwarded_host(client_host) if client_host is not None else None
+    if forwarded_host is not None:
+        kept.append((b"x-forwarded-host", forwarded_host))
+    port = server_port or _DEFAULT_PORTS.get(scheme)
     if port:
         kept.append((b"x-forwarded-port", b"%d" % port))
     if peer is not None:
         kept.append((b"x-real-ip", peer))
     return UpstreamRequest(
-        method=facts.method,
-        target=forward_target(facts.path, client.raw_path, decision.strip_prefix, client.query),
-        headers=tuple(kept),
-        client_host=client_host,
-        content_length=content_length,
-        chunked=chunked,
+        facts.method,
+        forward_target(facts.path, raw_path, decision.strip_prefix, query),
+        tuple(kept),
+        client_host,
+        content_length,
+        chunked,
     )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from consumer_auth.asgi import VerificationPool, facts_from_scope, resolve, send_reject
 from consumer_auth.errors import UpstreamAbortedError
-from consumer_auth.sansio.decision import Allow, Pending, Reject
+from consumer_auth.sansio.decision import Allow, Pending, Reject, RequestFacts
 from consumer_auth.sansio.gateway import BAD_REQUEST
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
@@ -42,11 +42,10 @@ from ._plan import (
     IDEMPOTENT,
     NOT_IMPLEMENTED,
     TOO_LARGE,
-    ClientRequest,
     UpstreamRequest,
+    build_upstream_request,
     port_number,
     response_headers,
-    upstream_request,
 )
 
 if TYPE_CHECKING:
@@ -89,19 +88,36 @@ class _Failed(Exception):
         self.answer = answer
 
 
-def _client(scope: HTTPScope) -> ClientRequest:
-    client = scope.get("client")
+# The port of the last ``scope["server"]`` seen: the server gives every request of a connection the
+# same tuple (a tuple replaced whole: the loops of other threads never see half of one).
+_last_server: tuple[object, int | None] = (None, None)
+
+
+def _upstream_request(scope: HTTPScope, facts: RequestFacts, decision: Allow) -> UpstreamRequest | Reject:
+    """The upstream request for an allowed ``scope`` (:func:`~._plan.upstream_request`)."""
+    global _last_server  # noqa: PLW0603 - a one-entry cache
     server = scope.get("server")
+    if server is None:
+        port = None
+    elif _last_server[0] is server:
+        port = _last_server[1]
+    else:
+        port = port_number(server[1])
+        if type(server) is tuple:  # immutable: the same object always holds the same port
+            _last_server = (server, port)
+    client = scope.get("client")
     headers = scope["headers"]
     scheme = scope.get("scheme", "http")
-    return ClientRequest(
-        headers=headers if isinstance(headers, list | tuple) else list(headers),
-        scheme=_HTTP_SCHEMES.get(scheme, scheme),
-        peer=client[0] if client else None,
-        server_port=port_number(server[1]) if server else None,
+    return build_upstream_request(
+        facts,
+        decision,
+        headers if isinstance(headers, list | tuple) else list(headers),
+        _HTTP_SCHEMES.get(scheme, scheme),
+        client[0] if client else None,
+        port,
         # With a root_path, servers disagree on whether raw_path includes it: use the decoded path then.
-        raw_path=None if scope.get("root_path") else scope.get("raw_path"),
-        query=scope.get("query_string", b""),
+        None if scope.get("root_path") else scope.get("raw_path"),
+        scope.get("query_string", b""),
     )
 
 
@@ -405,7 +421,7 @@ class ASGIProxy:
             log_fault("no upstream for this route", decision, None, None)
             await self._reject(scope, receive, send, BAD_GATEWAY, exchange)
             return
-        request = upstream_request(facts, decision, _client(scope))  # type: ignore[arg-type]
+        request = _upstream_request(scope, facts, decision)  # type: ignore[arg-type]
         if isinstance(request, Reject):  # a Connection header naming a framing header
             await self._reject(scope, receive, send, request, exchange)
             return
@@ -522,7 +538,10 @@ class ASGIProxy:
                             health.report_fault(upstream, node, Outcome.TCP_FAILURE)
                         break
                 try:
-                    await self._send(connection, upstream, node, request, body, timeout.send)
+                    if body.present:
+                        await self._send(connection, upstream, node, request, body, timeout.send)
+                    else:
+                        self._send_head(connection, upstream, node, request)
                     await connection.response_head(timeout.read)
                 except _TooLarge:
                     connection.abort()  # the upstream has part of a body: that request must not end
@@ -559,6 +578,16 @@ class ASGIProxy:
                 return connection
         raise _Failed(fault)
 
+    def _send_head(
+        self, connection: Connection, upstream: Upstream, node: UpstreamNode, request: UpstreamRequest
+    ) -> None:
+        """Write a request without a body (most requests: no coroutine of its own)."""
+        connection.begin(head_request=request.method == "HEAD")
+        if request.content_length:
+            # Announced, never delivered: a head waiting for it would take the next request.
+            raise BodyLengthError
+        connection.write(_head(request, request.host(upstream, node), request.framing(chunked=False)))
+
     async def _send(
         self,
         connection: Connection,
@@ -568,16 +597,12 @@ class ASGIProxy:
         body: _RequestBody,
         timeout: float,
     ) -> None:
-        """Write the request: head, then the body as it arrives (re-framed chunked when its length is
-        unknown), waiting while the upstream is slower than the client (the ``send`` timeout)."""
+        """Write a request with a body: head, then the body as it arrives (re-framed chunked when its
+        length is unknown), waiting while the upstream is slower than the client (the ``send``
+        timeout)."""
         host = request.host(upstream, node)
         connection.begin(head_request=request.method == "HEAD")
         length = request.content_length
-        if not body.present:
-            if length:  # announced, never delivered: a head waiting for it would take the next request
-                raise BodyLengthError
-            connection.write(_head(request, host, request.framing(chunked=False)))
-            return
         chunked = length is None
         expected = length or 0
         sent = 0
