@@ -338,6 +338,10 @@ def run(quick: bool = False) -> Result:
         f"`--workers 2` vs `--workers 1` (clear text): {scaling:.2f}× on {os.cpu_count()} CPUs, which wrk "
         "(two threads) and the upstream share with the gateway's workers."
     )
+    result.notes.append(
+        "Where `serve`'s time goes (a third in the kernel's two loopback writes, the rest Python spread thin "
+        "over the front, the proxy and the decision): [proxy.md](proxy.md#profile-of-one-request-through-serve)."
+    )
     result.targets += [
         Target("proxy, clear text, vs nginx", plain / rates["nginx-plain"], 0.35, ">="),
         Target("proxy, argon2id vs nginx bcrypt", argon2 / rates["nginx-bcrypt"], 15, ">="),
