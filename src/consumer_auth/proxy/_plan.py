@@ -4,6 +4,9 @@ Both forwarders (ASGI and WSGI) describe the client's request as a :class:`Clien
 :func:`upstream_request` turn it and the gateway's :class:`~consumer_auth.Allow` into an
 :class:`UpstreamRequest`, and filter the upstream's answer with :func:`response_headers`. Nothing here
 does I/O, so the two forwarders cannot disagree on a header.
+
+This module is long because every header rule of a forwarded request (hop-by-hop, identity, the
+``X-Forwarded-*`` set, framing, the target) sits in one place, so that both forwarders apply the same.
 """
 
 from __future__ import annotations
