@@ -34,9 +34,11 @@ from consumer_auth.sansio._validate import (
 )
 from consumer_auth.sansio.counters import Counter, RedisTarget
 from consumer_auth.sansio.decision import Reject, json_reject
-from consumer_auth.sansio.plugin import Environment, Plugin, Suspend
+from consumer_auth.sansio.plugin import Environment, Plugin, QuickAccess, Suspend
 
 if TYPE_CHECKING:
+    from consumer_auth.sansio.consumers import Consumer
+    from consumer_auth.sansio.decision import MatchedRoute, RequestFacts
     from consumer_auth.sansio.plugin import PluginRequest
 
 __all__ = ["KEYS", "LimitCountCheck", "LimitCountPlugin"]
@@ -222,11 +224,13 @@ class LimitCountCheck(Plugin):
     __slots__ = (
         "_config",
         "_counters",
+        "_environment",
         "_key",
         "_limit",
         "_limit_header",
         "_message",
         "_no_redis",
+        "_quick_key",
         "_redis",
         "_rejected",
         "_rejections",
@@ -243,6 +247,7 @@ class LimitCountCheck(Plugin):
         redis = plugin.policy == "redis"
         self._config = plugin
         self._counters = counters
+        self._environment = environment
         # A gateway compiled only to check a configuration cannot reach Redis: it never counts.
         self._redis: Counter | None = (
             counters.redis(plugin.redis_target()) if redis and counters.reach_redis else None
@@ -257,6 +262,9 @@ class LimitCountCheck(Plugin):
         self._rejections: dict[int, Reject] = {}
         self._scope: str | None = None  # found at the first request: where the plugin sits
         self._key: Callable[[PluginRequest], str] = _by_address
+        self._quick_key: Callable[[LimitCountCheck, RequestFacts, Consumer, MatchedRoute], str] = (
+            _quick_address
+        )
 
     def access(self, request: PluginRequest) -> Reject | Suspend | None:
         """Count the request; reject it past ``count``, else add the ``X-RateLimit-*`` headers."""
@@ -272,12 +280,36 @@ class LimitCountCheck(Plugin):
             self._counters.redis(self._config.redis_target())  # raises: a bare sans-IO gateway has no Redis
         return self._count(self._counters.memory, key, request)
 
+    def quick_access(self) -> QuickAccess | None:
+        """The ``access`` phase without a request object, counting in memory (``policy: local``)."""
+        return None if self._redis is not None or self._no_redis else self._quick
+
+    def _quick(
+        self, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+    ) -> Reject | tuple[tuple[str, str], ...] | None:
+        if self._scope is None:
+            # The consumer brings no plugins (the quick form's condition): the plugin is the route's.
+            self._settle(f"route:{route.label}", "remote_addr")
+        found = self._counters.memory.incoming(self._quick_key(self, facts, consumer, route), self._window)
+        if found is None:
+            return None  # the counter is unavailable: let the request through, uncounted
+        used, left = found
+        if used > self._limit:
+            return self._rejection(_ceil(left) if left > 0 else 0)
+        if self._show:
+            return (
+                self._limit_header,
+                (REMAINING_HEADER, str(self._limit - used)),
+                (RESET_HEADER, str(_ceil(left) if left > 0 else 0)),
+            )
+        return None
+
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
         found = counter.incoming(key, self._window)
         if found is None:
             return None  # the counter is unavailable: let the request through, uncounted
         used, left = found
-        reset = math.ceil(left) if left > 0 else 0
+        reset = _ceil(left) if left > 0 else 0
         if used > self._limit:
             return self._rejection(reset)
         if self._show:
@@ -316,21 +348,29 @@ class LimitCountCheck(Plugin):
         plugin = self._config
         consumer = request.consumer
         if consumer is not None and any(p is plugin for p in consumer.plugins):
-            place = f"consumer:{consumer.username}"
-            default = "consumer_name"
-        elif consumer is not None and any(p is plugin for p in request.consumers.group_plugins(consumer)):
-            place = f"group:{consumer.group_id}"
-            default = "consumer_name"
-        else:
-            place = f"route:{request.route_id}"
-            default = "remote_addr"
+            return self._settle(f"consumer:{consumer.username}", "consumer_name")
+        if consumer is not None and any(p is plugin for p in request.consumers.group_plugins(consumer)):
+            return self._settle(f"group:{consumer.group_id}", "consumer_name")
+        return self._settle(f"route:{request.route_id}", "remote_addr")
+
+    def _settle(self, place: str, default: str) -> str:
+        """Set the counter keys' start (``place``) and what follows it (``default`` unless ``key`` says)."""
+        plugin = self._config
+        scope = f"lc:{plugin.count}/{plugin.time_window}:{place}|"
         if plugin.key_type == "constant":
             constant = "k:" + str(plugin.key)
+            whole = scope + constant
             self._key = lambda request: constant
+            self._quick_key = lambda check, facts, consumer, route: whole
         else:
-            self._key = _KEYS[plugin.key or default]
-        scope = self._scope = f"lc:{plugin.count}/{plugin.time_window}:{place}|"
+            name = plugin.key or default
+            self._key = _KEYS[name]
+            self._quick_key = _QUICK_KEYS[name]
+        self._scope = scope
         return scope
+
+
+_ceil = math.ceil
 
 
 def _by_address(request: PluginRequest) -> str:
@@ -356,4 +396,39 @@ _KEYS: dict[str, Callable[[PluginRequest], str]] = {
     "consumer_name": _by_consumer,
     "route_id": _by_route,
     "service_id": _by_service,
+}
+
+# The same keys, whole (the scope included), for the quick form: no request object, the consumer known.
+
+
+def _quick_address(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    return f"{check._scope}a:{check._environment.client_address(facts) or ''}"
+
+
+def _quick_consumer(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    return f"{check._scope}c:{consumer.username}"
+
+
+def _quick_route(check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute) -> str:
+    return f"{check._scope}r:{route.label}"
+
+
+def _quick_service(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    service = route.service_id
+    if service is None:
+        return _quick_address(check, facts, consumer, route)
+    return f"{check._scope}s:{service}"
+
+
+_QUICK_KEYS: dict[str, Callable[[LimitCountCheck, RequestFacts, Consumer, MatchedRoute], str]] = {
+    "remote_addr": _quick_address,
+    "consumer_name": _quick_consumer,
+    "route_id": _quick_route,
+    "service_id": _quick_service,
 }
