@@ -70,6 +70,7 @@ class Pipeline:
         "_by_consumer",
         "_compiled",
         "_environment",
+        "_last_allow",
         "access",
         "authenticates_only",
         "before",
@@ -86,6 +87,7 @@ class Pipeline:
         self._allows: dict[
             tuple[int, Consumer | None, BasicAuthCredential | None, bool], tuple[MatchedRoute, Allow]
         ] = {}
+        self._last_allow: tuple[object, MatchedRoute, Allow] | None = None
         self._arrange(self._compiled)
 
     def _arrange(self, compiled: Mapping[str, Plugin]) -> None:
@@ -135,6 +137,7 @@ class Pipeline:
         pipeline._compiled = merged
         pipeline._by_consumer = {}
         pipeline._allows = {}
+        pipeline._last_allow = None
         pipeline._arrange(merged)
         if len(self._by_consumer) >= _CONSUMER_CACHE_LIMIT:
             self._by_consumer.clear()  # bounded: replaced consumers do not accumulate
@@ -187,7 +190,14 @@ def run_quick_access(
             if isinstance(out, Reject):
                 return out
             headers += out
-    allow = cached_allow(route, pipeline, found)
+    # The shortcut hands back the same tuple for a credential it remembers: the last one's Allow is
+    # found by identity, without hashing the key (one attribute, replaced whole: safe across threads).
+    last = pipeline._last_allow
+    if last is not None and last[0] is found and last[1] is route:
+        allow = last[2]
+    else:
+        allow = cached_allow(route, pipeline, found)
+        pipeline._last_allow = (found, route, allow)
     return allow.with_response_headers(headers) if headers else allow
 
 

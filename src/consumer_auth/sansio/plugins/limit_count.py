@@ -222,6 +222,7 @@ class LimitCountCheck(Plugin):
     """
 
     __slots__ = (
+        "_address_prefix",
         "_config",
         "_counters",
         "_environment",
@@ -234,6 +235,7 @@ class LimitCountCheck(Plugin):
         "_redis",
         "_rejected",
         "_rejections",
+        "_resets",
         "_scope",
         "_show",
         "_window",
@@ -260,6 +262,8 @@ class LimitCountCheck(Plugin):
         self._message = _message(plugin)
         self._rejected = json_reject(plugin.rejected_code, "error_msg", self._message, reason="rate_limited")
         self._rejections: dict[int, Reject] = {}
+        self._resets: dict[int, tuple[str, str]] = {}
+        self._address_prefix: str | None = None  # the scope and "a:", once found, when keyed by address
         self._scope: str | None = None  # found at the first request: where the plugin sits
         self._key: Callable[[PluginRequest], str] = _by_address
         self._quick_key: Callable[[LimitCountCheck, RequestFacts, Consumer, MatchedRoute], str] = (
@@ -287,22 +291,35 @@ class LimitCountCheck(Plugin):
     def _quick(
         self, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
     ) -> Reject | tuple[tuple[str, str], ...] | None:
-        if self._scope is None:
-            # The consumer brings no plugins (the quick form's condition): the plugin is the route's.
-            self._settle(f"route:{route.label}", "remote_addr")
-        found = self._counters.memory.incoming(self._quick_key(self, facts, consumer, route), self._window)
+        prefix = self._address_prefix
+        if prefix is not None:  # the usual key: the client address
+            key = prefix + (self._environment.client_address(facts) or "")
+        else:
+            if self._scope is None:
+                # The consumer brings no plugins (the quick form's condition): the plugin is the route's.
+                self._settle(f"route:{route.label}", "remote_addr")
+                return self._quick(facts, consumer, route)
+            key = self._quick_key(self, facts, consumer, route)
+        found = self._counters.memory.incoming(key, self._window)
         if found is None:
             return None  # the counter is unavailable: let the request through, uncounted
         used, left = found
-        if used > self._limit:
+        limit = self._limit
+        if used > limit:
             return self._rejection(_ceil(left) if left > 0 else 0)
         if self._show:
-            return (
-                self._limit_header,
-                (REMAINING_HEADER, str(self._limit - used)),
-                (RESET_HEADER, str(_ceil(left) if left > 0 else 0)),
-            )
+            return (self._limit_header, (REMAINING_HEADER, str(limit - used)), self._reset(left))
         return None
+
+    def _reset(self, left: float) -> tuple[str, str]:
+        """The ``X-RateLimit-Reset`` header of ``left`` seconds (the same few, over and over)."""
+        seconds = _ceil(left) if left > 0 else 0
+        found = self._resets.get(seconds)
+        if found is None:
+            if len(self._resets) >= _REJECTIONS_LIMIT:
+                self._resets.clear()
+            found = self._resets[seconds] = (RESET_HEADER, str(seconds))
+        return found
 
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
         found = counter.incoming(key, self._window)
@@ -366,6 +383,8 @@ class LimitCountCheck(Plugin):
             name = plugin.key or default
             self._key = _KEYS[name]
             self._quick_key = _QUICK_KEYS[name]
+            if name == "remote_addr":
+                self._address_prefix = scope + "a:"
         self._scope = scope
         return scope
 
