@@ -378,6 +378,15 @@ def test_policy_redis_has_no_quick_form() -> None:
     assert gateway.compiled_routes[0].pipeline.quick_access is None
 
 
+def test_a_new_window_has_exactly_its_seconds_left() -> None:
+    """``(now + window) - now`` rounds above ``window`` at some clock readings: a new window must still
+    answer ``X-RateLimit-Reset: 3600``, not 3601."""
+    clock = FakeClock()
+    clock.now = 1000.1  # (1000.1 + 3600.0) - 1000.1 == 3600.0000000000005
+    counter = MemoryCounter(clock=clock)
+    assert counter.incoming("k", 3600.0) == (1, 3600.0)
+
+
 def test_the_memory_counter_is_bounded() -> None:
     clock = FakeClock()
     counter = MemoryCounter(max_entries=3, clock=clock)

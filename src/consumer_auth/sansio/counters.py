@@ -70,24 +70,29 @@ class MemoryCounter:
         now = self._clock()
         entry = self._entries.get(key)
         if entry is None or entry[0] <= now:
-            entry = self._start(key, window, now)
+            return self._start(key, window, now)
         # A request in a running window takes the next number without a lock: next() on
         # itertools.count is one step under the interpreter lock, so threads never share a number.
         end, numbers = entry
         return next(numbers), end - now
 
-    def _start(self, key: str, window: float, now: float) -> tuple[float, Iterator[int]]:
-        """The window of ``key`` at ``now``: a new one unless another thread just started it."""
+    def _start(self, key: str, window: float, now: float) -> tuple[int, float]:
+        """Count a request at ``now`` in a new window of ``key``, unless another thread just started one.
+
+        A new window has exactly ``window`` seconds left (``(now + window) - now`` may round above it).
+        """
         with self._lock:
             entries = self._entries
             entry = entries.get(key)
-            if entry is None or entry[0] <= now:
-                if entry is not None:
-                    del entries[key]  # its new window goes to the end: the order stays that of the starts
-                entry = entries[key] = (now + window, itertools.count(1))
-                if len(entries) > self.max_entries:
-                    del entries[next(iter(entries))]  # the oldest window (only changed under the lock)
-            return entry
+            if entry is not None and entry[0] > now:
+                return next(entry[1]), entry[0] - now
+            if entry is not None:
+                del entries[key]  # its new window goes to the end: the order stays that of the starts
+            numbers = itertools.count(1)
+            entries[key] = (now + window, numbers)
+            if len(entries) > self.max_entries:
+                del entries[next(iter(entries))]  # the oldest window (only changed under the lock)
+            return next(numbers), window
 
     def __len__(self) -> int:
         """How many keys are counted (windows that ended but were not forgotten yet included)."""
