@@ -308,17 +308,16 @@ class LimitCountCheck(Plugin):
         if used > limit:
             return self._rejection(_ceil(left) if left > 0 else 0)
         if self._show:
-            return (self._limit_header, (REMAINING_HEADER, str(limit - used)), self._reset(left))
+            seconds = _ceil(left) if left > 0 else 0
+            reset = self._resets.get(seconds) or self._reset(seconds)
+            return (self._limit_header, (REMAINING_HEADER, str(limit - used)), reset)
         return None
 
-    def _reset(self, left: float) -> tuple[str, str]:
-        """The ``X-RateLimit-Reset`` header of ``left`` seconds (the same few, over and over)."""
-        seconds = _ceil(left) if left > 0 else 0
-        found = self._resets.get(seconds)
-        if found is None:
-            if len(self._resets) >= _REJECTIONS_LIMIT:
-                self._resets.clear()
-            found = self._resets[seconds] = (RESET_HEADER, str(seconds))
+    def _reset(self, seconds: int) -> tuple[str, str]:
+        """The ``X-RateLimit-Reset`` header of ``seconds``, kept: the same few come over and over."""
+        if len(self._resets) >= _REJECTIONS_LIMIT:
+            self._resets.clear()
+        found = self._resets[seconds] = (RESET_HEADER, str(seconds))
         return found
 
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
