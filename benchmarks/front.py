@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import interleaved, machine, median
-from proxy import AUTHORIZATION, NGINX, PASSWORD, UPSTREAM_BODY, ensure_tools, free_port, wait_for
+from proxy import AUTHORIZATION, NGINX, PASSWORD, UPSTREAM_BODY, ensure_tools, free_port, stop, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 OK_APP = Path(__file__).resolve().parent / "_ok_app.py"
@@ -160,9 +160,7 @@ def main() -> None:
                 f"\nbare fronts, 'ok' app: wrk -t1 -c32 -d{args.seconds}s, {args.rounds} interleaved rounds"
             )
             report(samples, "own")
-            for process in processes:
-                process.terminate()
-                process.wait(10)
+            stop(processes)
             processes.clear()
 
             # -- serve before and after -------------------------------------------------------------
@@ -221,13 +219,7 @@ def main() -> None:
             )
             report(samples, "before")
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
 
 
 if __name__ == "__main__":

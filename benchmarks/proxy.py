@@ -67,6 +67,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate every process, then wait for each (killing one that takes over 10 s)."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_for(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -310,13 +321,7 @@ def run(quick: bool = False) -> Result:
                 wrk(ports[name], 1)  # warm up: connections, and the argon2id verification cache
             samples = interleaved({name: (lambda p=ports[name]: wrk(p, seconds)) for name in fronts}, rounds)
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
     rates = {name: median(values) for name, values in samples.items()}
     plain, argon2 = rates["ours-plain"], rates["ours-argon2"]
     rows = [

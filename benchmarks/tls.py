@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from _common import interleaved, machine, median
-from proxy import AUTHORIZATION, PASSWORD, UPSTREAM_BODY, free_port, nginx, wait_for
+from proxy import AUTHORIZATION, PASSWORD, UPSTREAM_BODY, free_port, nginx, stop, wait_for
 
 
 def ensure_tools() -> None:
@@ -152,10 +152,7 @@ def main() -> int:
                 measure()  # warm up
             samples = interleaved(variants, rounds)
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(10)
+            stop(processes)
     base = median(samples["serve, HTTP/1.1, clear text"])
     print(f"{machine()}; h2load -n {requests} -c 32 -t 2, {rounds} interleaved rounds, medians\n")
     print("| front | requests/s (each round) | median | vs clear-text HTTP/1.1 |")
