@@ -281,21 +281,20 @@ def _raw_name(name: str) -> bytes:
     return raw
 
 
-_STARTS = frozenset(("http.response.start", "websocket.http.response.start"))
+_STARTS = ("http.response.start", "websocket.http.response.start")
 
 
 def with_headers(send: ASGISendCallable, headers: tuple[tuple[str, str], ...]) -> ASGISendCallable:
     """A ``send`` that adds the plugins' response headers to the app's response start."""
+    raw = []
+    names = _RAW_NAMES
+    for name, value in headers:  # a loop, not a comprehension: no function frame of its own
+        raw.append((names.get(name) or _raw_name(name), value.encode("latin-1")))
 
     def sending(message: Any) -> Awaitable[None]:
-        # A plain function handing back send's awaitable: no coroutine of its own per message. The
-        # headers are encoded when the response starts, in one loop (no list of them made beforehand).
+        # A plain function handing back send's awaitable: no coroutine of its own per message.
         if message["type"] in _STARTS:
-            raw = list(message.get("headers", ()))
-            names = _RAW_NAMES
-            for name, value in headers:
-                raw.append((names.get(name) or _raw_name(name), value.encode("latin-1")))
-            message = {**message, "headers": raw}
+            message = {**message, "headers": [*message.get("headers", ()), *raw]}
         return send(message)
 
     return sending
