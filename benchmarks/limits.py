@@ -100,9 +100,9 @@ def run(quick: bool = False) -> Result:
             )
     result.notes.append(
         "Where the difference goes: the route without the plugin answers from the basic-auth shortcut with "
-        "one cached `Allow`; with it, every request runs the access phase (a `PluginRequest`), counts "
-        "under a lock, and gets an `Allow` of its own carrying its three headers, which the adapter then "
-        "adds to the app's answer. The count itself is a small part of it."
+        "one cached `Allow`; with it, every request runs `limit-count`'s quick form (no `PluginRequest`: "
+        "the client address, one count in memory, the three header values), gets an `Allow` of its own "
+        "carrying its three headers, and the adapter adds them to the app's answer (ASGI encodes them)."
     )
     if missing is None:
         without, with_ = medians["decide_now without"], medians["decide_now with limit-count, policy redis"]

@@ -353,6 +353,40 @@ def test_a_changed_limit_starts_a_new_count() -> None:
     assert quota(decide(gateway)) == (200, headers(2, 1, 60))
 
 
+@pytest.mark.parametrize("key", ["remote_addr", "consumer_name", "route_id", "service_id", "constant"])
+def test_the_quick_form_counts_with_the_phase(key: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With the decision log off, the gateway runs the quick form; with it on, the access phase: both
+    count under the same key and answer the same."""
+    limit = (
+        {"count": 4, "key_type": "constant", "key": "all"} if key == "constant" else {"count": 4, "key": key}
+    )
+    gateway = build(config(limit))
+    pipeline = gateway.compiled_routes[0].pipeline
+    assert pipeline.quick_access is not None
+    answers = []
+    for index in range(5):
+        if index % 2:
+            with caplog.at_level(logging.INFO, logger="consumer_auth.auth"):
+                answers.append(quota(decide(gateway)))
+        else:
+            answers.append(quota(decide(gateway)))
+    assert answers == [(200, headers(4, left, 60)) for left in (3, 2, 1, 0)] + [(503, headers(4, 0, 60))]
+
+
+def test_policy_redis_has_no_quick_form() -> None:
+    gateway = Gateway.from_dict(config({"policy": "redis", "redis_url": REDIS_URL}))  # connects at no request
+    assert gateway.compiled_routes[0].pipeline.quick_access is None
+
+
+def test_a_new_window_has_exactly_its_seconds_left() -> None:
+    """``(now + window) - now`` rounds above ``window`` at some clock readings: a new window must still
+    answer ``X-RateLimit-Reset: 3600``, not 3601."""
+    clock = FakeClock()
+    clock.now = 1000.1  # (1000.1 + 3600.0) - 1000.1 == 3600.0000000000005
+    counter = MemoryCounter(clock=clock)
+    assert counter.incoming("k", 3600.0) == (1, 3600.0)
+
+
 def test_the_memory_counter_is_bounded() -> None:
     clock = FakeClock()
     counter = MemoryCounter(max_entries=3, clock=clock)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -20,6 +21,7 @@ from consumer_auth import (
     RequestFacts,
     Route,
     Service,
+    json_reject,
 )
 from consumer_auth.sansio.pipeline import effective_plugins
 from support import Deny, basic
@@ -230,3 +232,63 @@ def test_the_group_level_sits_between_route_and_consumer() -> None:
     assert denial(plain, ()) == b'{"message":"the route\'s"}\n'
     assert denial(plain, (Deny("the group's"),)) == b'{"message":"the group\'s"}\n'
     assert denial(own, (Deny("the group's"),)) == b'{"message":"alex\'s"}\n'
+
+
+NO = json_reject(403, "message", "no")
+
+
+class Tagger(Plugin):
+    """Adds ``X-Tag`` in its access phase, rejects ``/no``; its quick form says which form ran."""
+
+    name: ClassVar[str] = "tagger"
+    priority: ClassVar[int] = 1500
+
+    def __init__(self, quick: bool = True) -> None:
+        self.quick = quick
+        self.ran: list[str] = []
+
+    def access(self, request: PluginRequest) -> Reject | None:
+        self.ran.append("access")
+        if request.facts.path == "/no":
+            return NO
+        request.response_headers.append(("X-Tag", f"{request.route_id}/{request.consumer.username}"))  # type: ignore[union-attr]
+        return None
+
+    def quick_access(self) -> Callable[..., Reject | tuple[tuple[str, str], ...] | None] | None:
+        return self._quick if self.quick else None
+
+    def _quick(
+        self, facts: RequestFacts, consumer: Consumer, route: Any
+    ) -> Reject | tuple[tuple[str, str], ...] | None:
+        self.ran.append("quick")
+        if facts.path == "/no":
+            return NO
+        return (("X-Tag", f"{route.label}/{consumer.username}"),)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_an_access_plugin_s_quick_form_answers_as_its_phase(quick: bool) -> None:
+    tagger = Tagger(quick)
+    gateway = Gateway(
+        consumers=[Consumer("alex", password="123456"), Consumer("bob", password="1", plugins=[Low()])],
+        routes=[Route("/*", id="r", plugins=[BasicAuthPlugin(), tagger])],
+    )
+    allowed = gateway.decide_now(get("/yes", ALEX))
+    assert isinstance(allowed, Allow)
+    assert allowed.response_headers == (("X-Tag", "r/alex"),)
+    assert allowed == Allow(
+        allowed.route,
+        allowed.consumer,
+        allowed.credential,
+        (("x-consumer-username", "alex"),),
+        response_headers=(("X-Tag", "r/alex"),),
+    )
+    assert gateway.decide_now(get("/no", ALEX)) == NO
+    assert tagger.ran == (["quick"] * 2 if quick else ["access"] * 2)
+    # A consumer that brings plugins runs the phases.
+    tagger.ran.clear()
+    calls.clear()
+    bobs = gateway.decide_now(get("/yes", basic("bob", "1")))
+    assert isinstance(bobs, Allow)
+    assert bobs.response_headers == (("X-Tag", "r/bob"),)
+    assert tagger.ran == ["access"]

@@ -281,13 +281,19 @@ def _raw_name(name: str) -> bytes:
     return raw
 
 
+_STARTS = ("http.response.start", "websocket.http.response.start")
+
+
 def with_headers(send: ASGISendCallable, headers: tuple[tuple[str, str], ...]) -> ASGISendCallable:
     """A ``send`` that adds the plugins' response headers to the app's response start."""
-    raw = [(_raw_name(name), value.encode("latin-1")) for name, value in headers]
+    raw = []
+    names = _RAW_NAMES
+    for name, value in headers:  # a loop, not a comprehension: no function frame of its own
+        raw.append((names.get(name) or _raw_name(name), value.encode("latin-1")))
 
     def sending(message: Any) -> Awaitable[None]:
         # A plain function handing back send's awaitable: no coroutine of its own per message.
-        if message["type"] in ("http.response.start", "websocket.http.response.start"):
+        if message["type"] in _STARTS:
             message = {**message, "headers": [*message.get("headers", ()), *raw]}
         return send(message)
 

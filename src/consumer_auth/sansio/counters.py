@@ -9,10 +9,10 @@ counter, shared between processes and machines (``policy: redis``), is
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -62,22 +62,37 @@ class MemoryCounter:
     def __init__(self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = expect_int(max_entries, "max_entries", minimum=1)
         self._clock = clock
-        self._entries: OrderedDict[str, list[float]] = OrderedDict()  # key -> [count, window end]
+        # key -> (window end, the window's request numbers), in the order the windows started.
+        self._entries: dict[str, tuple[float, Iterator[int]]] = {}
         self._lock = threading.Lock()
 
     def incoming(self, key: str, window: float) -> tuple[int, float]:
         now = self._clock()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            return self._start(key, window, now)
+        # A request in a running window takes the next number without a lock: next() on
+        # itertools.count is one step under the interpreter lock, so threads never share a number.
+        end, numbers = entry
+        return next(numbers), end - now
+
+    def _start(self, key: str, window: float, now: float) -> tuple[int, float]:
+        """Count a request at ``now`` in a new window of ``key``, unless another thread just started one.
+
+        A new window has exactly ``window`` seconds left (``(now + window) - now`` may round above it).
+        """
         with self._lock:
             entries = self._entries
             entry = entries.get(key)
-            if entry is None or entry[1] <= now:
-                if entry is not None:
-                    del entries[key]  # its new window goes to the end: the order stays that of the starts
-                entry = entries[key] = [0, now + window]
-                if len(entries) > self.max_entries:
-                    entries.popitem(last=False)
-            entry[0] += 1
-            return int(entry[0]), entry[1] - now
+            if entry is not None and entry[0] > now:
+                return next(entry[1]), entry[0] - now
+            if entry is not None:
+                del entries[key]  # its new window goes to the end: the order stays that of the starts
+            numbers = itertools.count(1)
+            entries[key] = (now + window, numbers)
+            if len(entries) > self.max_entries:
+                del entries[next(iter(entries))]  # the oldest window (only changed under the lock)
+            return next(numbers), window
 
     def __len__(self) -> int:
         """How many keys are counted (windows that ended but were not forgotten yet included)."""

@@ -234,21 +234,42 @@ class Allow:
 
     def with_response_headers(self, headers: tuple[tuple[str, str], ...]) -> Allow:
         """This decision with other ``response_headers`` (copied as it is: nothing is computed again)."""
-        new = _new(Allow)
-        _set(new, "route", self.route)
-        _set(new, "consumer", self.consumer)
-        _set(new, "credential", self.credential)
-        _set(new, "identity_headers", self.identity_headers)
-        _set(new, "hide_credentials", self.hide_credentials)
-        _set(new, "strip_prefix", self.strip_prefix)
-        _set(new, "response_headers", headers)
-        _set(new, "raw_identity_headers", self.raw_identity_headers)
-        _set(new, "environ_identity", self.environ_identity)
-        return new
+        # Every request of a route whose plugins add response headers makes one, so it is built as an
+        # unfrozen twin of the same layout (plain slot stores, no object.__setattr__ per field) that
+        # then becomes an Allow: the result is an Allow in every way.
+        new = _new(_AllowParts)
+        new.route = self.route
+        new.consumer = self.consumer
+        new.credential = self.credential
+        new.identity_headers = self.identity_headers
+        new.hide_credentials = self.hide_credentials
+        new.strip_prefix = self.strip_prefix
+        new.response_headers = headers
+        new.raw_identity_headers = self.raw_identity_headers
+        new.environ_identity = self.environ_identity
+        new.__class__ = Allow  # type: ignore[assignment]
+        return new  # type: ignore[return-value]
+
+
+class _AllowParts:
+    """An :class:`Allow` under construction: its slots, in its order, writable (see
+    :meth:`Allow.with_response_headers`)."""
+
+    __slots__ = Allow.__slots__
+    route: MatchedRoute | None
+    consumer: Consumer | None
+    credential: BasicAuthCredential | None
+    identity_headers: tuple[tuple[str, str], ...]
+    hide_credentials: bool
+    strip_prefix: str
+    response_headers: tuple[tuple[str, str], ...]
+    raw_identity_headers: tuple[tuple[bytes, bytes], ...]
+    environ_identity: tuple[tuple[str, str], ...]
 
 
 _new = object.__new__
-_set = object.__setattr__
+# A field added to Allow must be copied by with_response_headers too.
+assert set(Allow.__slots__) == set(_AllowParts.__annotations__)  # noqa: S101
 
 
 Decision = Allow | Reject

@@ -39,7 +39,7 @@ from consumer_auth.sansio.routing import (
 from ._paths import ODD_CHARACTER, examine
 from .admission import BUSY, Admission, VerificationLimits
 from .log import LOGGER, log_decision
-from .pipeline import cached_allow, run_after_authentication, run_pipeline
+from .pipeline import cached_allow, run_after_authentication, run_pipeline, run_quick_access
 from .plugin import Environment, Plugin, PluginRequest, Profile, RehashHook
 from .plugins.brute_force import client_subject
 
@@ -404,12 +404,12 @@ class Gateway:
                 if isinstance(found, Reject):
                     return found
                 consumer = found[0]
-                if (
-                    pipeline.authenticates_only
-                    and not consumer.plugins
-                    and not state.consumers.group_plugins(consumer)
-                ):
-                    return cached_allow(route, pipeline, found)
+                if not consumer.plugins and not state.consumers.group_plugins(consumer):
+                    if pipeline.authenticates_only:
+                        return cached_allow(route, pipeline, found)
+                    quick = pipeline.quick_access
+                    if quick is not None:
+                        return run_quick_access(route, pipeline, quick, facts, found)
                 request = PluginRequest(
                     facts, state.consumers, self.environment, route.label, route.service_id, log
                 )

@@ -22,12 +22,20 @@ from typing import TYPE_CHECKING
 from consumer_auth.sansio.decision import Allow, Decision, MatchedRoute, Pending, Reject
 
 from .log import log_decision
-from .plugin import Environment, Plugin, PluginRequest, Suspend
+from .plugin import Environment, Plugin, PluginRequest, QuickAccess, Suspend
 
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import BasicAuthCredential, Consumer, ConsumerPlugin
+    from consumer_auth.sansio.decision import RequestFacts
 
-__all__ = ["Pipeline", "cached_allow", "effective_plugins", "run_after_authentication", "run_pipeline"]
+__all__ = [
+    "Pipeline",
+    "cached_allow",
+    "effective_plugins",
+    "run_after_authentication",
+    "run_pipeline",
+    "run_quick_access",
+]
 
 _CONSUMER_CACHE_LIMIT = 4096
 
@@ -52,6 +60,8 @@ class Pipeline:
             plugin before authentication and has one.
         authenticates_only: The pipeline is that plugin alone: a shortcut's result is the whole decision.
         access: The ``access`` methods, in order.
+        quick_access: Every ``access`` plugin's :meth:`~consumer_auth.Plugin.quick_access`, in order, when
+            they all have one and no plugin has a ``response`` phase (else ``None``).
         response: The ``response`` methods, in order.
     """
 
@@ -60,10 +70,12 @@ class Pipeline:
         "_by_consumer",
         "_compiled",
         "_environment",
+        "_last_allow",
         "access",
         "authenticates_only",
         "before",
         "plugins",
+        "quick_access",
         "response",
         "shortcut",
     )
@@ -75,6 +87,7 @@ class Pipeline:
         self._allows: dict[
             tuple[int, Consumer | None, BasicAuthCredential | None, bool], tuple[MatchedRoute, Allow]
         ] = {}
+        self._last_allow: tuple[object, MatchedRoute, Allow] | None = None
         self._arrange(self._compiled)
 
     def _arrange(self, compiled: Mapping[str, Plugin]) -> None:
@@ -92,6 +105,12 @@ class Pipeline:
         only = before[0] if len(before) == 1 and "rewrite" not in before[0][1] else None
         self.shortcut = only[0].shortcut() if only is not None else None
         self.authenticates_only = len(phases) == 1 and not self.access and not self.response
+        quick = [p.quick_access() for p, ph in phases if "access" in ph]
+        self.quick_access: tuple[QuickAccess, ...] | None = (
+            tuple(q for q in quick if q is not None)
+            if quick and None not in quick and not self.response
+            else None
+        )
 
     def for_consumer(self, consumer: Consumer, group: Iterable[ConsumerPlugin] = ()) -> Pipeline:
         """This pipeline with the plugins of a consumer's group, then of the consumer, merged in (SPEC §9:
@@ -118,6 +137,7 @@ class Pipeline:
         pipeline._compiled = merged
         pipeline._by_consumer = {}
         pipeline._allows = {}
+        pipeline._last_allow = None
         pipeline._arrange(merged)
         if len(self._by_consumer) >= _CONSUMER_CACHE_LIMIT:
             self._by_consumer.clear()  # bounded: replaced consumers do not accumulate
@@ -150,6 +170,35 @@ def run_after_authentication(
     """Run the phases after authentication: the request already carries what the ``authenticate`` phase
     would have set (a :meth:`~consumer_auth.Plugin.shortcut` found it)."""
     return _after(route, pipeline, request, 0, False)
+
+
+def run_quick_access(
+    route: MatchedRoute,
+    pipeline: Pipeline,
+    steps: tuple[QuickAccess, ...],
+    facts: RequestFacts,
+    found: tuple[Consumer, BasicAuthCredential | None, bool],
+) -> Decision:
+    """Run the phases after authentication through the plugins' quick forms (see
+    :meth:`~consumer_auth.Plugin.quick_access`): the request was authenticated by a shortcut as
+    ``found``, its consumer brings no plugins, the log is off."""
+    consumer = found[0]
+    headers: tuple[tuple[str, str], ...] = ()
+    for step in steps:
+        out = step(facts, consumer, route)
+        if out is not None:
+            if isinstance(out, Reject):
+                return out
+            headers += out
+    # The shortcut hands back the same tuple for a credential it remembers: the last one's Allow is
+    # found by identity, without hashing the key (one attribute, replaced whole: safe across threads).
+    last = pipeline._last_allow
+    if last is not None and last[0] is found and last[1] is route:
+        allow = last[2]
+    else:
+        allow = cached_allow(route, pipeline, found)
+        pipeline._last_allow = (found, route, allow)
+    return allow.with_response_headers(headers) if headers else allow
 
 
 def _after(

@@ -34,9 +34,11 @@ from consumer_auth.sansio._validate import (
 )
 from consumer_auth.sansio.counters import Counter, RedisTarget
 from consumer_auth.sansio.decision import Reject, json_reject
-from consumer_auth.sansio.plugin import Environment, Plugin, Suspend
+from consumer_auth.sansio.plugin import Environment, Plugin, QuickAccess, Suspend
 
 if TYPE_CHECKING:
+    from consumer_auth.sansio.consumers import Consumer
+    from consumer_auth.sansio.decision import MatchedRoute, RequestFacts
     from consumer_auth.sansio.plugin import PluginRequest
 
 __all__ = ["KEYS", "LimitCountCheck", "LimitCountPlugin"]
@@ -220,16 +222,20 @@ class LimitCountCheck(Plugin):
     """
 
     __slots__ = (
+        "_address_prefix",
         "_config",
         "_counters",
+        "_environment",
         "_key",
         "_limit",
         "_limit_header",
         "_message",
         "_no_redis",
+        "_quick_key",
         "_redis",
         "_rejected",
         "_rejections",
+        "_resets",
         "_scope",
         "_show",
         "_window",
@@ -243,6 +249,7 @@ class LimitCountCheck(Plugin):
         redis = plugin.policy == "redis"
         self._config = plugin
         self._counters = counters
+        self._environment = environment
         # A gateway compiled only to check a configuration cannot reach Redis: it never counts.
         self._redis: Counter | None = (
             counters.redis(plugin.redis_target()) if redis and counters.reach_redis else None
@@ -255,8 +262,13 @@ class LimitCountCheck(Plugin):
         self._message = _message(plugin)
         self._rejected = json_reject(plugin.rejected_code, "error_msg", self._message, reason="rate_limited")
         self._rejections: dict[int, Reject] = {}
+        self._resets: dict[int, tuple[str, str]] = {}
+        self._address_prefix: str | None = None  # the scope and "a:", once found, when keyed by address
         self._scope: str | None = None  # found at the first request: where the plugin sits
         self._key: Callable[[PluginRequest], str] = _by_address
+        self._quick_key: Callable[[LimitCountCheck, RequestFacts, Consumer, MatchedRoute], str] = (
+            _quick_address
+        )
 
     def access(self, request: PluginRequest) -> Reject | Suspend | None:
         """Count the request; reject it past ``count``, else add the ``X-RateLimit-*`` headers."""
@@ -272,12 +284,48 @@ class LimitCountCheck(Plugin):
             self._counters.redis(self._config.redis_target())  # raises: a bare sans-IO gateway has no Redis
         return self._count(self._counters.memory, key, request)
 
+    def quick_access(self) -> QuickAccess | None:
+        """The ``access`` phase without a request object, counting in memory (``policy: local``)."""
+        return None if self._redis is not None or self._no_redis else self._quick
+
+    def _quick(
+        self, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+    ) -> Reject | tuple[tuple[str, str], ...] | None:
+        prefix = self._address_prefix
+        if prefix is not None:  # the usual key: the client address
+            key = prefix + (self._environment.client_address(facts) or "")
+        else:
+            if self._scope is None:
+                # The consumer brings no plugins (the quick form's condition): the plugin is the route's.
+                self._settle(f"route:{route.label}", "remote_addr")
+                return self._quick(facts, consumer, route)
+            key = self._quick_key(self, facts, consumer, route)
+        found = self._counters.memory.incoming(key, self._window)
+        if found is None:
+            return None  # the counter is unavailable: let the request through, uncounted
+        used, left = found
+        limit = self._limit
+        if used > limit:
+            return self._rejection(_ceil(left) if left > 0 else 0)
+        if self._show:
+            seconds = _ceil(left) if left > 0 else 0
+            reset = self._resets.get(seconds) or self._reset(seconds)
+            return (self._limit_header, (REMAINING_HEADER, str(limit - used)), reset)
+        return None
+
+    def _reset(self, seconds: int) -> tuple[str, str]:
+        """The ``X-RateLimit-Reset`` header of ``seconds``, kept: the same few come over and over."""
+        if len(self._resets) >= _REJECTIONS_LIMIT:
+            self._resets.clear()
+        found = self._resets[seconds] = (RESET_HEADER, str(seconds))
+        return found
+
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
         found = counter.incoming(key, self._window)
         if found is None:
             return None  # the counter is unavailable: let the request through, uncounted
         used, left = found
-        reset = math.ceil(left) if left > 0 else 0
+        reset = _ceil(left) if left > 0 else 0
         if used > self._limit:
             return self._rejection(reset)
         if self._show:
@@ -316,21 +364,31 @@ class LimitCountCheck(Plugin):
         plugin = self._config
         consumer = request.consumer
         if consumer is not None and any(p is plugin for p in consumer.plugins):
-            place = f"consumer:{consumer.username}"
-            default = "consumer_name"
-        elif consumer is not None and any(p is plugin for p in request.consumers.group_plugins(consumer)):
-            place = f"group:{consumer.group_id}"
-            default = "consumer_name"
-        else:
-            place = f"route:{request.route_id}"
-            default = "remote_addr"
+            return self._settle(f"consumer:{consumer.username}", "consumer_name")
+        if consumer is not None and any(p is plugin for p in request.consumers.group_plugins(consumer)):
+            return self._settle(f"group:{consumer.group_id}", "consumer_name")
+        return self._settle(f"route:{request.route_id}", "remote_addr")
+
+    def _settle(self, place: str, default: str) -> str:
+        """Set the counter keys' start (``place``) and what follows it (``default`` unless ``key`` says)."""
+        plugin = self._config
+        scope = f"lc:{plugin.count}/{plugin.time_window}:{place}|"
         if plugin.key_type == "constant":
             constant = "k:" + str(plugin.key)
+            whole = scope + constant
             self._key = lambda request: constant
+            self._quick_key = lambda check, facts, consumer, route: whole
         else:
-            self._key = _KEYS[plugin.key or default]
-        scope = self._scope = f"lc:{plugin.count}/{plugin.time_window}:{place}|"
+            name = plugin.key or default
+            self._key = _KEYS[name]
+            self._quick_key = _QUICK_KEYS[name]
+            if name == "remote_addr":
+                self._address_prefix = scope + "a:"
+        self._scope = scope
         return scope
+
+
+_ceil = math.ceil
 
 
 def _by_address(request: PluginRequest) -> str:
@@ -356,4 +414,39 @@ _KEYS: dict[str, Callable[[PluginRequest], str]] = {
     "consumer_name": _by_consumer,
     "route_id": _by_route,
     "service_id": _by_service,
+}
+
+# The same keys, whole (the scope included), for the quick form: no request object, the consumer known.
+
+
+def _quick_address(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    return f"{check._scope}a:{check._environment.client_address(facts) or ''}"
+
+
+def _quick_consumer(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    return f"{check._scope}c:{consumer.username}"
+
+
+def _quick_route(check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute) -> str:
+    return f"{check._scope}r:{route.label}"
+
+
+def _quick_service(
+    check: LimitCountCheck, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
+) -> str:
+    service = route.service_id
+    if service is None:
+        return _quick_address(check, facts, consumer, route)
+    return f"{check._scope}s:{service}"
+
+
+_QUICK_KEYS: dict[str, Callable[[LimitCountCheck, RequestFacts, Consumer, MatchedRoute], str]] = {
+    "remote_addr": _quick_address,
+    "consumer_name": _quick_consumer,
+    "route_id": _quick_route,
+    "service_id": _quick_service,
 }
