@@ -3,7 +3,8 @@
 A plugin is a small class. Its instances are what a user wrote (validated once, immutable); at load the
 gateway calls :meth:`Plugin.compile` with its :class:`Environment`, sorts the compiled plugins of each
 route by priority, and runs their phase methods on every request (see :mod:`consumer_auth.sansio.pipeline`).
-The gateway knows no plugin by name.
+The gateway knows no plugin by name. This module is long because the interface, its phases' request
+object and the environment plugins compile against are documented together, for plugin authors.
 
 Phases, in the order they run (APISIX's names in brackets):
 

@@ -1,5 +1,7 @@
 """The ``limit-count`` plugin: at most ``count`` requests per ``time_window`` seconds, per key (SPEC §10).
 
+This module is long because the plugin's schema, its full access phase and its quick form sit together.
+
 As APISIX's plugin of the same name (priority 1002, after authentication): a fixed window starts with a
 key's first request; every request in it counts, rejected ones included; past ``count`` the answer is
 ``rejected_code``. Allowed answers carry ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and
