@@ -100,11 +100,13 @@ class Finished(Protocol):
     """What :meth:`Metrics.exchange` reads of a proxied request that is over (the proxies' ``Exchange``)."""
 
     decision: Decision | None
-    route: MatchedRoute | None
     status: int
     started: float
     decided: float
     upstream_seconds: float | None
+
+    def route(self) -> MatchedRoute | None:
+        """The route the request was decided on (a rejected one's: the route its path matches)."""
 
 
 class Metrics:
@@ -235,7 +237,7 @@ class Metrics:
             return
         decided = exchange.decided or time.perf_counter()
         self.record(
-            exchange.route, decision, exchange.status, decided - exchange.started, exchange.upstream_seconds
+            exchange.route(), decision, exchange.status, decided - exchange.started, exchange.upstream_seconds
         )
 
     def node_health(self, node: UpstreamNode, healthy: bool) -> None:

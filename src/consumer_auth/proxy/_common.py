@@ -118,12 +118,13 @@ class Exchange:
     """What the access log (and the metrics, when on) say about one request; filled in as it goes.
 
     With ``metrics``, the forwarder also sets ``decided`` (when the decision was made, including any
-    password verification), ``route`` (the route that decided, or that a rejected path matches) and
-    ``upstream_seconds`` (from the first connection attempt to the upstream's response head); without,
-    none is measured.
+    password verification) and ``upstream_seconds`` (from the first connection attempt to the upstream's
+    response head); without, neither is measured.
     """
 
     __slots__ = (
+        "_looked_up",
+        "_route",
         "decided",
         "decision",
         "facts",
@@ -133,7 +134,6 @@ class Exchange:
         "node",
         "path",
         "peer",
-        "route",
         "sent",
         "started",
         "status",
@@ -160,22 +160,27 @@ class Exchange:
         self.node: UpstreamNode | None = None
         self.metrics = metrics
         self.decided = 0.0
-        self.route: MatchedRoute | None = None
         self.upstream_seconds: float | None = None
+        self._route: MatchedRoute | None = None
+        self._looked_up = False
 
-    def _route(self) -> str | None:
-        """The id of the route the request was decided on (``None`` when unmatched or unnamed).
+    def route(self) -> MatchedRoute | None:
+        """The route the request was decided on (``None`` when unmatched), for the log and the metrics.
 
-        An :class:`Allow` names it; a rejection does not carry one (rejections are shared constants),
-        so the route is looked up again here, only when the line is written.
+        An :class:`Allow` names it; a rejection does not carry one (rejections are shared constants), so
+        the route its path matches is looked up, once, and only when asked.
         """
+        if self._looked_up:
+            return self._route
         decision = self.decision
+        route: MatchedRoute | None = None
         if isinstance(decision, Allow):
-            return decision.route.id if decision.route is not None else None
-        if decision is None or self.facts is None or self.gateway is None:
-            return None
-        route = self.gateway.match(self.facts)
-        return route.id if route is not None else None
+            route = decision.route
+        elif decision is not None and self.facts is not None and self.gateway is not None:
+            route = self.gateway.match(self.facts)
+        self._route = route
+        self._looked_up = True
+        return route
 
     def log(self) -> None:
         """Write the access-log line (when INFO is enabled for ``consumer_auth.access``) and count the
@@ -188,7 +193,7 @@ class Exchange:
         consumer = None
         if isinstance(decision, Allow) and decision.consumer is not None:
             consumer = decision.consumer.username
-        route = self._route()
+        route = self.route()
         path = self.path if isinstance(self.path, str) else self.path.decode("ascii", "backslashreplace")
         ACCESS_LOGGER.info(
             '%s "%s %s" %d %d %.1fms route=%s consumer=%s upstream=%s',
@@ -198,7 +203,7 @@ class Exchange:
             self.status,
             self.sent,
             (time.perf_counter() - self.started) * 1000,
-            route or "-",
+            (route.id if route is not None else None) or "-",
             consumer or "-",
             self.node.authority if self.node is not None else "-",
         )

@@ -408,7 +408,6 @@ class ASGIProxy:
         exchange.decision = decision
         if exchange.metrics is not None:
             exchange.decided = time.perf_counter()
-            exchange.route = decision.route if isinstance(decision, Allow) else self.gateway.match(facts)
         if isinstance(decision, Reject):
             await self._reject(scope, receive, send, decision, exchange)
             return

@@ -358,7 +358,6 @@ class WSGIProxy:
         exchange.decision = decision
         if exchange.metrics is not None:
             exchange.decided = time.perf_counter()
-            exchange.route = decision.route if isinstance(decision, Allow) else self.gateway.match(facts)
         if isinstance(decision, Reject):
             return self._reject(start_response, decision, facts.method, exchange)
         upstream = upstream_for(decision, self.default_upstream)
