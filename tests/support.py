@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -301,3 +302,14 @@ def cheap_argon2(password: str) -> str:
     import argon2
 
     return argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
+
+
+def within(seconds: float, predicate: Callable[[], bool]) -> bool:
+    """Whether ``predicate`` becomes true within ``seconds`` (polled every 20 ms)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from consumer_auth import (
     StoreUnavailableError,
 )
 from consumer_auth.store import FileStore, Snapshot, SQLStore, StoreWatcher, open_store, redact
-from support import basic
+from support import basic, within
 
 _CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -38,16 +37,6 @@ _CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 def status(gateway: Gateway, login: str, password: str, path: str = "/json") -> int:
     decision = gateway.decide_now(RequestFacts("GET", path, "localhost", (basic(login, password),)))
     return decision.status if isinstance(decision, Reject) else 200
-
-
-def within(seconds: float, predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
 
 
 def consumer(login: str, password: str) -> dict[str, Any]:

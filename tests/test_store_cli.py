@@ -7,8 +7,7 @@ import json
 import os
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +16,7 @@ import pytest
 from consumer_auth import BasicAuthPlugin, Gateway, Reject, RequestFacts, Route
 from consumer_auth.store import SQLStore
 from proxy_servers import CONSUMER_AUTH, Process, request, start_upstream
-from support import basic
+from support import basic, within
 
 COMMAND = CONSUMER_AUTH
 SECRET = "correct-horse-battery"
@@ -416,16 +415,6 @@ def test_the_admin_command_needs_a_key(store_url: str) -> None:
         result.stderr
         == "consumer-auth: error: set the admin key in the CONSUMER_AUTH_ADMIN_KEY environment variable\n"
     )
-
-
-def within(seconds: float, predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
 
 
 def test_serve_with_two_workers_follows_a_sqlite_store(store_url: str, tmp_path: Path) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,9 @@ import pytest
 
 from consumer_auth import BasicAuthPlugin, ConfigError, Gateway, Reject, RequestFacts, Route
 from consumer_auth.store import SQLStore
-from support import basic
+from support import basic, within
 
 PASSWORD = "pw-of-a-member"
-
-
-def within(seconds: float, predicate: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,9 @@ import pytest
 from consumer_auth.store import SQLStore
 from pg import Database
 from proxy_servers import CONSUMER_AUTH, Process, request, start_upstream
-from support import basic
+from support import basic, within
 
 ADMIN_KEY = f"admin-{uuid.uuid4().hex}"
-
-
-def within(seconds: float, predicate: Callable[[], bool]) -> bool:
-    """Whether ``predicate`` becomes true within ``seconds`` (polled; checked once more at the end)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
 
 
 @dataclass
