@@ -28,6 +28,7 @@ from consumer_auth import (
     RequestFacts,
     Route,
 )
+from consumer_auth.sansio.decision import encode_headers
 from proxy_servers import CONSUMER_AUTH, Process, echo, request, start_upstream
 from support import REDIS_URL, Mode, basic, redis_or_skip, service_unavailable
 
@@ -95,6 +96,7 @@ def decide(gateway: Gateway, path: str = "/api/json", **options: Any) -> Allow |
 def quota(decision: Allow | Reject) -> tuple[int, tuple[tuple[str, str], ...]]:
     """The status and the ``X-RateLimit-*`` headers of a decision."""
     if isinstance(decision, Allow):
+        assert decision.raw_response_headers == encode_headers(decision.response_headers)  # ASGI's form
         return 200, decision.response_headers
     return decision.status, tuple(h for h in decision.headers if h[0].startswith("X-RateLimit"))
 
@@ -371,6 +373,32 @@ def test_the_quick_form_counts_with_the_phase(key: str, caplog: pytest.LogCaptur
         else:
             answers.append(quota(decide(gateway)))
     assert answers == [(200, headers(4, left, 60)) for left in (3, 2, 1, 0)] + [(503, headers(4, 0, 60))]
+
+
+@pytest.mark.parametrize("logged", [False, True])
+def test_behind_a_trusted_proxy_the_forwarded_client_is_counted(
+    logged: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keyed by address: a request from a trusted proxy counts against the client it forwards for, one
+    from it without ``X-Forwarded-For`` against the proxy itself (the quick form and the phase alike)."""
+    gateway = build(config(trusted_proxies=["10.0.0.0/8"]))
+
+    def send(forwarded_for: str | None) -> tuple[int, tuple[tuple[str, str], ...]]:
+        request = RequestFacts(
+            "GET",
+            "/api/json",
+            authorization=(ALEX,),
+            client="10.0.0.1",
+            forwarded_for=(forwarded_for,) if forwarded_for is not None else (),
+        )
+        with caplog.at_level(logging.INFO if logged else logging.WARNING, logger="consumer_auth.auth"):
+            return quota(gateway.decide_now(request))
+
+    assert send("192.0.2.1") == (200, headers(2, 1, 60))
+    assert send("192.0.2.2") == (200, headers(2, 1, 60))
+    assert send("192.0.2.1") == (200, headers(2, 0, 60))
+    assert send(None) == (200, headers(2, 1, 60))
+    assert send("192.0.2.1")[0] == 503
 
 
 def test_policy_redis_has_no_quick_form() -> None:

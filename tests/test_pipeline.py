@@ -23,7 +23,9 @@ from consumer_auth import (
     Service,
     json_reject,
 )
+from consumer_auth.sansio.decision import encode_headers
 from consumer_auth.sansio.pipeline import effective_plugins
+from consumer_auth.sansio.plugin import QuickHeaders
 from support import Deny, basic
 
 ALEX = basic("alex", "123456")
@@ -254,16 +256,15 @@ class Tagger(Plugin):
         request.response_headers.append(("X-Tag", f"{request.route_id}/{request.consumer.username}"))  # type: ignore[union-attr]
         return None
 
-    def quick_access(self) -> Callable[..., Reject | tuple[tuple[str, str], ...] | None] | None:
+    def quick_access(self) -> Callable[..., Reject | QuickHeaders | None] | None:
         return self._quick if self.quick else None
 
-    def _quick(
-        self, facts: RequestFacts, consumer: Consumer, route: Any
-    ) -> Reject | tuple[tuple[str, str], ...] | None:
+    def _quick(self, facts: RequestFacts, consumer: Consumer, route: Any) -> Reject | QuickHeaders | None:
         self.ran.append("quick")
         if facts.path == "/no":
             return NO
-        return (("X-Tag", f"{route.label}/{consumer.username}"),)
+        headers = (("X-Tag", f"{route.label}/{consumer.username}"),)
+        return headers, encode_headers(headers)
 
 
 @pytest.mark.parametrize("quick", [True, False])

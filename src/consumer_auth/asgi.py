@@ -269,32 +269,18 @@ async def send_reject(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-_RAW_NAMES: dict[str, bytes] = {}
-
-
-def _raw_name(name: str) -> bytes:
-    raw = _RAW_NAMES.get(name)
-    if raw is None:
-        raw = name.lower().encode("latin-1")
-        if len(_RAW_NAMES) < 256:  # plugins send a few names, over and over: bounded all the same
-            _RAW_NAMES[name] = raw
-    return raw
-
-
 _STARTS = ("http.response.start", "websocket.http.response.start")
 
 
-def with_headers(send: ASGISendCallable, headers: tuple[tuple[str, str], ...]) -> ASGISendCallable:
-    """A ``send`` that adds the plugins' response headers to the app's response start."""
-    raw = []
-    names = _RAW_NAMES
-    for name, value in headers:  # a loop, not a comprehension: no function frame of its own
-        raw.append((names.get(name) or _raw_name(name), value.encode("latin-1")))
+def with_headers(send: ASGISendCallable, raw: tuple[tuple[bytes, bytes], ...]) -> ASGISendCallable:
+    """A ``send`` that adds the plugins' response headers (``Allow.raw_response_headers``) to the
+    app's response start."""
 
     def sending(message: Any) -> Awaitable[None]:
         # A plain function handing back send's awaitable: no coroutine of its own per message.
         if message["type"] in _STARTS:
-            message = {**message, "headers": [*message.get("headers", ()), *raw]}
+            message = message.copy()
+            message["headers"] = [*message.get("headers", ()), *raw]
         return send(message)
 
     return sending
@@ -323,8 +309,8 @@ class ASGIGatewayMiddleware:
         if isinstance(decision, Reject):
             await send_reject(scope, receive, send, decision)
             return
-        if decision.response_headers:
-            send = with_headers(send, decision.response_headers)
+        if decision.raw_response_headers:
+            send = with_headers(send, decision.raw_response_headers)
         await self.app(self.allowed_scope(scope, facts, decision), receive, send)
 
     if TYPE_CHECKING:

@@ -517,8 +517,8 @@ class MeteredASGIGatewayMiddleware(ASGIGatewayMiddleware):
             await send_reject(scope, receive, send, decided)
             return
         decision = decided
-        if decision.response_headers:
-            send = with_headers(send, decision.response_headers)
+        if decision.raw_response_headers:
+            send = with_headers(send, decision.raw_response_headers)
         inner = send
         count = self._count
 

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from consumer_auth.asgi import send_reject
-from consumer_auth.sansio.decision import Allow, Reject
+from consumer_auth.sansio.decision import Allow, Reject, encode_headers
 from consumer_auth.sansio.upstream import Upstream, UpstreamNode
 
 from ._common import Exchange, log_fault, tls_for
@@ -135,10 +135,7 @@ async def _relay_refusal(
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         await send({"type": "websocket.close", "code": 1008, "reason": ""})
         return
-    raw = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in response.headers.raw_items()
-    ]
+    raw = encode_headers(response.headers.raw_items())
     headers = [
         (name, value) for name, value in response_headers(raw) if not _own(name) and name not in _NOT_RELAYED
     ]
@@ -156,10 +153,7 @@ async def _relay(
     exchange: Exchange,
 ) -> None:
     handshake = websocket.response
-    raw = [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in (handshake.headers.raw_items() if handshake is not None else ())
-    ]
+    raw = encode_headers(handshake.headers.raw_items() if handshake is not None else ())
     accept_headers = [
         (name, value) for name, value in response_headers(raw) if not _own(name) and name not in _NOT_RELAYED
     ]

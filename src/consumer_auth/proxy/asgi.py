@@ -648,8 +648,7 @@ class ASGIProxy:
         headers = response_headers(connection.headers)
         if status in _NO_BODY_STATUS:
             headers = [(name, value) for name, value in headers if name != b"content-length"]
-        for name, value in decision.response_headers:  # the plugins' response phase
-            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        headers += decision.raw_response_headers  # the plugins' response phase
         start = {"type": "http.response.start", "status": status, "headers": headers, "trailers": False}
         if connection.done:  # the usual case: the whole response came in one read
             data = connection.take()

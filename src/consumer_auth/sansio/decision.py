@@ -23,6 +23,7 @@ __all__ = [
     "Pending",
     "Reject",
     "RequestFacts",
+    "encode_headers",
     "header_key",
     "json_reject",
     "spellings",
@@ -186,9 +187,12 @@ class Reject:
         object.__setattr__(self, "status_line", f"{self.status} {phrase}".rstrip())
         full = (*self.headers, ("Content-Length", str(len(self.body))))
         object.__setattr__(self, "wsgi_headers", full)
-        object.__setattr__(
-            self, "raw_headers", tuple((n.lower().encode(), v.encode("latin-1")) for n, v in full)
-        )
+        object.__setattr__(self, "raw_headers", encode_headers(full))
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers as ASGI carries them: lower-case names, names and values as latin-1 bytes."""
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
 def json_reject(
@@ -213,6 +217,7 @@ class Allow:
         response_headers: Headers the plugins' ``response`` phase adds to the answer of the app or upstream.
         raw_identity_headers: ``identity_headers`` as lower-case latin-1 bytes (ASGI), precomputed.
         environ_identity: ``identity_headers`` as WSGI environ keys and values, precomputed.
+        raw_response_headers: ``response_headers`` as lower-case latin-1 bytes (ASGI), precomputed.
     """
 
     route: MatchedRoute | None
@@ -224,20 +229,24 @@ class Allow:
     response_headers: tuple[tuple[str, str], ...] = ()
     raw_identity_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
     environ_identity: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    raw_response_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         headers = self.identity_headers
-        raw = tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
         environ = tuple(("HTTP_" + name.upper().replace("-", "_"), value) for name, value in headers)
-        object.__setattr__(self, "raw_identity_headers", raw)
+        object.__setattr__(self, "raw_identity_headers", encode_headers(headers))
         object.__setattr__(self, "environ_identity", environ)
+        object.__setattr__(self, "raw_response_headers", encode_headers(self.response_headers))
 
-    def with_response_headers(self, headers: tuple[tuple[str, str], ...]) -> Allow:
-        """This decision with other ``response_headers`` (copied as it is: nothing is computed again)."""
+    def with_response_headers(
+        self, headers: tuple[tuple[str, str], ...], raw: tuple[tuple[bytes, bytes], ...] | None = None
+    ) -> Allow:
+        """This decision with other ``response_headers`` (copied as it is: nothing else is computed
+        again). ``raw`` is ``headers`` as :func:`encode_headers` gives them, when the caller has them."""
         # Every request of a route whose plugins add response headers makes one, so it is built as an
         # unfrozen twin of the same layout (plain slot stores, no object.__setattr__ per field) that
         # then becomes an Allow: the result is an Allow in every way.
-        new = _new(_AllowParts)
+        new = _AllowParts()
         new.route = self.route
         new.consumer = self.consumer
         new.credential = self.credential
@@ -247,6 +256,7 @@ class Allow:
         new.response_headers = headers
         new.raw_identity_headers = self.raw_identity_headers
         new.environ_identity = self.environ_identity
+        new.raw_response_headers = encode_headers(headers) if raw is None else raw
         new.__class__ = Allow  # type: ignore[assignment]
         return new  # type: ignore[return-value]
 
@@ -265,9 +275,9 @@ class _AllowParts:
     response_headers: tuple[tuple[str, str], ...]
     raw_identity_headers: tuple[tuple[bytes, bytes], ...]
     environ_identity: tuple[tuple[str, str], ...]
+    raw_response_headers: tuple[tuple[bytes, bytes], ...]
 
 
-_new = object.__new__
 # A field added to Allow must be copied by with_response_headers too.
 assert set(Allow.__slots__) == set(_AllowParts.__annotations__)  # noqa: S101
 

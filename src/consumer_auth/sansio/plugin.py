@@ -44,6 +44,7 @@ __all__ = [
     "PluginRequest",
     "Profile",
     "QuickAccess",
+    "QuickHeaders",
     "RehashHook",
     "Shortcut",
     "Suspend",
@@ -106,10 +107,11 @@ Shortcut = Callable[
 ]
 """See :meth:`Plugin.shortcut`."""
 
-QuickAccess = Callable[
-    ["RequestFacts", "Consumer", "MatchedRoute"],
-    "Reject | tuple[tuple[str, str], ...] | None",
-]
+QuickHeaders = tuple[tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...]]
+"""Response headers a quick form adds: as (name, value) text, and the same as
+:func:`~consumer_auth.sansio.decision.encode_headers` gives them (for ASGI)."""
+
+QuickAccess = Callable[["RequestFacts", "Consumer", "MatchedRoute"], "Reject | QuickHeaders | None"]
 """See :meth:`Plugin.quick_access`."""
 
 
@@ -292,9 +294,10 @@ class Plugin:
         ``quick(facts, consumer, route)`` instead of that phase, without a :class:`PluginRequest`:
         ``facts`` the request, ``consumer`` the authenticated consumer, ``route`` the matched route (its
         ``label`` is ``request.route_id``, its ``service_id`` ``request.service_id``). It returns
-        ``None`` (go on), a tuple of response headers to add to the answer (go on: what ``access`` would
-        have added to ``request.response_headers``), or a :class:`~consumer_auth.Reject`. It must
-        decide, count and add exactly as the phase would, and never block (no :class:`Suspend`).
+        ``None`` (go on), the response headers to add to the answer as :data:`QuickHeaders` (go on:
+        what ``access`` would have added to ``request.response_headers``, and the same encoded, so that
+        an ASGI adapter need not encode them each request), or a :class:`~consumer_auth.Reject`. It
+        must decide, count and add exactly as the phase would, and never block (no :class:`Suspend`).
         """
         return None
 

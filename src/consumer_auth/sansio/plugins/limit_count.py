@@ -35,8 +35,8 @@ from consumer_auth.sansio._validate import (
     reject_unknown,
 )
 from consumer_auth.sansio.counters import Counter, RedisTarget
-from consumer_auth.sansio.decision import Reject, json_reject
-from consumer_auth.sansio.plugin import Environment, Plugin, QuickAccess, Suspend
+from consumer_auth.sansio.decision import Reject, encode_headers, json_reject
+from consumer_auth.sansio.plugin import Environment, Plugin, QuickAccess, QuickHeaders, Suspend
 
 if TYPE_CHECKING:
     from consumer_auth.sansio.consumers import Consumer
@@ -51,6 +51,7 @@ KEYS = ("consumer_name", "remote_addr", "route_id", "service_id")
 LIMIT_HEADER = "X-RateLimit-Limit"
 REMAINING_HEADER = "X-RateLimit-Remaining"
 RESET_HEADER = "X-RateLimit-Reset"
+_RAW_REMAINING = REMAINING_HEADER.lower().encode()
 
 _FIELDS = (
     "count",
@@ -234,6 +235,7 @@ class LimitCountCheck(Plugin):
         "_message",
         "_no_redis",
         "_quick_key",
+        "_raw_limit",
         "_redis",
         "_rejected",
         "_rejections",
@@ -259,12 +261,13 @@ class LimitCountCheck(Plugin):
         self._no_redis = redis and self._redis is None
         self._limit = plugin.count
         self._limit_header = (LIMIT_HEADER, str(plugin.count))
+        self._raw_limit = encode_headers((self._limit_header,))[0]
         self._window = float(plugin.time_window)
         self._show = plugin.show_limit_quota_header
         self._message = _message(plugin)
         self._rejected = json_reject(plugin.rejected_code, "error_msg", self._message, reason="rate_limited")
         self._rejections: dict[int, Reject] = {}
-        self._resets: dict[int, tuple[str, str]] = {}
+        self._resets: dict[int, tuple[tuple[str, str], tuple[bytes, bytes]]] = {}
         self._address_prefix: str | None = None  # the scope and "a:", once found, when keyed by address
         self._scope: str | None = None  # found at the first request: where the plugin sits
         self._key: Callable[[PluginRequest], str] = _by_address
@@ -292,10 +295,12 @@ class LimitCountCheck(Plugin):
 
     def _quick(
         self, facts: RequestFacts, consumer: Consumer, route: MatchedRoute
-    ) -> Reject | tuple[tuple[str, str], ...] | None:
+    ) -> Reject | QuickHeaders | None:
         prefix = self._address_prefix
         if prefix is not None:  # the usual key: the client address
-            key = prefix + (self._environment.client_address(facts) or "")
+            # Without X-Forwarded-For the client is the peer, whichever proxies are trusted.
+            client = facts.client if not facts.forwarded_for else self._environment.client_address(facts)
+            key = prefix + (client or "")
         else:
             if self._scope is None:
                 # The consumer brings no plugins (the quick form's condition): the plugin is the route's.
@@ -311,15 +316,21 @@ class LimitCountCheck(Plugin):
             return self._rejection(_ceil(left) if left > 0 else 0)
         if self._show:
             seconds = _ceil(left) if left > 0 else 0
-            reset = self._resets.get(seconds) or self._reset(seconds)
-            return (self._limit_header, (REMAINING_HEADER, str(limit - used)), reset)
+            reset, raw_reset = self._resets.get(seconds) or self._reset(seconds)
+            remaining = f"{limit - used}"  # an f-string: cheaper than str() per request
+            return (
+                (self._limit_header, (REMAINING_HEADER, remaining), reset),
+                (self._raw_limit, (_RAW_REMAINING, remaining.encode()), raw_reset),
+            )
         return None
 
-    def _reset(self, seconds: int) -> tuple[str, str]:
-        """The ``X-RateLimit-Reset`` header of ``seconds``, kept: the same few come over and over."""
+    def _reset(self, seconds: int) -> tuple[tuple[str, str], tuple[bytes, bytes]]:
+        """The ``X-RateLimit-Reset`` header of ``seconds`` (text and bytes), kept: the same few come
+        over and over."""
         if len(self._resets) >= _REJECTIONS_LIMIT:
             self._resets.clear()
-        found = self._resets[seconds] = (RESET_HEADER, str(seconds))
+        header = (RESET_HEADER, str(seconds))
+        found = self._resets[seconds] = (header, encode_headers((header,))[0])
         return found
 
     def _count(self, counter: Counter, key: str, request: PluginRequest) -> Reject | None:
