@@ -102,7 +102,8 @@ def run(quick: bool = False) -> Result:
         "Where the difference goes: the route without the plugin answers from the basic-auth shortcut with "
         "one cached `Allow`; with it, every request runs `limit-count`'s quick form (no `PluginRequest`: "
         "the client address, one count in memory, the three header values), gets an `Allow` of its own "
-        "carrying its three headers, and the adapter adds them to the app's answer (ASGI encodes them)."
+        "carrying its three headers (as text, and as the bytes ASGI sends, so no adapter encodes them), and the "
+        "adapter adds them to the app's answer."
     )
     if missing is None:
         without, with_ = medians["decide_now without"], medians["decide_now with limit-count, policy redis"]

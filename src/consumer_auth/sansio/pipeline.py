@@ -182,12 +182,14 @@ def run_quick_access(
     """Run the phases after authentication through the plugins' quick forms (see
     :meth:`~consumer_auth.Plugin.quick_access`): the request was authenticated by a shortcut as
     ``found``, its consumer brings no plugins, the log is off."""
-    if len(steps) == 1:  # the usual case: one plugin (limit-count)
-        quick = steps[0](facts, found[0], route)
-    else:
-        quick = _run_quick_steps(steps, facts, found[0], route)
-    if isinstance(quick, Reject):
-        return quick
+    consumer = found[0]
+    quick: QuickHeaders | None = None
+    for step in steps:
+        out = step(facts, consumer, route)
+        if out is not None:
+            if isinstance(out, Reject):
+                return out
+            quick = out if quick is None else (quick[0] + out[0], quick[1] + out[1])
     # The shortcut hands back the same tuple for a credential it remembers: the last one's Allow is
     # found by identity, without hashing the key (one attribute, replaced whole: safe across threads).
     last = pipeline._last_allow
@@ -197,22 +199,6 @@ def run_quick_access(
         allow = cached_allow(route, pipeline, found)
         pipeline._last_allow = (found, route, allow)
     return allow if quick is None else allow.with_response_headers(quick[0], quick[1])
-
-
-def _run_quick_steps(
-    steps: tuple[QuickAccess, ...], facts: RequestFacts, consumer: Consumer, route: MatchedRoute
-) -> Reject | QuickHeaders | None:
-    """Several plugins' quick forms in order: the first rejection, else every header they add."""
-    headers: tuple[tuple[str, str], ...] = ()
-    raw: tuple[tuple[bytes, bytes], ...] = ()
-    for step in steps:
-        out = step(facts, consumer, route)
-        if out is not None:
-            if isinstance(out, Reject):
-                return out
-            headers += out[0]
-            raw += out[1]
-    return (headers, raw) if headers else None
 
 
 def _after(
